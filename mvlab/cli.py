@@ -1,0 +1,56 @@
+"""The ``mvlab`` command. Thin: each sub-command lives in ``mvlab/commands/<name>.py`` and
+exposes ``register(subparsers)``; the work itself is done by the library modules."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mvlab.errors import UserError
+
+# Order is the order shown in --help. A module that is missing is skipped, so the CLI never
+# breaks because one command is under construction.
+COMMANDS = ["show", "data", "train", "bench", "sweep", "report"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mvlab",
+        description="Ablate and explore hybrid Mamba-Transformer vision backbones (MambaVision).",
+    )
+    parser.add_argument("--version", action="version", version=f"mvlab {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mvlab.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"mvlab.commands.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from mvlab import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"mvlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mvlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
