@@ -1,0 +1,245 @@
+"""The three block kinds and the pieces around them (stem, downsample, windows).
+
+Module and parameter names follow NVIDIA's released MambaVision checkpoints, so their state
+dicts load with ``strict=True``. The numerics follow the reference too, quirks included: the
+mixer's dt bias is counted twice, the convs in the mixer are non-causal and bias-free, the
+output concatenates the scan with the symmetric branch, conv blocks use tanh-GELU and the MLP
+exact GELU.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+from mvlab.grammar import MixerOptions
+from mvlab.ops import selective_scan
+
+
+class Stem(nn.Module):
+    """Stride-4 stem: two conv3x3 s2 (no bias) -> BN(eps 1e-4) -> ReLU."""
+
+    def __init__(self, in_chans: int, stem: int, width: int):
+        super().__init__()
+        self.conv_down = nn.Sequential(
+            nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(stem, eps=1e-4),
+            nn.ReLU(),
+            nn.Conv2d(stem, width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(width, eps=1e-4),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_down(x)
+
+
+class Downsample(nn.Module):
+    """Between stages: one conv3x3 stride 2, no bias, no norm."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.reduction = nn.Sequential(nn.Conv2d(dim, out_dim, 3, 2, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduction(x)
+
+
+class ConvBlock(nn.Module):
+    """Residual conv block on NCHW maps: conv3x3 -> BN -> GELU(tanh) -> conv3x3 -> BN."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.act1 = nn.GELU(approximate="tanh")
+        self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        return x + self.drop_path(y)
+
+
+def _depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Depthwise conv over the token axis of (batch, channels, L); no bias."""
+    if causal:
+        return F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight, groups=x.shape[1])
+    return F.conv1d(x, weight, padding="same", groups=x.shape[1])
+
+
+class MambaVisionMixer(nn.Module):
+    """The MambaVision token mixer on (batch, L, C) sequences.
+
+    ``in_proj`` splits into x and z halves of ``d_inner/2 = expand*C/2`` channels each. x goes
+    through a depthwise conv, SiLU and the selective scan. The ablation options change the rest:
+
+    ==========  ======  ===========================================================  ==========
+    branch      out     y                                                            out_proj in
+    ==========  ======  ===========================================================  ==========
+    on          concat  [scan(x), SiLU(conv1d_z(z))]  (released MambaVision)         d_inner
+    on          gate    scan(x) * SiLU(conv1d_z(z))                                  d_inner/2
+    off         gate    scan(x) * SiLU(z)  (original Mamba; z gates inside the scan)   d_inner/2
+    off         concat  scan(x)  (in_proj has no z half)                            d_inner/2
+    ==========  ======  ===========================================================  ==========
+
+    The scan always runs on ``d_inner/2`` channels, so its cost is the same in every variant.
+    """
+
+    def __init__(self, dim: int, opts: MixerOptions = MixerOptions(),
+                 scan_backend: str = "auto"):
+        super().__init__()
+        self.dim = dim
+        self.opts = opts
+        self.d_state = opts.d_state
+        self.d_inner = opts.expand * dim
+        self.d_half = self.d_inner // 2
+        self.dt_rank = math.ceil(dim / 16)
+        self.causal = opts.conv1d == "causal"
+        self.scan_backend = scan_backend
+        has_z = opts.branch or opts.out == "gate"
+        self.in_proj = nn.Linear(dim, self.d_inner if has_z else self.d_half, bias=False)
+        self.conv1d_x = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
+                                  bias=False)
+        if opts.branch:
+            self.conv1d_z = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
+                                      bias=False)
+        self.x_proj = nn.Linear(self.d_half, self.dt_rank + 2 * self.d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_half, bias=True)
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_half, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.d_half))
+        concat = opts.branch and opts.out == "concat"
+        self.out_proj = nn.Linear(self.d_inner if concat else self.d_half, dim, bias=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        xz = self.in_proj(hidden).transpose(1, 2)  # (batch, d_inner, L), a view
+        if xz.shape[1] == self.d_half:
+            x, z = xz, None
+        else:
+            x, z = xz.chunk(2, dim=1)
+        x = F.silu(_depthwise_conv1d(x, self.conv1d_x.weight, self.causal))
+        if self.opts.branch:
+            z = F.silu(_depthwise_conv1d(z, self.conv1d_z.weight, self.causal))
+        x_dbl = F.linear(x.transpose(1, 2), self.x_proj.weight)  # (batch, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        # Reference quirk kept for weight compatibility: dt_proj adds its bias here and the
+        # scan adds it again through delta_bias, so the step is softplus(W dt + 2b).
+        delta = self.dt_proj(dt).transpose(1, 2)
+        A = -torch.exp(self.A_log.float())
+        gate_in_scan = z if (not self.opts.branch and self.opts.out == "gate") else None
+        y = selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
+                           z=gate_in_scan, delta_bias=self.dt_proj.bias.float(),
+                           delta_softplus=True, backend=self.scan_backend)
+        if self.opts.branch:
+            y = torch.cat([y, z], dim=1) if self.opts.out == "concat" else y * z
+        return self.out_proj(y.transpose(1, 2))
+
+
+class Attention(nn.Module):
+    """Plain multi-head self-attention on (batch, L, C): fused SDPA, no position bias."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, length, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(batch, length, dim))
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> fc2."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TokenBlock(nn.Module):
+    """Pre-norm block on (batch, L, C): x += g1*mixer(LN(x)); x += g2*MLP(LN(x)).
+
+    ``mixer`` is a MambaVisionMixer ("M") or Attention ("A"); ``gamma_1``/``gamma_2`` exist only
+    with layer scale, as in the released checkpoints.
+    """
+
+    def __init__(self, dim: int, kind: str, heads: int, mixer_opts: MixerOptions,
+                 mlp_ratio: float, drop_path: float, layer_scale: float | None,
+                 scan_backend: str = "auto"):
+        super().__init__()
+        self.kind = kind
+        self.norm1 = nn.LayerNorm(dim)
+        if kind == "M":
+            self.mixer = MambaVisionMixer(dim, mixer_opts, scan_backend)
+        else:
+            self.mixer = Attention(dim, heads)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if layer_scale is not None:
+            self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
+        else:
+            self.gamma_1 = self.gamma_2 = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mixer(self.norm1(x))
+        x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
+        y = self.mlp(self.norm2(x))
+        return x + self.drop_path(y if self.gamma_2 is None else self.gamma_2 * y)
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, C, H, W) with H, W multiples of ``window`` -> (B*nW, window*window, C), row-major."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // window, window, w // window, window)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of ``window_partition``: (B*nW, window*window, C) -> (B, C, H, W)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window, w // window, window, window, c)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(-1, c, h, w)
+
+
+def to_tokens(x: torch.Tensor, window: int | None) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """NCHW map -> token sequences, zero-padding right/bottom up to a window multiple.
+
+    Returns the tokens and what ``from_tokens`` needs to undo it. ``window=None`` is global
+    attention: the whole map is one sequence.
+    """
+    b, c, h, w = x.shape
+    if window is None:
+        return x.flatten(2).transpose(1, 2), (h, w, h, w)
+    pad_r, pad_b = (window - w % window) % window, (window - h % window) % window
+    if pad_r or pad_b:
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+    hp, wp = h + pad_b, w + pad_r
+    return window_partition(x, window), (h, w, hp, wp)
+
+
+def from_tokens(tokens: torch.Tensor, window: int | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of ``to_tokens`` (crops the padding away)."""
+    h, w, hp, wp = shape
+    if window is None:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+    x = window_reverse(tokens, window, hp, wp)
+    if hp != h or wp != w:
+        x = x[:, :, :h, :w].contiguous()
+    return x

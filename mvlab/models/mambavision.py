@@ -1,0 +1,242 @@
+"""The network: a grammar spec turned into MambaVision's four-stage layout.
+
+    patch_embed (stride 4) -> levels.0 .. levels.3 (blocks, then downsample except the last)
+      -> norm (BatchNorm2d) -> global average pool -> head
+
+A level runs its blocks in order. Conv blocks work on the NCHW map; each run of consecutive
+mixer/attention blocks works on token sequences (windows, zero-padded right/bottom when the map
+does not divide, or the whole map when ``window`` is none) and is folded back to a map after.
+For the released layouts that is exactly the reference: one partition per level.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models._features import feature_take_indices
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mvlab.grammar import ModelSpec, StageSpec, format_spec, parse_spec
+from mvlab.models.blocks import ConvBlock, Downsample, Stem, TokenBlock, from_tokens, to_tokens
+from mvlab.ops import resolve_backend
+
+
+class Level(nn.Module):
+    """One stage: ``blocks`` (module names as in the released checkpoints) then ``downsample``."""
+
+    def __init__(self, stage: StageSpec, out_width: int | None, drop_path: list[float],
+                 mlp_ratio: float, layer_scale: float | None, scan_backend: str):
+        super().__init__()
+        self.window = stage.window
+        self.letters = stage.blocks
+        blocks: list[nn.Module] = []
+        for j, letter in enumerate(self.letters):
+            if letter == "C":
+                blocks.append(ConvBlock(stage.width, drop_path[j]))
+            else:
+                blocks.append(TokenBlock(stage.width, letter, stage.heads or 1,
+                                         stage.mixer_for(j), mlp_ratio, drop_path[j],
+                                         layer_scale, scan_backend))
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = Downsample(stage.width, out_width) if out_width else None
+        self.grad_checkpointing = False
+        # Runs of same-domain blocks: (is_token_run, start, stop).
+        self._runs: list[tuple[bool, int, int]] = []
+        for j, letter in enumerate(self.letters):
+            token = letter != "C"
+            if self._runs and self._runs[-1][0] == token:
+                self._runs[-1] = (token, self._runs[-1][1], j + 1)
+            else:
+                self._runs.append((token, j, j + 1))
+
+    def _run(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for block in self.blocks[start:stop]:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks only (NCHW in, NCHW out, same size): what a feature tap sees."""
+        for token, start, stop in self._runs:
+            if token:
+                tokens, shape = to_tokens(x, self.window)
+                x = from_tokens(self._run(tokens, start, stop), self.window, shape)
+            else:
+                x = self._run(x, start, stop)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_blocks(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class MambaVision(nn.Module):
+    """A MambaVision-family network built from a grammar spec.
+
+    ``spec`` (canonical string) rebuilds it exactly: ``build_model(model.spec)``. The timm model
+    API is implemented: forward_features, forward_head(pre_logits=...), forward_intermediates,
+    reset_classifier, no_weight_decay, group_matcher, set_grad_checkpointing.
+    """
+
+    def __init__(self, spec: ModelSpec | str, num_classes: int = 1000, in_chans: int = 3,
+                 drop_rate: float = 0.0, global_pool: str = "avg",
+                 drop_path_rate: float | None = None, scan_backend: str = "auto"):
+        super().__init__()
+        spec = parse_spec(spec)
+        if drop_path_rate is not None:  # timm's spelling of the spec's drop_path
+            from dataclasses import replace
+            spec = parse_spec(replace(spec, drop_path=drop_path_rate))
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+        self.model_spec = spec
+        self.spec = format_spec(spec)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.drop_rate = drop_rate
+        self._scan_backend = scan_backend
+        widths = spec.widths
+        self.num_features = self.head_hidden_size = widths[-1]
+        self.patch_embed = Stem(in_chans, spec.stem, widths[0])
+        total = sum(spec.depths)
+        rates = [spec.drop_path * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        levels, start = [], 0
+        self.feature_info = []
+        for i, stage in enumerate(spec.stages):
+            out_width = widths[i + 1] if i + 1 < len(widths) else None
+            levels.append(Level(stage, out_width, rates[start:start + stage.depth],
+                                spec.mlp_ratio, spec.layer_scale, scan_backend))
+            start += stage.depth
+            self.feature_info.append(dict(num_chs=stage.width, reduction=4 * 2 ** i,
+                                          module=f"levels.{i}"))
+        self.levels = nn.ModuleList(levels)
+        self.norm = nn.BatchNorm2d(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.apply(_init_weights)
+
+    # ---------------------------------------------------------------------- scan backend
+    @property
+    def scan_backend(self) -> str:
+        return self._scan_backend
+
+    def set_scan_backend(self, name: str) -> None:
+        """Route every mixer's scan through backend ``name`` ("auto" or a registered one)."""
+        if name != "auto":
+            resolve_backend(name)  # fail now, not at the first forward
+        self._scan_backend = name
+        for module in self.modules():
+            if hasattr(module, "scan_backend") and module is not self:
+                module.scan_backend = name
+
+    # --------------------------------------------------------------------------- forward
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for level in self.levels:
+            x = level(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x.mean(dim=(2, 3))
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None,
+                              norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """Stage outputs (before each downsample) as timm's feature API expects.
+
+        ``indices``: last n stages if int, all if None, else those stage indices. ``norm``
+        applies the final BatchNorm to the last stage's output.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError("MambaVision intermediates are NCHW only")
+        take, max_index = feature_take_indices(len(self.levels), indices)
+        intermediates = []
+        x = self.patch_embed(x)
+        last = len(self.levels) - 1
+        levels = self.levels[:max_index + 1] if stop_early else self.levels
+        for i, level in enumerate(levels):
+            x = level.forward_blocks(x)
+            if i in take:
+                intermediates.append(self.norm(x) if norm and i == last else x)
+            if level.downsample is not None:
+                x = level.downsample(x)
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages, norm and head that the wanted intermediates do not need."""
+        take, max_index = feature_take_indices(len(self.levels), indices)
+        prune_end = max_index < len(self.levels) - 1
+        self.levels = self.levels[:max_index + 1]
+        self.levels[-1].downsample = None
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take
+
+    # ------------------------------------------------------------------------ timm hooks
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            _init_weights(self.head)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Full names of every mixer's A_log and D (the SSM parameters take no weight decay)."""
+        return {name for name, _ in self.named_parameters()
+                if name.endswith(".mixer.A_log") or name.endswith(".mixer.D")}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^levels\.(\d+)" if coarse else [
+                (r"^levels\.(\d+)\.blocks\.(\d+)", None),
+                (r"^levels\.(\d+)\.downsample", (0,)),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for level in self.levels:
+            level.grad_checkpointing = enable
+
+    def block_letters(self) -> Iterator[tuple[int, str]]:
+        """(stage index, letter) for every block, in order."""
+        for i, level in enumerate(self.levels):
+            for letter in level.letters:
+                yield i, letter
+
+
+def _init_weights(module: nn.Module) -> None:
+    # As the reference: every Linear trunc-normal(.02), bias 0 -- this also overwrites the
+    # Mamba-style dt_proj init; LayerNorm weight 1, bias 0; convs keep PyTorch's default.
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
