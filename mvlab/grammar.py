@@ -263,7 +263,7 @@ def normalize_stage(stage: StageSpec, where: str) -> StageSpec:
         value = getattr(stage, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise SpecError(f"{where}: {key} must be an integer >= 1, got {value!r}")
-    pattern = canonical_pattern(stage.pattern, stage.depth, f"{where}: pattern")
+    pattern = canonical_pattern(stage.pattern, stage.depth, where)
     blocks = expand_pattern(pattern, stage.depth)
     if all(b == "C" for b in blocks):
         if stage.overrides:
@@ -503,7 +503,7 @@ def make_spec(dim: int, stem: int, depths: tuple[int, ...], heads: tuple[int, ..
     """A MambaVision-style spec from the paper's table columns (widths dim * 2**i)."""
     stages = tuple(
         StageSpec(depth=d, width=dim * 2 ** i, pattern=p, heads=h, window=w, mixer=mixer)
-        for i, (d, h, w, p) in enumerate(zip(depths, heads, windows, patterns))
+        for i, (d, h, w, p) in enumerate(zip(depths, heads, windows, patterns, strict=True))
     )
     return normalize_spec(ModelSpec(stem, stages, mlp_ratio, drop_path, layer_scale))
 
@@ -536,6 +536,7 @@ def preset_name(text: str) -> str | None:
 
 # ---------------------------------------------------------------------------------- set_option
 _STAGE_KEY = re.compile(r"^s(\d+)\.(\w+)$")
+_BLOCK_KEY = re.compile(r"^s(\d+)\.b(\d+)\.(\w+)$")
 TOKEN_STAGE_KEYS = ("pattern", "heads", "window") + MIXER_KEYS
 
 
@@ -580,7 +581,8 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
     (widths dim*2**i), ``depths`` (list of 4); per stage ``s{1..4}.<key>`` for depth, width,
     pattern, heads, window, d_state, d_conv, expand, branch, conv1d, out; and pattern, heads,
     window and the mixer keys without prefix, applied to every stage holding mixer or attention
-    blocks. Raises SpecError for an unknown key or a value that makes the spec invalid.
+    blocks; ``s{i}.b{j}.<mixer key>`` overrides one mixer block. Raises SpecError for an
+    unknown key or a value that makes the spec invalid.
     """
     spec = parse_spec(spec)
     where = f"option {key}"
@@ -604,8 +606,21 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
         if len(depths) != NUM_STAGES:
             raise SpecError(f"{where}: needs {NUM_STAGES} depths, got {value!r}")
         stages = tuple(replace(s, depth=_coerce("depth", d, f"{where}[{i}]"))
-                       for i, (s, d) in enumerate(zip(spec.stages, depths)))
+                       for i, (s, d) in enumerate(zip(spec.stages, depths, strict=True)))
         return normalize_spec(replace(spec, stages=stages))
+    match = _BLOCK_KEY.match(key)
+    if match:
+        index, block, sub = int(match[1]), int(match[2]), match[3]
+        if not 1 <= index <= NUM_STAGES:
+            raise SpecError(f"{where}: stages are s1..s{NUM_STAGES}, got s{index}")
+        if sub not in MIXER_KEYS:
+            raise SpecError(f"{where}: per-block keys are {', '.join(MIXER_KEYS)}")
+        stage = spec.stages[index - 1]
+        current = dict(stage.overrides)
+        current[block] = replace(stage.mixer_for(block), **{sub: _coerce(sub, value, where)})
+        stages = list(spec.stages)
+        stages[index - 1] = replace(stage, overrides=tuple(sorted(current.items())))
+        return normalize_spec(replace(spec, stages=tuple(stages)))
     match = _STAGE_KEY.match(key)
     if match:
         index, sub = int(match[1]), match[2]

@@ -90,9 +90,10 @@ class MambaVisionMixer(nn.Module):
     The scan always runs on ``d_inner/2`` channels, so its cost is the same in every variant.
     """
 
-    def __init__(self, dim: int, opts: MixerOptions = MixerOptions(),
+    def __init__(self, dim: int, opts: MixerOptions | None = None,
                  scan_backend: str = "auto"):
         super().__init__()
+        opts = opts or MixerOptions()
         self.dim = dim
         self.opts = opts
         self.d_state = opts.d_state
