@@ -85,31 +85,49 @@ def build_or_open(cache_dir: str | Path, name: str, root: str | Path, items: Seq
     path = entry_path(cache_dir, name, root, items, side)
     expected = {"format_version": FORMAT_VERSION, "root": str(Path(root).resolve()), "side": side,
                 "items": len(items), "key": path.name.rsplit("-", 1)[1]}
-    if not rebuild:
-        cached = open_cache(path)
-        if cached is not None and all(cached.manifest.get(k) == v for k, v in expected.items()):
-            return cached
+    if not rebuild and _matches(open_cache(path), expected):
+        return open_cache(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         skipped = _decode_into(tmp, root, items, side, workers, progress, label=name)
         manifest = dict(expected, name=name, count=len(items) - len(skipped), skipped=skipped)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if rebuild and path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            pass  # another process renamed its identical build into place first: use that one
+        _install(tmp, path, expected, replace=rebuild)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     opened = open_cache(path)
-    if opened is None:
+    if not _matches(opened, expected):
         raise RuntimeError(f"decoded cache {path} could not be opened right after it was built")
     opened.built = True
     for bad in opened.skipped:
         log.warning("skipped undecodable image %s", bad)
     return opened
+
+
+def _matches(cache: DecodedCache | None, expected: dict) -> bool:
+    return cache is not None and all(cache.manifest.get(k) == v for k, v in expected.items())
+
+
+def _install(tmp: Path, path: Path, expected: dict, replace: bool) -> None:
+    """Rename the finished ``tmp`` into place. An existing valid entry (a concurrent build of
+    the same key) is kept unless ``replace``; an invalid one is moved aside and deleted."""
+    try:
+        os.rename(tmp, path)
+        return
+    except OSError:
+        if not replace and _matches(open_cache(path), expected):
+            return
+    stale = path.with_name(f".{path.name}.stale-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.rename(path, stale)  # readers holding a memmap keep their (unlinked) file
+    except OSError:
+        pass
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        pass  # lost a race to another writer; the caller checks what is in place
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def _decode_one(job: tuple[str, int]) -> np.ndarray | str:
