@@ -1,0 +1,46 @@
+"""Analysis of sweeps: plain functions on pandas DataFrames (no torch, no model code).
+
+Load a study with ``load_study``; then Pareto fronts (``pareto_mask``, ``pareto_table``), error
+EDFs (``edf_table``), bootstrap ranges of knobs (``bootstrap_range``, ``bootstrap_win_share``),
+seed noise (``seed_noise``), and proxy validity (``paired_fidelities``, ``fidelity_table``).
+Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
+from __future__ import annotations
+
+from mvlab.analysis.bootstrap import (
+                                      best_value_draws,
+                                      bootstrap_range,
+                                      bootstrap_table,
+                                      bootstrap_win_share,
+)
+from mvlab.analysis.edf import complexity_bins, complexity_weights, edf, edf_table
+from mvlab.analysis.errors import AnalysisError
+from mvlab.analysis.fidelity import (
+                                      fidelity_table,
+                                      paired_fidelities,
+                                      rank_agreement,
+                                      rank_agreement_ci,
+                                      top_k_overlap,
+)
+from mvlab.analysis.load import (
+                                      completed,
+                                      design_choices,
+                                      load_study,
+                                      objectives_of,
+                                      open_storage,
+                                      spec_fields,
+                                      study_names,
+                                      with_spec_fields,
+)
+from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread, tied_with_best
+from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
+from mvlab.analysis.summary import choice_summary, pareto_table, with_pareto
+
+__all__ = [
+    "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
+    "bootstrap_win_share", "choice_summary", "completed", "complexity_bins",
+    "complexity_weights", "design_choices", "edf", "edf_table", "fidelity_table",
+    "load_study", "objectives_of", "open_storage", "paired_fidelities", "pareto_front",
+    "pareto_mask", "pareto_ranks", "pareto_table", "pooled_std", "rank_agreement",
+    "rank_agreement_ci", "seed_noise", "seed_spread", "spec_fields", "study_names",
+    "tied_with_best", "top_k_overlap", "with_pareto", "with_spec_fields",
+]

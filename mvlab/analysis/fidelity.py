@@ -1,0 +1,162 @@
+"""Does a cheap proxy rank architectures like a longer run? Rank agreement with CIs.
+
+Kendall tau-b and Spearman rho are scipy's; top-k overlap is |top-k(x) & top-k(y)| / k with ties
+broken by table order. Confidence intervals resample configurations with replacement. Params and
+FLOPs are the baseline rankers: a proxy that ranks no better than model size is not worth running."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mvlab.analysis.errors import AnalysisError
+from mvlab.analysis.noise import config_columns
+
+STATISTICS = ("kendall_tau", "spearman_rho", "top_k_overlap")
+
+
+def _rng(seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _top_k(values: np.ndarray, k: int, higher_is_better: bool) -> set[int]:
+    keyed = -values if higher_is_better else values
+    return set(np.argsort(keyed, kind="stable")[:k].tolist())
+
+
+def top_k_overlap(x, y, k: int, higher_is_better: bool = True) -> float:
+    """Share of the k best items under ``x`` that are also among the k best under ``y``."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape:
+        raise AnalysisError(f"rankings differ in length: {a.size} vs {b.size}")
+    if not 1 <= k <= a.size:
+        raise AnalysisError(f"k must be between 1 and the number of items ({a.size}), got {k}")
+    return len(_top_k(a, k, higher_is_better) & _top_k(b, k, higher_is_better)) / k
+
+
+def rank_agreement(x, y, k: int | None = None, higher_is_better: bool = True) -> dict[str, float]:
+    """Kendall tau-b, Spearman rho and top-k overlap (k defaults to a quarter, at least 1)."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if a.size < 2:
+        raise AnalysisError(f"rank agreement needs at least 2 configurations with both scores, "
+                            f"got {a.size}")
+    k = max(1, a.size // 4) if k is None else min(k, a.size)
+    return {"kendall_tau": float(stats.kendalltau(a, b).statistic),
+            "spearman_rho": float(stats.spearmanr(a, b).statistic),
+            "top_k_overlap": top_k_overlap(a, b, k, higher_is_better), "k": k, "n": int(a.size)}
+
+
+def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Kendall tau-b of every row pair of two (resamples, n) arrays; NaN for a constant row.
+
+    The same statistic as scipy.stats.kendalltau, vectorised over bootstrap resamples."""
+    result = np.empty(len(x))
+    upper = np.triu_indices(x.shape[1], k=1)
+    for start in range(0, len(x), chunk):
+        xs, ys = x[start:start + chunk], y[start:start + chunk]
+        dx = np.sign(xs[:, :, None] - xs[:, None, :])[:, upper[0], upper[1]]
+        dy = np.sign(ys[:, :, None] - ys[:, None, :])[:, upper[0], upper[1]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result[start:start + chunk] = (dx * dy).sum(1) / np.sqrt(
+                np.count_nonzero(dx, axis=1) * np.count_nonzero(dy, axis=1))
+    return result
+
+
+def spearman_rho_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho (Pearson of average ranks) of every row pair; NaN for a constant row."""
+    rx = stats.rankdata(x, axis=1)
+    ry = stats.rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(1) / np.sqrt((rx ** 2).sum(1) * (ry ** 2).sum(1))
+
+
+def top_k_overlap_rows(x: np.ndarray, y: np.ndarray, k: int,
+                       higher_is_better: bool = True) -> np.ndarray:
+    """``top_k_overlap`` of every row pair of two (resamples, n) arrays."""
+    sign = -1.0 if higher_is_better else 1.0
+    rows = np.arange(len(x))[:, None]
+    in_x = np.zeros(x.shape, dtype=bool)
+    in_y = np.zeros(y.shape, dtype=bool)
+    in_x[rows, np.argsort(sign * x, axis=1, kind="stable")[:, :k]] = True
+    in_y[rows, np.argsort(sign * y, axis=1, kind="stable")[:, :k]] = True
+    return (in_x & in_y).sum(1) / k
+
+
+def rank_agreement_ci(x, y, k: int | None = None, n_boot: int = 1000, ci: float = 95.0,
+                      seed=0, higher_is_better: bool = True) -> pd.DataFrame:
+    """Rank agreement with percentile bootstrap CIs over configurations.
+
+    Rows: kendall_tau, spearman_rho, top_k_overlap; columns: estimate, low, high. Resamples in
+    which a statistic is undefined (a constant ranking) are left out of its interval."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    point = rank_agreement(a, b, k, higher_is_better)
+    draws = _rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = np.column_stack([kendall_tau_b_rows(a[draws], b[draws]),
+                            spearman_rho_rows(a[draws], b[draws]),
+                            top_k_overlap_rows(a[draws], b[draws], point["k"], higher_is_better)])
+    tail = (100.0 - ci) / 2
+    low = np.nanpercentile(boot, tail, axis=0)
+    high = np.nanpercentile(boot, 100.0 - tail, axis=0)
+    table = pd.DataFrame({"estimate": [point[s] for s in STATISTICS], "low": low, "high": high},
+                         index=list(STATISTICS))
+    table.attrs.update(k=point["k"], n=point["n"], n_boot=n_boot, ci=ci)
+    return table
+
+
+def paired_fidelities(df: pd.DataFrame, metric: str, low: str, high: str,
+                      fidelity: str = "fidelity", config: str | Sequence[str] = "spec",
+                      carry: Sequence[str] = ("params", "macs")) -> pd.DataFrame:
+    """One row per configuration measured at both fidelities: seed-mean ``metric`` at each.
+
+    Columns: the config columns, ``low``, ``high``, ``<low>_runs``, ``<high>_runs`` and the
+    ``carry`` columns that exist (first value per configuration, e.g. params and macs)."""
+    for column in (metric, fidelity):
+        if column not in df.columns:
+            raise AnalysisError(f"column {column!r} is not in the table")
+    keys = config_columns(df, config)
+    labels = set(df[fidelity].dropna().astype(str))
+    for label in (low, high):
+        if label not in labels:
+            raise AnalysisError(f"fidelity {label!r} is not in column {fidelity!r}; it has "
+                                f"{sorted(labels)}")
+    table = df.assign(_m=pd.to_numeric(df[metric], errors="coerce"),
+                      _f=df[fidelity].astype(str)).dropna(subset=["_m"])
+    table = table[table["_f"].isin([low, high])]
+    means = table.pivot_table(index=keys, columns="_f", values="_m", aggfunc="mean")
+    runs = table.pivot_table(index=keys, columns="_f", values="_m", aggfunc="count")
+    paired = pd.DataFrame({low: means.get(low), high: means.get(high),
+                           f"{low}_runs": runs.get(low), f"{high}_runs": runs.get(high)})
+    present = [c for c in carry if c in table.columns]
+    if present:
+        paired = paired.join(table.groupby(keys)[present].first())
+    return paired.dropna(subset=[low, high]).reset_index()
+
+
+def fidelity_table(paired: pd.DataFrame, target: str, rankers: Sequence[str],
+                   k: int | None = None, n_boot: int = 1000, ci: float = 95.0,
+                   seed=0) -> pd.DataFrame:
+    """How well each ranker column (a proxy metric, params, macs) predicts the ``target`` ranking.
+
+    One row per ranker: <statistic>, <statistic>_low, <statistic>_high for each statistic, then
+    k and n. Larger is taken as better for every ranker (bigger models are the naive guess)."""
+    rows = {}
+    for ranker in rankers:
+        if ranker not in paired.columns:
+            raise AnalysisError(f"ranker column {ranker!r} is not in the paired table")
+        result = rank_agreement_ci(paired[ranker], paired[target], k=k, n_boot=n_boot, ci=ci,
+                                   seed=seed)
+        row = {}
+        for statistic in STATISTICS:
+            row[statistic] = result.loc[statistic, "estimate"]
+            row[f"{statistic}_low"] = result.loc[statistic, "low"]
+            row[f"{statistic}_high"] = result.loc[statistic, "high"]
+        rows[ranker] = {**row, "k": result.attrs["k"], "n": result.attrs["n"]}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,0 +1,176 @@
+"""A sweep's record (Optuna storage + MLflow runs) as one pandas DataFrame, one row per trial.
+
+Columns: ``trial``, ``state``, one column per objective (named by the study's metric names),
+``params.<knob>`` for every sampled knob, the trial's scalar user attributes (``spec``, ``seed``,
+``fidelity``, ``mlflow_run_id``, ``status``, ``params``, ``macs``, ...; see ``names``), and,
+when the MLflow store is reachable, ``metrics.<name>`` from the trial's run. ``df.attrs`` holds
+``objectives`` ({column: "maximize" | "minimize"}), ``study`` and ``study_attrs``."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mvlab.analysis import names
+from mvlab.analysis.errors import AnalysisError
+
+_JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
+
+
+def open_storage(storage, must_exist: bool = True):
+    """An Optuna storage for a URL (sqlite:///, postgresql://) or a journal file path.
+
+    A path ending in .log/.journal/.jsonl, or ``journal:///path``, opens a JournalStorage (the
+    backend for several workers on one host). Storage objects pass through unchanged."""
+    if not isinstance(storage, (str, Path)):
+        return storage
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    text = str(storage)
+    if text.startswith("journal://"):
+        text = text[len("journal://"):]
+    elif "://" in text or not text.endswith(_JOURNAL_SUFFIXES):
+        return text
+    if must_exist and not Path(text).exists():
+        raise AnalysisError(f"journal storage {text!r} does not exist; pass the file the sweep "
+                            "wrote (see the study's storage: key)")
+    return JournalStorage(JournalFileBackend(text))
+
+
+def study_names(storage: str | Path) -> list[str]:
+    """Names of the studies in ``storage``."""
+    import optuna
+
+    return sorted(optuna.get_all_study_names(storage=open_storage(storage)))
+
+
+def _scalar(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _objectives(study) -> dict[str, str]:
+    metric_names = study.metric_names or (
+        ["value"] if len(study.directions) == 1
+        else [f"objective_{i}" for i in range(len(study.directions))])
+    return {name: direction.name.lower()
+            for name, direction in zip(metric_names, study.directions, strict=True)}
+
+
+def _trial_row(trial, objectives: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {names.TRIAL: trial.number, names.STATE: trial.state.name}
+    for key, value in trial.user_attrs.items():
+        row[key] = _scalar(value)
+    for key, value in trial.params.items():
+        row[names.PARAM_PREFIX + key] = value
+    values = trial.values or [math.nan] * len(objectives)
+    for name, value in zip(objectives, values, strict=True):
+        row[name] = value
+    if trial.datetime_start and trial.datetime_complete:
+        row["duration_s"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return row
+
+
+def _mlflow_metrics(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
+    """Final metrics of the given MLflow runs, indexed by run id (missing runs are skipped)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    rows = {}
+    for run_id in run_ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            continue  # a trial whose run was deleted keeps its Optuna record
+        rows[run_id] = {names.METRIC_PREFIX + k: v for k, v in run.data.metrics.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def load_study(study: str, storage: str | Path, tracking_uri: str | None = None,
+               mlflow: bool = True) -> pd.DataFrame:
+    """Load Optuna study ``study`` from ``storage`` (joined with MLflow metrics) into a DataFrame.
+
+    ``tracking_uri`` defaults to the one the sweep recorded on the study; with none, or with
+    ``mlflow=False``, the table holds the Optuna record only."""
+    import optuna
+
+    resolved = open_storage(storage)
+    try:
+        record = optuna.load_study(study_name=study, storage=resolved)
+    except KeyError as exc:
+        available = optuna.get_all_study_names(storage=resolved)
+        raise AnalysisError(f"no study named {study!r} in {storage}; it holds "
+                            f"{sorted(available) or 'no studies'}") from exc
+    objectives = _objectives(record)
+    rows = [_trial_row(t, objectives) for t in record.get_trials(deepcopy=False)]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        table = pd.DataFrame(columns=[names.TRIAL, names.STATE, *objectives])
+    uri = tracking_uri or record.user_attrs.get(names.STUDY_TRACKING_URI)
+    if mlflow and uri and names.MLFLOW_RUN_ID in table.columns:
+        run_ids = table[names.MLFLOW_RUN_ID].dropna().astype(str).unique().tolist()
+        metrics = _mlflow_metrics(run_ids, uri)
+        if not metrics.empty:
+            table = table.join(metrics, on=names.MLFLOW_RUN_ID)
+    table.attrs.update(objectives=objectives, study=study, study_attrs=dict(record.user_attrs))
+    return table
+
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials that finished and trained: state COMPLETE and status not "failed"."""
+    keep = df[names.STATE] == "COMPLETE"
+    if names.STATUS in df.columns:
+        keep &= df[names.STATUS].fillna("ok") != "failed"
+    result = df[keep].copy()
+    result.attrs = dict(df.attrs)
+    return result
+
+
+def design_choices(df: pd.DataFrame) -> list[str]:
+    """The ``params.*`` columns that take more than one value: the knobs a study varied."""
+    return [c for c in df.columns
+            if str(c).startswith(names.PARAM_PREFIX) and df[c].nunique(dropna=True) > 1]
+
+
+def objectives_of(df: pd.DataFrame) -> dict[str, str]:
+    """The objectives ({column: direction}) a loaded table carries in ``df.attrs``."""
+    objectives = df.attrs.get("objectives")
+    if not objectives:
+        raise AnalysisError("the table carries no objectives; load it with load_study or pass "
+                            "objectives={'column': 'maximize' | 'minimize'} explicitly")
+    return dict(objectives)
+
+
+def spec_fields(spec: str) -> dict[str, str]:
+    """The key=value words of a canonical spec string: global keys as-is, stage keys as s1.key.
+
+    A plain-text reading of the grammar's canonical form, so the analysis needs no model code."""
+    fields: dict[str, str] = {}
+    for index, segment in enumerate(str(spec).split("|")):
+        for word in segment.split():
+            key, sep, value = word.partition("=")
+            if sep:
+                fields[key if index == 0 else f"s{index}.{key}"] = value
+    return fields
+
+
+def with_spec_fields(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    """``df`` plus a ``spec.<key>`` column for each spec field (all varying ones by default)."""
+    if names.SPEC not in df.columns:
+        raise AnalysisError(f"the table has no {names.SPEC!r} column to read spec fields from")
+    fields = pd.DataFrame([spec_fields(s) if isinstance(s, str) else {} for s in df[names.SPEC]],
+                          index=df.index)
+    if keys is None:
+        keys = [c for c in fields.columns if fields[c].nunique(dropna=True) > 1]
+    missing = [k for k in keys if k not in fields.columns]
+    if missing:
+        raise AnalysisError(f"spec fields {missing} are in no spec; available: "
+                            f"{sorted(fields.columns)}")
+    result = df.join(fields[keys].add_prefix("spec."))
+    result.attrs = dict(df.attrs)
+    return result

@@ -1,0 +1,159 @@
+"""Matplotlib figures for the notebooks and ``mvlab report``. Each function draws on ``ax`` (or a
+new Figure, without touching pyplot's global state) and returns the Figure."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from mvlab.analysis.errors import AnalysisError
+from mvlab.analysis.pareto import pareto_mask
+
+
+def _axes(ax: Axes | None, size=(6.4, 4.4)) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    figure = Figure(figsize=size, layout="constrained")
+    return figure, figure.subplots()
+
+
+def _arrow(direction: str) -> str:
+    return "higher is better" if direction.startswith("max") else "lower is better"
+
+
+def _colours(labels: pd.Series) -> dict:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if labels.nunique() <= 10 else "tab20"]
+    return {label: palette(i % palette.N) for i, label in enumerate(sorted(labels.unique(),
+                                                                           key=str))}
+
+
+def plot_pareto(df: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str],
+                label: str | None = None, annotate: str | None = None,
+                ax: Axes | None = None, title: str | None = None) -> Figure:
+    """``y`` against ``x`` for every trial; front points solid and joined, dominated ones faded.
+
+    ``objectives`` are the directions used for dominance (normally {x: ..., y: ...}); ``label``
+    colours points by a column (e.g. the pattern); ``annotate`` writes a column next to front
+    points."""
+    figure, ax = _axes(ax)
+    table = df.dropna(subset=[x, y])
+    if table.empty:
+        raise AnalysisError(f"no trial has both {x!r} and {y!r}; nothing to plot")
+    on_front = pareto_mask(table, objectives)
+    labels = table[label].astype(str) if label else pd.Series("trials", index=table.index)
+    colours = _colours(labels)
+    for name, colour in colours.items():
+        mine = labels == name
+        ax.scatter(table.loc[mine & ~on_front, x], table.loc[mine & ~on_front, y], s=18,
+                   color=colour, alpha=0.35, linewidths=0)
+        ax.scatter(table.loc[mine & on_front, x], table.loc[mine & on_front, y], s=46,
+                   color=colour, edgecolors="black", linewidths=0.8, label=name)
+    front = table[on_front].sort_values(x, kind="stable")
+    ax.plot(front[x], front[y], color="black", linewidth=0.8, alpha=0.6, zorder=0,
+            drawstyle="steps-post" if len(front) > 1 else "default")
+    if annotate:
+        for _, row in front.iterrows():
+            ax.annotate(str(row[annotate]), (row[x], row[y]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"{x} ({_arrow(objectives.get(x, 'max'))})")
+    ax.set_ylabel(f"{y} ({_arrow(objectives.get(y, 'max'))})")
+    ax.set_title(title or f"Pareto front: {int(on_front.sum())} of {len(table)} trials "
+                          "non-dominated (faded: dominated)", fontsize=9)
+    if label:
+        ax.legend(title=label, fontsize=7, title_fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def plot_edf(edf_long: pd.DataFrame, ax: Axes | None = None, title: str | None = None,
+             xlabel: str = "error") -> Figure:
+    """Step curves of an ``edf_table`` (group, error, edf, n): one per group."""
+    figure, ax = _axes(ax)
+    for group, curve in edf_long.groupby("group", sort=True):
+        curve = curve.sort_values("error")
+        ax.step(curve["error"], curve["edf"], where="post",
+                label=f"{group} (n={int(curve['n'].iloc[0])})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("cumulative share of models with error below x")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title or "error EDF", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def plot_bootstrap_ranges(ranges: pd.DataFrame, ax: Axes | None = None,
+                          title: str | None = None) -> Figure:
+    """A ``bootstrap_table``: one row per knob, the p2.5-p97.5 bar with the p50 marked."""
+    figure, ax = _axes(ax, size=(6.4, 0.5 + 0.5 * max(len(ranges), 1)))
+    rows = np.arange(len(ranges))
+    ax.hlines(rows, ranges["p2.5"], ranges["p97.5"], color="tab:blue", linewidth=3)
+    ax.plot(ranges["p50"], rows, "o", color="black", label="median of best")
+    ax.set_yticks(rows, [str(i) for i in ranges.index])
+    ax.set_xlabel("knob value of the best model in a 25% resample (2.5-97.5 percentile)")
+    ax.set_title(title or "bootstrap range of good values", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return figure
+
+
+def plot_win_share(share: pd.Series, ax: Axes | None = None, title: str | None = None) -> Figure:
+    """A ``bootstrap_win_share``: how often each value of a categorical knob holds the best model."""
+    figure, ax = _axes(ax, size=(6.4, 0.5 + 0.4 * max(len(share), 1)))
+    rows = np.arange(len(share))
+    ax.barh(rows, share.to_numpy(), color="tab:blue")
+    ax.set_yticks(rows, [str(i) for i in share.index])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of bootstrap resamples won")
+    ax.set_title(title or f"best value of {share.index.name or 'knob'}", fontsize=9)
+    return figure
+
+
+def plot_seed_spread(spread: pd.DataFrame, label: str, ax: Axes | None = None,
+                     title: str | None = None) -> Figure:
+    """A ``seed_spread`` table: mean per repeated configuration with its min-max bar."""
+    repeated = spread[spread["runs"] >= 2].reset_index(drop=True)
+    figure, ax = _axes(ax, size=(6.4, 0.6 + 0.35 * max(len(repeated), 1)))
+    rows = np.arange(len(repeated))
+    ax.hlines(rows, repeated["min"], repeated["max"], color="tab:gray", linewidth=2)
+    ax.plot(repeated["mean"], rows, "o", color="black")
+    names = repeated[label].astype(str).str.slice(0, 48) if label in repeated else rows
+    ax.set_yticks(rows, list(names), fontsize=7)
+    ax.set_xlabel("metric across seeds (dot: mean, bar: min-max)")
+    ax.set_title(title or f"seed spread of {len(repeated)} repeated configurations", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return figure
+
+
+def plot_fidelity_scatter(paired: pd.DataFrame, low: str, high: str, ax: Axes | None = None,
+                          title: str | None = None) -> Figure:
+    """Each configuration's score at the low fidelity against the high one."""
+    figure, ax = _axes(ax, size=(4.8, 4.4))
+    ax.scatter(paired[low], paired[high], s=24, color="tab:blue")
+    ax.set_xlabel(f"{low} (proxy)")
+    ax.set_ylabel(f"{high} (reference)")
+    ax.set_title(title or f"{len(paired)} configurations at two fidelities", fontsize=9)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def plot_rank_agreement(table: pd.DataFrame, statistic: str = "kendall_tau",
+                        ax: Axes | None = None, title: str | None = None) -> Figure:
+    """A ``fidelity_table``: each ranker's statistic with its bootstrap CI."""
+    figure, ax = _axes(ax, size=(6.4, 0.8 + 0.5 * max(len(table), 1)))
+    rows = np.arange(len(table))
+    ax.hlines(rows, table[f"{statistic}_low"], table[f"{statistic}_high"], color="tab:blue",
+              linewidth=3)
+    ax.plot(table[statistic], rows, "o", color="black")
+    ax.axvline(0, color="gray", linewidth=0.8)
+    ax.set_yticks(rows, [str(i) for i in table.index])
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel(f"{statistic} with the reference ranking (bar: bootstrap CI)")
+    ax.set_title(title or "which ranker predicts the reference?", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    return figure

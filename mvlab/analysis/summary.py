@@ -1,0 +1,77 @@
+"""Tables a report prints: the Pareto front and per-design-choice results with seed spread."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from mvlab.analysis import names
+from mvlab.analysis.errors import AnalysisError
+from mvlab.analysis.noise import (
+    DEFAULT_CONFIG,
+    config_columns,
+    pooled_std,
+    seed_spread,
+    tied_with_best,
+)
+from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
+
+_DEFAULT_COLUMNS = (names.TRIAL, names.SPEC, names.SEED, names.FIDELITY, names.PARAMS, names.MACS)
+
+
+def pareto_table(df: pd.DataFrame, objectives: Mapping[str, str],
+                 columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The front's rows, best first in the first objective: identifying columns then objectives.
+
+    ``columns`` defaults to trial, spec, seed, fidelity, params, macs and every ``params.*`` knob
+    that the front varies, where present."""
+    front = pareto_front(df, objectives)
+    if columns is None:
+        knobs = [c for c in front.columns
+                 if str(c).startswith(names.PARAM_PREFIX) and front[c].nunique(dropna=True) > 1]
+        columns = [c for c in (*_DEFAULT_COLUMNS, *knobs) if c in front.columns]
+    missing = [c for c in columns if c not in front.columns]
+    if missing:
+        raise AnalysisError(f"columns {missing} are not in the table")
+    ordered = list(dict.fromkeys([*columns, *objectives]))
+    return front[ordered].reset_index(drop=True)
+
+
+def with_pareto(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
+    """``df`` plus ``pareto`` (on the front) and ``pareto_rank`` (non-dominated sorting level)."""
+    result = df.assign(pareto=pareto_mask(df, objectives), pareto_rank=pareto_ranks(df, objectives))
+    result.attrs = dict(df.attrs)
+    return result
+
+
+def choice_summary(df: pd.DataFrame, choice: str, metrics: Mapping[str, str],
+                   config: str | Sequence[str] = DEFAULT_CONFIG,
+                   tie_factor: float = 2.0) -> pd.DataFrame:
+    """Per value of design choice ``choice``: trials, configurations, and for every metric
+    ({column: direction}) its mean, median, best and pooled seed std within that value.
+
+    ``tied_with_best`` marks values whose mean in the first metric is within ``tie_factor`` times
+    the study-wide seed noise of the best value's mean (only the best when nothing was repeated)."""
+    if choice not in df.columns:
+        raise AnalysisError(f"design-choice column {choice!r} is not in the table")
+    if not metrics:
+        raise AnalysisError("choice_summary needs at least one metric")
+    keys = config_columns(df, config)
+    rows = {}
+    for value, group in df.groupby(choice, sort=True, dropna=False):
+        row: dict[str, float] = {"trials": len(group),
+                                 "configs": len(group.drop_duplicates(keys))}
+        for metric, direction in metrics.items():
+            values = pd.to_numeric(group[metric], errors="coerce")
+            best = values.max() if direction.startswith("max") else values.min()
+            row.update({f"{metric}_mean": values.mean(), f"{metric}_median": values.median(),
+                        f"{metric}_best": best,
+                        f"{metric}_seed_std": pooled_std(seed_spread(group, metric, keys))})
+        rows[value] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = choice
+    first, direction = next(iter(metrics.items()))
+    threshold = tie_factor * pooled_std(seed_spread(df, first, keys))
+    maximise = direction.startswith("max")
+    table["tied_with_best"] = tied_with_best(table[f"{first}_mean"], threshold, maximise)
+    return table.sort_values(f"{first}_mean", ascending=not maximise, kind="stable")
