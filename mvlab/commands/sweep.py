@@ -1,0 +1,74 @@
+"""``mvlab sweep FILE``: run (or resume) the study a YAML file describes."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Run the study in FILE: train every grid point / sampled model / optimiser trial on the proxy,
+measure throughput first (cheap, so infeasible models are rejected before training), record
+everything in Optuna and MLflow, and write the Pareto table and plot to the sweep's parent run.
+
+Rerunning the same command resumes the study: finished trials are kept, trials left RUNNING by
+a killed process are marked failed and (for grids and populations) queued again.
+
+Storage defaults to studies/<name>/optuna.journal (several workers on one host are fine);
+MLflow to sqlite:///studies/<name>/mlflow.db. See docs/studies.md."""
+
+EPILOG = """\
+examples:
+  mvlab sweep experiments/hybrid_patterns.yaml
+  mvlab sweep experiments/hybrid_patterns.yaml --set train.epochs=1 --n-trials 2
+  mvlab sweep experiments/hybrid_patterns.yaml --workers 2
+  mvlab sweep experiments/hybrid_patterns.yaml --set data.dataset=folder data.root=/data/imagenet \\
+      data.classes=imagenet100 train.device=cuda bench.device=cuda
+  mvlab sweep experiments/design_space.yaml --storage postgresql://user@db-host/mvlab"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run or resume a study (grid, population or optimisation)",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", metavar="FILE", help="the study YAML (see experiments/)")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        action="extend",
+                        help="override study keys, e.g. train.epochs=30 data.root=/data/in "
+                             "'space.pattern=[last_half, attn_only]'")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes on this host sharing the study (default 1)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage: a .journal file, sqlite:///FILE (one worker) or "
+                             "postgresql://user@host/db (several hosts); overrides the file's")
+    parser.add_argument("--n-trials", type=int, metavar="K",
+                        help="run at most K trials in this invocation (the rest stay queued)")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="queue again the grid/population points whose trial failed")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the file and print the plan; train nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from mvlab.study import SweepOptions, load_study, run_sweep
+    from mvlab.study.plan import describe_plan
+
+    config = load_study(args.file, args.overrides)
+    if args.check:
+        print(describe_plan(config, args.storage))
+        return 0
+    options = SweepOptions(workers=args.workers, storage=args.storage, n_trials=args.n_trials,
+                           retry_failed=args.retry_failed, progress=not args.no_progress)
+    summary = run_sweep(config, options)
+    states = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items() if v)
+    print(f"study {summary.study}: {states}")
+    print(f"Pareto front ({len(summary.pareto)} trials):")
+    for row in summary.pareto:
+        values = ", ".join(f"{k}={row[k]:.4g}" for k in config.objective_names)
+        knobs = " ".join(f"{k}={row[k]}" for k in (d.key for d in config.space) if k in row)
+        print(f"  #{row['trial']}: {values}  {knobs}")
+    print(f"storage: {summary.storage_url}")
+    print(f"mlflow:  {summary.tracking_uri} (parent run {summary.parent_run_id}); "
+          f"browse with: mlflow ui --backend-store-uri {summary.tracking_uri}")
+    print(f"report:  mvlab report {args.file}")
+    return 0

@@ -1,0 +1,35 @@
+"""The cheap measurements a trial makes before it trains: analytic complexity and throughput."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mvlab.study.schema import BenchSettings
+
+
+def complexity_of(spec: str, img_size: int, num_classes: int = 1000) -> dict[str, float]:
+    """``params``, ``macs`` (the paper's FLOPs convention: scan excluded) and ``macs_with_scan``
+    of ``spec`` for one ``img_size`` image; analytic, no model is built."""
+    from mvlab.models import complexity
+
+    cost = complexity(spec, img_size=img_size, num_classes=num_classes)
+    return {"params": float(cost.params), "macs": float(cost.macs),
+            "macs_with_scan": float(cost.macs_with_scan)}
+
+
+def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: int
+                  ) -> dict[str, Any]:
+    """Images/s of ``spec`` under ``bench`` (mvlab.bench: warm-up, then timed, synchronised
+    steps). The returned row is the benchmark's CSV row (it carries the settings it was measured
+    with) plus ``throughput`` (median img/s) and ``latency_ms`` (median time of one batch)."""
+    from mvlab.bench import measure_throughput
+
+    settings = dataclasses.asdict(bench)
+    settings["img_size"] = img_size
+    row = dict(measure_throughput(spec, num_classes=num_classes, complexity=False, **settings))
+    if row.get("status") != "ok":
+        row["throughput"], row["latency_ms"] = float("nan"), float("nan")
+        return row
+    row["throughput"] = float(row["img_s_median"])
+    row["latency_ms"] = float(row["step_ms_median"])
+    return row

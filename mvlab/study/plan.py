@@ -1,0 +1,29 @@
+"""A validated study's plan in words (``mvlab sweep FILE --check``)."""
+from __future__ import annotations
+
+from mvlab.study.runner import storage_url_for, tracking_uri_for
+from mvlab.study.schema import StudyConfig, describe_dimension
+from mvlab.study.space import planned_points
+
+
+def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
+    """Name, kind, size, space, fidelity and where the records go."""
+    points = planned_points(config)
+    size = config.n_trials if points is None else len(points)
+    lines = [
+        f"study {config.name}: {config.kind} ({config.sampler}), {size} trials, "
+        f"seeds {list(config.seeds)}",
+        f"base model: {config.model_text} = {config.model}",
+        f"train: epochs={config.train.epochs} batch_size={config.train.batch_size} "
+        f"lr={config.train.lr} device={config.train.device}",
+        f"data: {config.data.dataset} res={config.data.resolution} classes={config.data.classes} "
+        f"per_class={config.data.per_class}",
+        "objectives: " + ", ".join(f"{m} ({d})" for m, d in config.objectives),
+        f"constraints: {config.constraints or 'none'}; early stop: "
+        f"{config.early_stop or 'off'}",
+        "space:",
+        *(f"  {describe_dimension(d)}" for d in config.space),
+        f"storage: {storage_url_for(config, storage)}",
+        f"mlflow:  {tracking_uri_for(config)}",
+    ]
+    return "\n".join(lines)

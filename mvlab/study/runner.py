@@ -1,0 +1,422 @@
+"""``mvlab sweep``: prepare the study once, run trials in one or N worker processes, summarise.
+
+Separate, rerunnable steps (as pycls does it): ``prepare`` creates or resumes the Optuna study,
+fails stale RUNNING trials, queues the grid/population points that have no live trial yet,
+creates the MLflow database and opens the parent run; ``work`` claims and runs trials until
+the study (or ``--n-trials``) is done; ``finalize`` writes the Pareto table, plot and trials
+table to the parent run. Rerunning the same command resumes: finished trials are never redone."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from mvlab.errors import StudyError
+from mvlab.study import storage as st
+from mvlab.study import tracking
+from mvlab.study.schema import StudyConfig
+from mvlab.study.space import planned_points, point_key
+from mvlab.study.trial import DataCache, Progress, run_trial
+
+# Study user attributes (names mvlab.analysis reads: mvlab/analysis/names.py).
+STUDY_KIND = "kind"                      # "population" (grid/random/QMC) or "optimisation"
+STUDY_TRACKING_URI = "mlflow_tracking_uri"
+STUDY_EXPERIMENT = "mlflow_experiment"
+STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
+STUDY_CONFIG, STUDY_FIDELITY_HASH = "study_config", "fidelity_hash"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Command-line knobs of one invocation."""
+
+    workers: int = 1
+    storage: str | None = None
+    n_trials: int | None = None  # at most this many trials in this invocation (all workers)
+    retry_failed: bool = False   # re-queue FAIL trials of a grid/population too
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What workers need: all picklable."""
+
+    config: StudyConfig
+    storage_url: str
+    target: tracking.TrackingTarget
+    planned: int | None  # grid/population: total points; optimize: n_trials
+    queued: int
+
+
+@dataclass
+class SweepSummary:
+    study: str
+    storage_url: str
+    tracking_uri: str
+    parent_run_id: str
+    counts: dict[str, int]
+    pareto: list[dict[str, Any]]
+    artifacts: list[Path]
+
+
+def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
+    return override or config.storage or st.default_storage_url(config.workdir)
+
+
+def tracking_uri_for(config: StudyConfig) -> str:
+    return config.tracking_uri or tracking.default_tracking_uri(config.workdir)
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """Grid/population trials are queued points, the sampler never picks them; optimize
+    studies use NSGA-II (default) or TPE, seeded for reproducibility."""
+    if config.kind != "optimize":
+        return optuna.samplers.RandomSampler(seed=config.sampler_seed)
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=config.sampler_seed, multivariate=True,
+                                          n_startup_trials=max(4, (config.n_trials or 10) // 5))
+    return optuna.samplers.NSGAIISampler(seed=config.sampler_seed,
+                                         population_size=config.population_size or 16)
+
+
+# ---------------------------------------------------------------------------------- prepare
+def open_study(config: StudyConfig, storage_url: str, workers: int = 1,
+               create: bool = True) -> optuna.Study:
+    storage = st.open_storage(storage_url, workers)
+    if create:
+        study = optuna.create_study(study_name=config.name, storage=storage,
+                                    directions=config.directions, sampler=make_sampler(config),
+                                    load_if_exists=True)
+    else:
+        study = optuna.load_study(study_name=config.name, storage=storage,
+                                  sampler=make_sampler(config))
+    return study
+
+
+def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None = None
+            ) -> tuple[Prepared, optuna.Study]:
+    """Create/resume the study, recover stale trials, queue points, open the MLflow parent."""
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    url = storage_url_for(config, options.storage)
+    study = open_study(config, url, options.workers)
+    _check_same_study(study, config, url)
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()]
+                                  for d in config.directions]:
+        raise StudyError(f"{config.source}: objectives: the stored study {config.name!r} has "
+                         f"other objectives; rename the study (--set name=...) to start anew")
+    study.set_metric_names(config.objective_names)
+
+    stale = st.fail_stale_trials(study, config.stale_after_s)
+    queued = _queue_points(study, config, options.retry_failed)
+    planned = config.n_trials if config.kind == "optimize" else len(planned_points(config) or [])
+
+    uri = tracking_uri_for(config)
+    experiment = config.experiment or config.name
+    experiment_id = tracking.prepare_tracking(uri, experiment, _artifact_root(config, uri))
+    parent = tracking.start_parent_run(
+        uri, experiment_id, name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={"study": config.name, "kind": config.kind, "host": socket.gethostname(),
+              "command": " ".join(argv or sys.argv), "storage": st.describe_storage(url)},
+        params={"study": config.name, "kind": config.kind, "sampler": config.sampler,
+                "model": config.model, "workers": options.workers,
+                "storage": st.describe_storage(url), "seeds": list(config.seeds),
+                "space": {d.key: list(d.choices) if d.kind == "categorical"
+                          else [d.kind, d.low, d.high, d.log] for d in config.space},
+                "objectives": dict(config.objectives), "constraints": config.constraints,
+                "stale_trials_failed": stale, "queued_now": queued})
+    study.set_user_attr(STUDY_KIND, "optimisation" if config.kind == "optimize" else "population")
+    study.set_user_attr("study_kind", config.kind)
+    study.set_user_attr(STUDY_TRACKING_URI, uri)
+    study.set_user_attr(STUDY_EXPERIMENT, experiment)
+    study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
+    target = tracking.TrackingTarget(uri, experiment_id, parent)
+    return Prepared(config, url, target, planned, queued), study
+
+
+def _artifact_root(config: StudyConfig, uri: str) -> Path | None:
+    # Only for the default local store: a remote server manages its own artifact root.
+    return config.workdir / "mlartifacts" if uri.startswith("sqlite") else None
+
+
+def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> None:
+    """Resuming with different training/data/objective settings would mix fidelities."""
+    stored = study.user_attrs.get(STUDY_FIDELITY_HASH)
+    if stored is None:
+        study.set_user_attr(STUDY_FIDELITY_HASH, config.fidelity_hash())
+        study.set_user_attr(STUDY_CONFIG, json.dumps(config.fidelity(), default=str))
+        return
+    if stored == config.fidelity_hash():
+        return
+    before = json.loads(study.user_attrs.get(STUDY_CONFIG, "{}"))
+    changed = _diff(before, config.fidelity())
+    raise StudyError(
+        f"{config.source}: study {config.name!r} in {st.describe_storage(url)} was started with "
+        f"other settings ({'; '.join(changed[:4]) or 'settings differ'}); its trials would not "
+        f"be comparable. Rename the study (--set name={config.name}_v2) or use another "
+        f"--storage to start a new one")
+
+
+def _diff(before: Any, after: Any, prefix: str = "") -> list[str]:
+    after = json.loads(json.dumps(after, default=str))
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in sorted(set(before) | set(after)):
+            out += _diff(before.get(key), after.get(key), f"{prefix}{key}.")
+        return out
+    return [] if before == after else [f"{prefix.rstrip('.')}: {before!r} -> {after!r}"]
+
+
+def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) -> int:
+    """Enqueue every planned point that has no live trial: new points, points whose trial went
+    stale or was interrupted, and (with ``retry_failed``) points whose trial failed."""
+    points = planned_points(config)
+    if points is None:
+        return 0
+    covered = set()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL and (trial.user_attrs.get(st.REQUEUE_ATTR)
+                                               or retry_failed):
+            continue
+        params = trial.params or trial.system_attrs.get("fixed_params", {})
+        covered.add(point_key(params))
+    queued = 0
+    for point in points:
+        key = point_key(point)
+        if key in covered:
+            continue
+        study.enqueue_trial(point, skip_if_exists=False)
+        covered.add(key)
+        queued += 1
+    return queued
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        out[trial.state.name] += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------- work
+def _optimize_done(study: optuna.Study, config: StudyConfig) -> bool:
+    """Trials that count toward n_trials: finished ones except stale/interrupted failures,
+    plus running ones (so N workers do not overshoot)."""
+    done = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(st.REQUEUE_ATTR):
+            continue
+        if trial.state != TrialState.WAITING:
+            done += 1
+    return done >= (config.n_trials or 0)
+
+
+def work(prepared: Prepared, budget: Any = None, progress: Progress | None = None,
+         threads: int | None = None) -> int:
+    """Claim and run trials until the study is done or ``budget`` (a shared counter of trials
+    this invocation may still start) runs out. Returns the number of trials run."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    config = prepared.config
+    study = open_study(config, prepared.storage_url, create=False)
+    data = DataCache()
+    ran = 0
+    while _take_budget(budget):
+        if config.kind == "optimize":
+            if _optimize_done(study, config):
+                _give_back(budget)
+                break
+            trial = study.ask()
+        else:
+            trial = st.claim_waiting_trial(study)
+            if trial is None:
+                _give_back(budget)
+                break
+        run_trial(study, trial, config, prepared.target, data, progress)
+        ran += 1
+    return ran
+
+
+def _take_budget(budget: Any) -> bool:
+    if budget is None:
+        return True
+    with budget.get_lock():
+        if budget.value <= 0:
+            return False
+        budget.value -= 1
+        return True
+
+
+def _give_back(budget: Any) -> None:
+    if budget is not None:
+        with budget.get_lock():
+            budget.value += 1
+
+
+def _worker_main(prepared: Prepared, budget: Any, threads: int) -> None:
+    try:
+        work(prepared, budget, threads=threads)
+    except KeyboardInterrupt:
+        pass
+
+
+# ---------------------------------------------------------------------------------- the sweep
+def run_sweep(config: StudyConfig, options: SweepOptions = SweepOptions(),
+              argv: list[str] | None = None) -> SweepSummary:
+    """Prepare, run (in-process for one worker, N processes otherwise) and finalize."""
+    if options.workers < 1:
+        raise StudyError(f"--workers {options.workers}: needs at least 1")
+    prepared, study = prepare(config, options, argv)
+    display = _Display(config, study, prepared, options.progress)
+    status = "FAILED"
+    try:
+        if options.workers == 1:
+            budget = _counter(options.n_trials)
+            work(prepared, budget, display.progress())
+        else:
+            _run_processes(prepared, options, display)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        display.close()
+        summary = finalize(prepared, study, status)
+    return summary
+
+
+def _counter(n: int | None) -> Any:
+    if n is None:
+        return None
+    value = mp.get_context("spawn").Value("i", n)
+    return value
+
+
+def _run_processes(prepared: Prepared, options: SweepOptions, display: _Display) -> None:
+    context = mp.get_context("spawn")  # no fork: torch and sqlite handles do not survive it
+    budget = context.Value("i", options.n_trials if options.n_trials is not None else 1 << 30)
+    threads = max(1, (os.cpu_count() or 1) // options.workers)
+    procs = [context.Process(target=_worker_main, args=(prepared, budget, threads),
+                             name=f"mvlab-sweep-worker-{i}", daemon=False)
+             for i in range(options.workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            display.poll()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.join(timeout=30)
+        raise
+    finally:
+        for proc in procs:
+            proc.join()
+    display.poll()
+
+
+# -------------------------------------------------------------------------------- finalize
+def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSummary:
+    """Pareto table (CSV), Pareto plot (PNG) and the full trials table -> the parent run."""
+    from mvlab.study import report
+
+    config = prepared.config
+    out_dir = config.workdir / "sweep"
+    written = report.write_sweep_artifacts(study, config, out_dir)
+    tracking.log_artifacts(prepared.target.uri, prepared.target.parent_run_id or "", written)
+    totals = counts(study)
+    tracking.log_parent_metrics(prepared.target.uri, prepared.target.parent_run_id or "",
+                                {f"trials_{k.lower()}": v for k, v in totals.items()})
+    tracking.end_run(prepared.target.uri, prepared.target.parent_run_id or "", status)
+    pareto = report.pareto_records(study, config)
+    return SweepSummary(config.name, prepared.storage_url, prepared.target.uri,
+                        prepared.target.parent_run_id or "", totals, pareto, written)
+
+
+# --------------------------------------------------------------------------------- display
+class _Display:
+    """tqdm progress: trial n/N, the current point, epoch, best so far."""
+
+    def __init__(self, config: StudyConfig, study: optuna.Study, prepared: Prepared,
+                 enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.config, self.study, self.enabled = config, study, enabled
+        done = self._finished()
+        total = prepared.planned
+        if config.kind != "optimize" and total is not None:
+            total = done + len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        self.bar = tqdm(total=total, initial=done, desc=f"sweep {config.name}", unit="trial",
+                        disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+        self.current = ""
+        self.epoch = ""
+        self.best = self._best()
+
+    def _finished(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()
+                   and not t.user_attrs.get(st.REQUEUE_ATTR))
+
+    def _best(self) -> str:
+        names = self.config.objective_names
+        try:
+            front = self.study.best_trials
+        except (ValueError, RuntimeError):
+            return ""
+        if not front:
+            return ""
+        first = max(front, key=lambda t: t.values[0]) if self.config.directions[0] == "maximize" \
+            else min(front, key=lambda t: t.values[0])
+        shown = ", ".join(f"{n}={v:.4g}" for n, v in zip(names, first.values, strict=True))
+        return f"front {len(front)}; best {shown}"
+
+    def _refresh(self) -> None:
+        parts = [p for p in (self.current, self.epoch, self.best) if p]
+        self.bar.set_postfix_str(" | ".join(parts), refresh=True)
+
+    def progress(self) -> Progress:
+        def start(number: int, plan: Any) -> None:
+            self.current = f"trial #{number}: {plan.label}"
+            self.epoch = "measuring"
+            self._refresh()
+
+        def epoch(epoch: int, epochs: int, metrics: dict) -> None:
+            acc = metrics.get("heldout_top1")
+            self.epoch = f"epoch {epoch}/{epochs}" + (f" top1 {acc:.1f}" if acc is not None
+                                                      else "")
+            self._refresh()
+
+        def end(trial: optuna.trial.FrozenTrial) -> None:
+            self.bar.update(1)
+            self.best = self._best()
+            self.epoch = ""
+            if trial.state != TrialState.COMPLETE:
+                self.bar.write(f"trial #{trial.number} {trial.state.name}: "
+                               f"{trial.user_attrs.get('reason', '')}")
+            self._refresh()
+
+        return Progress(start, epoch, end)
+
+    def poll(self) -> None:
+        done = self._finished()
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+            self.best = self._best()
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        self.current = f"running #{', #'.join(str(t.number) for t in running)}" if running else ""
+        self._refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+

@@ -1,0 +1,536 @@
+"""The study file: a typed, validated description of one sweep (documented in docs/studies.md).
+
+``load_study(path, overrides)`` reads the YAML, applies ``--set key=value`` overrides, checks
+every key and type, resolves the data and training configs, parses the base model and pushes
+every search-space choice through the grammar, all before anything trains. Every error names the
+file, line and key (or the ``--set`` that caused it) and says how to fix it."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mvlab.errors import StudyError, UserError
+from mvlab.study.fields import closest, coerce, describe, field_types, parse_amount
+from mvlab.study.yamlsource import KeyPath, Located, load_located, load_located_file
+
+StudyKind = Literal["grid", "population", "optimize"]
+KINDS = ("grid", "population", "optimize")
+SAMPLERS = {"grid": ("grid",), "population": ("sobol", "random"), "optimize": ("nsga2", "tpe")}
+
+# What a trial can report; objectives and constraints pick from these.
+METRICS = ("heldout_top1", "heldout_top5", "val_top1", "val_top5", "throughput", "latency_ms",
+           "params", "macs")
+CONSTRAINTS = ("max_params", "max_macs", "max_latency_ms", "min_throughput")
+BAND_METRICS = ("params", "macs")
+
+TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
+            "constraints", "bench", "early_stop", "storage", "tracking", "workdir")
+STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
+              "population_size", "stale_after_s")
+BENCH_KEYS = ("mode", "batch_size", "img_size", "device", "precision", "channels_last",
+              "compile", "warmup", "steps", "repeats")
+EARLY_STOP_KEYS = ("after_epoch", "margin")
+TRACKING_KEYS = ("uri", "experiment")
+
+# Grammar set_option keys (docs/DESIGN.md); kept here to suggest the closest one for a typo.
+_STAGE_SUBKEYS = ("depth", "width", "pattern", "heads", "window", "d_state", "d_conv", "expand",
+                  "branch", "conv1d", "out")
+MODEL_SPACE_KEYS = (("stem", "mlp_ratio", "drop_path", "layer_scale", "dim", "depths",
+                     "pattern", "heads", "window", "d_state", "d_conv", "expand", "branch",
+                     "conv1d", "out")
+                    + tuple(f"s{i}.{k}" for i in range(1, 5) for k in _STAGE_SUBKEYS))
+RESERVED_PARAMS = ("seed",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One search-space axis. ``key`` is a grammar option (``s3.pattern``) or ``train.lr``."""
+
+    key: str
+    kind: Literal["categorical", "int", "float"]
+    choices: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    where: str = ""
+
+    @property
+    def target(self) -> Literal["model", "train", "data"]:
+        head = self.key.split(".", 1)[0]
+        return head if head in ("train", "data") else "model"  # type: ignore[return-value]
+
+    @property
+    def field_name(self) -> str:
+        return self.key.split(".", 1)[1] if self.target != "model" else self.key
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How the throughput objective is measured (before training, so it is cheap)."""
+
+    mode: Literal["infer", "train"] = "infer"
+    batch_size: int = 16
+    img_size: int | None = None  # None: the data resolution
+    device: str = "cpu"
+    precision: str = "auto"  # fp32 on a CPU, bf16/fp16 autocast on a GPU
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    warmup: int = 2
+    steps: int = 5
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Prune a trial after ``after_epoch`` epochs when a finished trial is at least as fast and
+    more than ``margin`` top-1 points more accurate at the same epoch (docs/studies.md)."""
+
+    after_epoch: int = 1
+    margin: float = 5.0  # top-1 percentage points
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study. ``data`` and ``train`` are the resolved DataConfig / TrainConfig."""
+
+    name: str
+    source: str
+    model: str  # canonical spec string of the base model
+    model_text: str  # as written (a preset name or spec)
+    data: Any
+    train: Any
+    kind: StudyKind
+    sampler: str
+    space: tuple[Dimension, ...]
+    seeds: tuple[int, ...] = (0,)
+    n: int | None = None
+    n_trials: int | None = None
+    band: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sampler_seed: int = 0
+    population_size: int | None = None
+    stale_after_s: float = 6 * 3600.0
+    objectives: tuple[tuple[str, str], ...] = (("heldout_top1", "maximize"),
+                                               ("throughput", "maximize"))
+    constraints: dict[str, float] = field(default_factory=dict)
+    bench: BenchSettings = BenchSettings()
+    early_stop: EarlyStop | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    workdir: Path = Path("studies")
+    description: str = ""
+
+    @property
+    def directions(self) -> list[str]:
+        return [d for _, d in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [m for m, _ in self.objectives]
+
+    def fidelity(self) -> dict[str, Any]:
+        """Settings that must not change while a study is resumed (they change what a trial
+        measures); the search space may grow."""
+        return {
+            "model": self.model,
+            "data": _jsonable(dataclasses.asdict(self.data)),
+            "train": _jsonable(dataclasses.asdict(self.train)),
+            "kind": self.kind,
+            "objectives": [list(o) for o in self.objectives],
+            "bench": dataclasses.asdict(self.bench),
+        }
+
+    def fidelity_hash(self) -> str:
+        text = json.dumps(self.fidelity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------ loading
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read, override and validate a study file. Raises StudyError with file:line: key."""
+    located = load_located_file(path)
+    return _validate(apply_overrides(located, overrides))
+
+
+def load_study_text(text: str, source: str = "<study>",
+                    overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """``load_study`` for text already in memory (tests, notebooks)."""
+    return _validate(apply_overrides(load_located(text, source), overrides))
+
+
+def apply_overrides(located: Located, overrides: list[str] | tuple[str, ...]) -> Located:
+    """Apply ``key=value`` overrides (``train.epochs=30``, ``space.s3.pattern=[a, b]``).
+
+    The value is read as YAML, so lists and numbers work. Everything after ``space.`` is one
+    search-space key, since those contain dots themselves."""
+    if not isinstance(located.value, dict):
+        raise StudyError(f"{located.where(())}: a study file is a mapping of keys "
+                         f"({', '.join(TOP_KEYS)})")
+    for item in overrides:
+        if "=" not in item:
+            raise StudyError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=30")
+        dotted, text = item.split("=", 1)
+        dotted = dotted.strip()
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        head, _, rest = dotted.partition(".")
+        if head not in TOP_KEYS:
+            raise StudyError(f"--set {dotted}: unknown key {head!r}{closest(head, TOP_KEYS)}; "
+                             f"top-level keys are {', '.join(TOP_KEYS)}")
+        path: KeyPath = (head, rest) if rest else (head,)
+        target = located.value
+        for part in path[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[path[-1]] = value
+        located.where_by_path[path] = f"--set {dotted}"
+    return located
+
+
+# --------------------------------------------------------------------------------- validation
+class _Checker:
+    def __init__(self, located: Located):
+        self.located = located
+
+    def fail(self, path: KeyPath, message: str) -> StudyError:
+        dotted = ".".join(str(p) for p in path) if path else "(top)"
+        return StudyError(f"{self.located.where(path)}: {dotted}: {message}")
+
+    def mapping(self, value: Any, path: KeyPath, known: tuple[str, ...] | None) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping of keys, got {value!r}")
+        if known is not None:
+            for key in value:
+                if key not in known:
+                    raise self.fail((*path, key), f"unknown key{closest(key, known)}; "
+                                                  f"known keys: {', '.join(known)}")
+        return value
+
+    def typed(self, value: Any, tp: Any, path: KeyPath) -> Any:
+        try:
+            return coerce(value, tp)
+        except ValueError as exc:
+            raise self.fail(path, str(exc)) from None
+
+
+def _validate(located: Located) -> StudyConfig:
+    check = _Checker(located)
+    raw = check.mapping(located.value, (), TOP_KEYS)
+
+    if "name" not in raw:
+        raise check.fail(("name",), "missing: every study needs a name (its folder and MLflow "
+                                    "experiment), e.g. name: hybrid_patterns")
+    name = check.typed(raw["name"], str, ("name",))
+    if not _NAME.match(name):
+        raise check.fail(("name",), f"{name!r}: use letters, digits, '_', '-' or '.'")
+
+    model_text = check.typed(raw.get("model", "proxy"), str, ("model",))
+    base = _parse_model(check, model_text)
+
+    data = _build_config(check, "data", raw.get("data"))
+    train = _build_config(check, "train", raw.get("train"))
+
+    study_raw = check.mapping(raw.get("study"), ("study",), STUDY_KEYS)
+    kind = check.typed(study_raw.get("kind", "grid"), StudyKind, ("study", "kind"))
+    sampler = check.typed(study_raw.get("sampler", SAMPLERS[kind][0]), str, ("study", "sampler"))
+    if sampler not in SAMPLERS[kind]:
+        raise check.fail(("study", "sampler"), f"{sampler!r} does not fit kind {kind!r}; use "
+                                               f"{' or '.join(SAMPLERS[kind])}")
+    seeds = study_raw.get("seeds", [0])
+    seeds = tuple(check.typed(seeds if isinstance(seeds, list) else [seeds], list[int],
+                              ("study", "seeds")))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise check.fail(("study", "seeds"), "needs at least one seed and no repeats, e.g. [0, 1]")
+    n = study_raw.get("n")
+    n_trials = study_raw.get("n_trials")
+    if kind == "population":
+        if n is None:
+            raise check.fail(("study", "n"), "a population study needs n: the number of sampled "
+                                             "models, e.g. n: 32")
+        n = check.typed(n, int, ("study", "n"))
+    elif n is not None:
+        raise check.fail(("study", "n"), f"only population studies take n; for {kind} "
+                                         f"{'use n_trials' if kind == 'optimize' else 'remove it'}")
+    if kind == "optimize":
+        if n_trials is None:
+            raise check.fail(("study", "n_trials"), "an optimize study needs n_trials, e.g. 40")
+        n_trials = check.typed(n_trials, int, ("study", "n_trials"))
+    elif n_trials is not None:
+        raise check.fail(("study", "n_trials"), f"only optimize studies take n_trials; a {kind} "
+                         f"study's size comes from its {'space' if kind == 'grid' else 'n'}")
+    for key, value in (("n", n), ("n_trials", n_trials)):
+        if value is not None and value < 1:
+            raise check.fail(("study", key), "must be at least 1")
+    band = _band(check, study_raw.get("band"), kind)
+
+    space = _space(check, raw.get("space"), kind)
+    objectives = _objectives(check, raw.get("objectives"))
+    constraints = _constraints(check, raw.get("constraints"))
+    bench = _bench(check, raw.get("bench"))
+    early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
+    tracking = check.mapping(raw.get("tracking"), ("tracking",), TRACKING_KEYS)
+    workdir_text = check.typed(raw.get("workdir", f"studies/{name}"), str, ("workdir",))
+
+    config = StudyConfig(
+        name=name,
+        source=located.source,
+        model=_format(base),
+        model_text=model_text,
+        data=data,
+        train=train,
+        kind=kind,
+        sampler=sampler,
+        space=space,
+        seeds=seeds,
+        n=n,
+        n_trials=n_trials,
+        band=band,
+        sampler_seed=check.typed(study_raw.get("sampler_seed", 0), int, ("study", "sampler_seed")),
+        population_size=check.typed(study_raw.get("population_size"), int | None,
+                                    ("study", "population_size")),
+        stale_after_s=check.typed(study_raw.get("stale_after_s", 6 * 3600.0), float,
+                                  ("study", "stale_after_s")),
+        objectives=objectives,
+        constraints=constraints,
+        bench=bench,
+        early_stop=early_stop,
+        storage=check.typed(raw.get("storage"), str | None, ("storage",)),
+        tracking_uri=check.typed(tracking.get("uri"), str | None, ("tracking", "uri")),
+        experiment=check.typed(tracking.get("experiment"), str | None, ("tracking", "experiment")),
+        workdir=Path(workdir_text.replace("{name}", name)),
+        description=check.typed(raw.get("description", ""), str, ("description",)),
+    )
+    # Imported here: space.py needs the grammar and this module's types.
+    from mvlab.study.space import validate_space
+    validate_space(config, fail=check.fail)
+    return config
+
+
+def _parse_model(check: _Checker, text: str) -> Any:
+    from mvlab.grammar import parse_spec
+
+    try:
+        return parse_spec(text)
+    except UserError as exc:
+        raise check.fail(("model",), f"not a preset or spec: {exc}") from None
+
+
+def _format(spec: Any) -> str:
+    from mvlab.grammar import format_spec
+
+    return format_spec(spec)
+
+
+def config_class(section: str) -> type:
+    """The dataclass behind a study's ``data:`` or ``train:`` block."""
+    if section == "data":
+        from mvlab.data import DataConfig
+
+        return DataConfig
+    from mvlab.train import TrainConfig
+
+    return TrainConfig
+
+
+def _build_config(check: _Checker, section: str, value: Any) -> Any:
+    cls = config_class(section)
+    types_ = field_types(cls)
+    raw = check.mapping(value, (section,), tuple(types_))
+    kwargs = {key: check.typed(v, types_[key], (section, key)) for key, v in raw.items()}
+    return construct_config(cls, kwargs, lambda key, msg: check.fail(
+        (section, key) if key else (section,), msg), section)
+
+
+def construct_config(cls: type, kwargs: dict[str, Any], fail: Any, section: str) -> Any:
+    """``cls(**kwargs)``; its own validation errors are re-raised at the offending key."""
+    try:
+        return cls(**kwargs)
+    except (UserError, TypeError, ValueError) as exc:
+        text = str(exc)
+        mentioned = re.search(rf"\b{section}\.(\w+)", text)
+        key = mentioned[1] if mentioned and mentioned[1] in kwargs else None
+        if key is None:
+            key = next((k for k in kwargs if re.search(rf"\b{k}\b", text)), None)
+        raise fail(key, text) from None
+
+
+def _band(check: _Checker, value: Any, kind: str) -> dict[str, tuple[float, float]]:
+    raw = check.mapping(value, ("study", "band"), BAND_METRICS)
+    if raw and kind != "population":
+        raise check.fail(("study", "band"), "only population studies sample under a band; "
+                                            "use constraints: for grid/optimize studies")
+    band = {}
+    for metric, bounds in raw.items():
+        path = ("study", "band", metric)
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise check.fail(path, f"expected [low, high], e.g. [0.1G, 0.3G], got {bounds!r}")
+        try:
+            low, high = (parse_amount(b) for b in bounds)
+        except ValueError as exc:
+            raise check.fail(path, str(exc)) from None
+        if not 0 <= low < high:
+            raise check.fail(path, f"needs 0 <= low < high, got {bounds}")
+        band[metric] = (low, high)
+    return band
+
+
+def _space(check: _Checker, value: Any, kind: str) -> tuple[Dimension, ...]:
+    raw = check.mapping(value, ("space",), None)
+    dims = []
+    for key, spec in raw.items():
+        path = ("space", key)
+        where = check.located.where(path)
+        key = str(key)
+        if key in RESERVED_PARAMS:
+            raise check.fail(path, "seeds are set with study.seeds, not in the space")
+        head = key.split(".", 1)[0]
+        if head in ("train", "data"):
+            types_ = field_types(config_class(head))
+            name = key.split(".", 1)[1] if "." in key else ""
+            if name not in types_:
+                raise check.fail(path, f"unknown {head} option {name!r}"
+                                       f"{closest(name, types_)}")
+        elif key not in MODEL_SPACE_KEYS:
+            options = MODEL_SPACE_KEYS + ("train.<option>", "data.<option>")
+            raise check.fail(path, f"unknown search-space key{closest(key, MODEL_SPACE_KEYS)}; "
+                                   f"use a grammar option ({', '.join(options[:15])}, "
+                                   f"s<1-4>.<stage key>) or train.<option> / data.<option>")
+        if isinstance(spec, list):
+            if not spec:
+                raise check.fail(path, "an empty list of choices; give at least one")
+            choices = tuple(_choice(check, (*path, i), key, c) for i, c in enumerate(spec))
+            if len(set(map(repr, choices))) != len(choices):
+                raise check.fail(path, f"repeated choice in {list(choices)}")
+            dims.append(Dimension(key, "categorical", choices=choices, where=where))
+            continue
+        if not isinstance(spec, dict):
+            raise check.fail(path, "expected a list of choices, or {int: [lo, hi]} / "
+                                   "{float: [lo, hi], log: true}")
+        range_kind = [k for k in ("int", "float") if k in spec]
+        if len(range_kind) != 1:
+            raise check.fail(path, "a range needs exactly one of int: [lo, hi] or float: [lo, hi]")
+        rk = range_kind[0]
+        check.mapping(spec, path, (rk, "log", "step"))
+        bounds = spec[rk]
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise check.fail((*path, rk), f"expected [low, high], got {bounds!r}")
+        low, high = (check.typed(b, int if rk == "int" else float, (*path, rk)) for b in bounds)
+        log = check.typed(spec.get("log", False), bool, (*path, "log"))
+        step = check.typed(spec.get("step"), (int if rk == "int" else float) | None,
+                           (*path, "step"))
+        if not low < high:
+            raise check.fail((*path, rk), f"needs low < high, got [{low}, {high}]")
+        if log and low <= 0:
+            raise check.fail((*path, "log"), "a log range needs low > 0")
+        if log and step not in (None, 1):
+            raise check.fail((*path, "step"), "log ranges take no step")
+        if kind == "grid":
+            raise check.fail(path, "a grid needs a list of choices for every key; ranges are "
+                                   "for population and optimize studies")
+        dims.append(Dimension(key, rk, low=low, high=high, log=log, step=step, where=where))
+    if not dims and kind != "grid":
+        raise check.fail(("space",), f"a {kind} study needs a search space")
+    return tuple(dims)
+
+
+def _choice(check: _Checker, path: KeyPath, key: str, value: Any) -> Any:
+    """A categorical choice in the form Optuna stores and people read: scalars stay scalars,
+    lists (``depths``) become "1,3,8,4", YAML's on/off booleans become "on"/"off"."""
+    if isinstance(value, list):
+        if any(isinstance(v, (list, dict)) for v in value):
+            raise check.fail(path, f"nested lists are not a choice: {value!r}")
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        raise check.fail(path, f"a choice must be a value, got a mapping {value!r}")
+    if isinstance(value, bool) and key.split(".")[-1] in ("branch",):
+        return "on" if value else "off"
+    return value
+
+
+def _objectives(check: _Checker, value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return (("heldout_top1", "maximize"), ("throughput", "maximize"))
+    raw = check.mapping(value, ("objectives",), METRICS)
+    if not raw:
+        raise check.fail(("objectives",), "needs at least one metric, e.g. heldout_top1: maximize")
+    out = []
+    for metric, direction in raw.items():
+        direction = check.typed(direction, Literal["maximize", "minimize"],
+                                ("objectives", metric))
+        out.append((metric, direction))
+    return tuple(out)
+
+
+def _constraints(check: _Checker, value: Any) -> dict[str, float]:
+    if isinstance(value, dict):
+        for key in value:
+            if "flop" in str(key).lower():
+                raise check.fail(("constraints", key), "use max_macs: the paper's FLOPs column "
+                                                       "counts multiply-accumulates (MACs)")
+    raw = check.mapping(value, ("constraints",), CONSTRAINTS)
+    out = {}
+    for key, amount in raw.items():
+        try:
+            out[key] = parse_amount(amount)
+        except ValueError as exc:
+            raise check.fail(("constraints", key), str(exc)) from None
+    return out
+
+
+def _bench(check: _Checker, value: Any) -> BenchSettings:
+    types_ = field_types(BenchSettings)
+    raw = check.mapping(value, ("bench",), tuple(types_))
+    kwargs = {k: check.typed(v, types_[k], ("bench", k)) for k, v in raw.items()}
+    for key in ("batch_size", "steps"):
+        if key in kwargs and kwargs[key] < 1:
+            raise check.fail(("bench", key), "must be at least 1")
+    return BenchSettings(**kwargs)
+
+
+def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop | None:
+    # Default: on for optimize studies only. Ablation grids and EDF populations need every
+    # cell trained to the end, or their tables and EDFs are biased.
+    if value == "auto":
+        value = {} if kind == "optimize" else None
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {}
+    types_ = field_types(EarlyStop)
+    raw = check.mapping(value, ("early_stop",), tuple(types_))
+    stop = EarlyStop(**{k: check.typed(v, types_[k], ("early_stop", k)) for k, v in raw.items()})
+    epochs = getattr(train, "epochs", None)
+    if stop.after_epoch < 1 or (epochs is not None and stop.after_epoch >= epochs):
+        raise check.fail(("early_stop", "after_epoch"),
+                         f"must be between 1 and train.epochs - 1 ({epochs}); "
+                         f"or set early_stop: false")
+    return stop
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def describe_dimension(dim: Dimension) -> str:
+    """One line for --help-like listings: ``s3.pattern: 7 choices``."""
+    if dim.kind == "categorical":
+        return f"{dim.key}: {len(dim.choices)} choices"
+    return f"{dim.key}: {dim.kind} [{dim.low}, {dim.high}]{' log' if dim.log else ''}"
+
+
+__all__ = ["StudyConfig", "Dimension", "BenchSettings", "EarlyStop", "load_study",
+           "load_study_text", "apply_overrides", "METRICS", "CONSTRAINTS", "KINDS", "describe"]

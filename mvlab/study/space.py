@@ -1,0 +1,283 @@
+"""The search space: from a study's dimensions to concrete trials.
+
+A *point* is a dict of human-readable parameter values (``{"pattern": "last_half", "branch":
+"off", "seed": 1}``): what Optuna stores as trial params and what analysis groups by. A point
+resolves to a ``TrialPlan``: the canonical spec string plus the DataConfig and TrainConfig it
+trains with. Grids enumerate points; populations sample them (Sobol QMC or uniform random)
+under an optional params/MACs band; optimize studies let an Optuna sampler suggest them."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from mvlab.errors import StudyError, UserError
+from mvlab.study.fields import coerce, field_types
+from mvlab.study.schema import Dimension, StudyConfig, construct_config
+
+Point = dict[str, Any]
+SEED_PARAM = "seed"
+MAX_GRID = 100_000
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything one trial trains and measures."""
+
+    params: Point
+    spec: str  # canonical grammar string
+    data: Any  # DataConfig
+    train: Any  # TrainConfig
+    seed: int
+
+    @property
+    def label(self) -> str:
+        """Short human label: the varied values, e.g. ``pattern=last_half branch=off seed=1``."""
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
+
+
+# -------------------------------------------------------------------------------- resolution
+def resolve_point(config: StudyConfig, params: Point) -> TrialPlan:
+    """The spec and configs a point trains with. Raises UserError for an impossible point."""
+    from mvlab.grammar import format_spec, parse_spec, set_option
+
+    spec = parse_spec(config.model)
+    train_changes: dict[str, Any] = {}
+    data_changes: dict[str, Any] = {}
+    seed = int(params.get(SEED_PARAM, config.seeds[0]))
+    for dim in config.space:
+        if dim.key not in params:
+            continue
+        value = params[dim.key]
+        if dim.target == "model":
+            spec = set_option(spec, dim.key, value)
+        elif dim.target == "train":
+            train_changes[dim.field_name] = value
+        else:
+            data_changes[dim.field_name] = value
+    train = _replace(config.train, "train", {**train_changes, "seed": seed})
+    data = _replace(config.data, "data", data_changes)
+    return TrialPlan(params=dict(params), spec=format_spec(spec), data=data, train=train,
+                     seed=seed)
+
+
+def _replace(base: Any, section: str, changes: dict[str, Any]) -> Any:
+    if not changes:
+        return base
+    types_ = field_types(type(base))
+    kwargs = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+    for key, value in changes.items():
+        try:
+            kwargs[key] = coerce(value, types_[key])
+        except ValueError as exc:
+            raise StudyError(f"{section}.{key}={value!r}: {exc}") from None
+
+    def fail(key: str | None, msg: str) -> StudyError:
+        return StudyError(f"{section}.{key}: {msg}" if key else f"{section}: {msg}")
+
+    return construct_config(type(base), kwargs, fail, section)
+
+
+# -------------------------------------------------------------------------------- validation
+def validate_space(config: StudyConfig, fail: Callable[[tuple, str], StudyError]) -> None:
+    """Push every choice through the grammar / config classes before anything trains.
+
+    Grids: every model point (the product of model choices) must build. Other kinds: every
+    categorical choice and both ends of every range must build on the base model."""
+    from mvlab.grammar import parse_spec, set_option
+
+    base = parse_spec(config.model)
+    if config.kind == "optimize" and len(config.seeds) > 1:
+        raise fail(("study", "seeds"), "an optimize study trains each configuration once; give "
+                                       "one seed, and re-run its Pareto front as a grid with "
+                                       "more seeds")
+    for dim in config.space:
+        if dim.target == "model":
+            continue
+        base_cfg = config.train if dim.target == "train" else config.data
+        for value in _probe_values(dim):
+            try:
+                _replace(base_cfg, dim.target, {dim.field_name: value})
+            except UserError as exc:
+                raise fail(("space", dim.key), f"choice {value!r} is not valid: "
+                                               f"{exc}") from None
+    model_dims = [d for d in config.space if d.target == "model"]
+    if config.kind == "grid":
+        total = math.prod(len(d.choices) for d in config.space) * len(config.seeds)
+        if total > MAX_GRID:
+            raise fail(("space",), f"the grid has {total} trials; narrow it below {MAX_GRID} or "
+                                   f"use a population study")
+        for combo in itertools.product(*(d.choices for d in model_dims)):
+            spec = base
+            for dim, value in zip(model_dims, combo, strict=True):
+                try:
+                    spec = set_option(spec, dim.key, value)
+                except UserError as exc:
+                    point = ", ".join(f"{d.key}={v}" for d, v in zip(model_dims, combo, strict=True))
+                    raise fail(("space", dim.key),
+                               f"choice {value!r} is impossible in grid point ({point}): "
+                               f"{exc}") from None
+        return
+    for dim in model_dims:
+        for value in _probe_values(dim):
+            try:
+                set_option(base, dim.key, value)
+            except UserError as exc:
+                raise fail(("space", dim.key), f"choice {value!r} is impossible on the base "
+                                               f"model: {exc}") from None
+
+
+def _probe_values(dim: Dimension) -> tuple[Any, ...]:
+    if dim.kind == "categorical":
+        return dim.choices
+    return (dim.low, dim.high)
+
+
+# ------------------------------------------------------------------------------- distributions
+def distributions(config: StudyConfig) -> dict[str, BaseDistribution]:
+    """Optuna distributions of every trial param, in the space's order (seed last)."""
+    out: dict[str, BaseDistribution] = {}
+    for dim in config.space:
+        if dim.kind == "categorical":
+            out[dim.key] = CategoricalDistribution(list(dim.choices))
+        elif dim.kind == "int":
+            out[dim.key] = IntDistribution(int(dim.low), int(dim.high), log=dim.log,
+                                           step=int(dim.step or 1))
+        else:
+            out[dim.key] = FloatDistribution(float(dim.low), float(dim.high), log=dim.log,
+                                             step=dim.step)
+    if config.kind != "optimize":
+        out[SEED_PARAM] = CategoricalDistribution(list(config.seeds))
+    return out
+
+
+def suggest_point(trial: optuna.Trial, config: StudyConfig) -> Point:
+    """Ask the trial for every param (a queued trial answers with its fixed values)."""
+    return {name: _suggest(trial, name, dist) for name, dist in distributions(config).items()}
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+# ----------------------------------------------------------------------------------- points
+def grid_points(config: StudyConfig) -> list[Point]:
+    """Every combination of the space's choices, times every seed (seed varies slowest, so a
+    half-finished grid already covers every design once)."""
+    keys = [d.key for d in config.space]
+    points = []
+    for seed in config.seeds:
+        for combo in itertools.product(*(d.choices for d in config.space)):
+            points.append({**dict(zip(keys, combo, strict=True)), SEED_PARAM: seed})
+    return points
+
+
+def population_points(config: StudyConfig,
+                      measure: Callable[[str], dict[str, float]] | None = None) -> list[Point]:
+    """``config.n`` sampled points (times seeds) that build and fall inside ``config.band``.
+
+    Samples come from one Sobol sequence (or uniform draws) seeded by ``study.sampler_seed``, so
+    a rerun yields the same population. Points outside the band or impossible for the grammar
+    are skipped; ``measure(spec) -> {"params": .., "macs": ..}`` gives the band's metrics."""
+    from scipy.stats import qmc
+
+    if config.band and measure is None:
+        from mvlab.study.measure import complexity_of
+
+        def measure(spec: str) -> dict[str, float]:
+            return complexity_of(spec, config.data.resolution)
+
+    dims = list(config.space)
+    rng = np.random.default_rng(config.sampler_seed)
+    sobol = qmc.Sobol(d=len(dims), scramble=True, seed=config.sampler_seed)
+    wanted = config.n or 0
+    accepted: list[Point] = []
+    seen: set[str] = set()
+    tried = rejected_band = rejected_grammar = 0
+    budget = max(64, 200 * wanted)
+    while len(accepted) < wanted and tried < budget:
+        batch = 64
+        unit = sobol.random(batch) if config.sampler == "sobol" else rng.random((batch, len(dims)))
+        for row in unit:
+            tried += 1
+            point = {d.key: _from_unit(d, u) for d, u in zip(dims, row, strict=True)}
+            key = repr(sorted(point.items()))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                plan = resolve_point(config, point)
+            except UserError:
+                rejected_grammar += 1
+                continue
+            if config.band:
+                metrics = measure(plan.spec)
+                if any(not lo <= metrics[m] <= hi for m, (lo, hi) in config.band.items()):
+                    rejected_band += 1
+                    continue
+            accepted.append(point)
+            if len(accepted) == wanted:
+                break
+    if len(accepted) < wanted:
+        raise StudyError(
+            f"{config.source}: study.band: only {len(accepted)} of n={wanted} samples fit after "
+            f"{tried} draws ({rejected_band} outside the band, {rejected_grammar} impossible "
+            f"specs); widen study.band or the space")
+    return [{**p, SEED_PARAM: s} for s in config.seeds for p in accepted]
+
+
+def _from_unit(dim: Dimension, u: float) -> Any:
+    u = min(max(float(u), 0.0), 1.0 - 1e-12)
+    if dim.kind == "categorical":
+        return dim.choices[int(u * len(dim.choices))]
+    low, high = float(dim.low), float(dim.high)
+    if dim.kind == "int":
+        step = int(dim.step or 1)
+        if dim.log:
+            value = math.exp(math.log(low) + u * (math.log(high + 1) - math.log(low)))
+            return int(min(max(math.floor(value), low), high))
+        count = (int(high) - int(low)) // step + 1
+        return int(low) + step * int(u * count)
+    if dim.log:
+        return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+    value = low + u * (high - low)
+    if dim.step:
+        value = low + round((value - low) / dim.step) * dim.step
+    return float(min(value, high))
+
+
+def planned_points(config: StudyConfig) -> list[Point] | None:
+    """The points a grid or population study must run; None for optimize studies."""
+    if config.kind == "grid":
+        return grid_points(config)
+    if config.kind == "population":
+        return population_points(config)
+    return None
+
+
+def point_key(params: Point) -> str:
+    """A stable identity for a point, to match queued/finished trials on resume."""
+    return repr(sorted((k, _canonical_value(v)) for k, v in params.items()))
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -1,0 +1,176 @@
+"""MLflow records of a study: one experiment per study, a parent run per ``mvlab sweep``
+invocation, a child run per trial.
+
+Everything goes through an explicit ``MlflowClient`` (no global active run), so worker
+processes can write child runs of the parent that the main process opened. The default backend
+is MLflow's own default, SQLite: ``<workdir>/mlflow.db`` with artifacts in
+``<workdir>/mlartifacts``; ``mlflow ui --backend-store-uri sqlite:///<workdir>/mlflow.db`` shows
+the sweep. ``prepare_tracking`` must run once before workers start: creating a fresh SQLite
+schema from several processes at once races."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# MLflow caps a param value at 6000 characters; a spec string is far below that.
+_PARAM_LIMIT = 6000
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where runs go: picklable, handed to worker processes."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str | None = None
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _retry(action: Callable[[], T], what: str, attempts: int = 5) -> T:
+    """SQLite under several writers can answer 'database is locked'; wait and retry."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:  # MlflowException wraps the driver's OperationalError
+            if attempt == attempts - 1 or "locked" not in str(exc).lower():
+                raise
+            log.debug("mlflow %s: %s; retrying", what, exc)
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None) -> str:
+    """Create the backend (schema) and the experiment once; returns the experiment id."""
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+    if artifact_root is not None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def start_parent_run(uri: str, experiment_id: str, name: str, tags: dict[str, str],
+                     params: dict[str, Any]) -> str:
+    """Open the sweep invocation's parent run; returns its id."""
+    client = _client(uri)
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    _log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str) -> None:
+    """``status``: FINISHED, FAILED or KILLED."""
+    _retry(lambda: _client(uri).set_terminated(run_id, status=status), "set_terminated")
+
+
+def log_parent_metrics(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    _retry(lambda: _client(uri).log_batch(run_id, metrics=items), "log_metrics")
+
+
+def log_artifacts(uri: str, run_id: str, paths: Iterable[Path], artifact_path: str | None = None
+                  ) -> None:
+    client = _client(uri)
+    for path in paths:
+        _retry(lambda p=path: client.log_artifact(run_id, str(p), artifact_path), "log_artifact")
+
+
+class TrialRun:
+    """The child run of one trial: params up front, metrics per epoch, a final status."""
+
+    def __init__(self, target: TrackingTarget, trial_number: int, run_name: str,
+                 tags: dict[str, str]):
+        self.uri = target.uri
+        self.client = _client(target.uri)
+        all_tags = {"trial_number": str(trial_number), **tags}
+        if target.parent_run_id:
+            all_tags["mlflow.parentRunId"] = target.parent_run_id
+        run = _retry(lambda: self.client.create_run(target.experiment_id, run_name=run_name,
+                                                    tags=all_tags), "create_run")
+        self.run_id: str = run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        _log_params(self.client, self.run_id, params)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and math.isfinite(float(v))]
+        if items:
+            _retry(lambda: self.client.log_batch(self.run_id, metrics=items), "log_metrics")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:_PARAM_LIMIT]) for k, v in tags.items()]
+        _retry(lambda: self.client.log_batch(self.run_id, tags=items), "set_tags")
+
+    def log_json(self, payload: Any, name: str) -> None:
+        _retry(lambda: self.client.log_dict(self.run_id, _jsonable(payload), name), "log_dict")
+
+    def log_text(self, text: str, name: str) -> None:
+        _retry(lambda: self.client.log_text(self.run_id, text, name), "log_text")
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        """``status``: FINISHED, FAILED or KILLED; the reason lands in tag ``fail_reason``."""
+        if reason:
+            self.set_tags({"fail_reason": reason})
+        end_run(self.uri, self.run_id, status)
+
+
+def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, _param_text(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's log_batch takes at most 100 params
+        chunk = items[start:start + 100]
+        _retry(lambda c=chunk: client.log_batch(run_id, params=c), "log_params")
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)):
+        value = json.dumps(_jsonable(value), sort_keys=True)
+    return str(value)[:_PARAM_LIMIT]
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``{"lr": 1e-3}`` -> ``{"train.lr": 1e-3}``."""
+    return {f"{prefix}.{k}": v for k, v in values.items()}
+
+
+def write_temp_json(payload: Any, name: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="mvlab-"))
+    path = folder / name
+    path.write_text(json.dumps(_jsonable(payload), indent=2))
+    return path

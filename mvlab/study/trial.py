@@ -1,0 +1,295 @@
+"""One trial, start to finish: the objective of a sweep.
+
+Order (cheapest first, so infeasible or hopeless configurations cost little):
+  1. resolve the point to a spec (an impossible spec fails the trial with the grammar's reason);
+  2. analytic params/MACs; constraints on them prune the trial before anything is built;
+  3. throughput on a small batch (``bench:``); latency/throughput constraints prune;
+  4. training, with per-epoch metrics to MLflow and the early stop below;
+  5. objectives -> Optuna, final metrics -> MLflow.
+
+Early stop for multi-objective studies (Optuna cannot prune them through report/should_prune,
+so the trial raises its own verdict): after ``early_stop.after_epoch`` epochs a trial is pruned
+when some COMPLETE trial is at least as good in every objective known before training
+(throughput, latency, params, MACs) and was more than ``early_stop.margin`` top-1 points more
+accurate on held-out data at that same epoch. It is dominated already and its accuracy is too far
+behind for the remaining epochs to matter, by the rule's own margin."""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from mvlab.errors import UserError
+from mvlab.study import storage as st
+from mvlab.study.measure import complexity_of, throughput_of
+from mvlab.study.schema import StudyConfig
+from mvlab.study.space import TrialPlan, resolve_point, suggest_point
+from mvlab.study.tracking import TrackingTarget, TrialRun, flatten
+
+# Trial user attributes (the names mvlab.analysis reads; see mvlab/analysis/names.py).
+SPEC, SEED, FIDELITY, RUN_ID = "spec", "seed", "fidelity", "mlflow_run_id"
+STATUS, REASON, PARAMS, MACS = "status", "reason", "params", "macs"
+THROUGHPUT, LATENCY, EARLY_TOP1 = "throughput", "latency_ms", "early_heldout_top1"
+ACCURACY_METRICS = ("heldout_top1", "heldout_top5", "val_top1", "val_top5")
+PRE_TRAINING_METRICS = ("throughput", "latency_ms", "params", "macs")
+
+
+class _Pruned(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Progress:
+    """Callbacks the display uses; all optional."""
+
+    on_trial_start: Callable[[int, TrialPlan], None] = lambda number, plan: None
+    on_epoch: Callable[[int, int, dict], None] = lambda epoch, epochs, metrics: None
+    on_trial_end: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None
+
+
+@dataclass
+class DataCache:
+    """Built data bundles by (data config, batch size): trials of one worker share them."""
+
+    bundles: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, data_cfg: Any, train_cfg: Any) -> Any:
+        from mvlab.data import build_data
+
+        batch = int(train_cfg.batch_size)
+        eval_batch = getattr(train_cfg, "eval_batch_size", None)
+        key = repr((data_cfg, batch, eval_batch))
+        if key not in self.bundles:
+            self.bundles[key] = build_data(data_cfg, batch_size=batch, eval_batch_size=eval_batch,
+                                           progress=False)
+        return self.bundles[key]
+
+
+def fidelity_label(plan: TrialPlan) -> str:
+    """The training budget in words, e.g. ``epochs=3 res=32 per_class=200``."""
+    words = [f"epochs={plan.train.epochs}", f"res={plan.data.resolution}"]
+    if plan.data.per_class:
+        words.append(f"per_class={plan.data.per_class}")
+    return " ".join(words)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
+              target: TrackingTarget, data: DataCache, progress: Progress | None = None) -> None:
+    """Run ``trial`` to a final state (COMPLETE, PRUNED or FAIL); never raises for a failure of
+    the trial itself, only for KeyboardInterrupt (after recording it)."""
+    progress = progress or Progress()
+    for key, value in st.owner_attrs().items():
+        trial.set_user_attr(key, value)
+    run: TrialRun | None = None
+    try:
+        params = suggest_point(trial, config)
+        run = TrialRun(target, trial.number, run_name=_run_name(trial.number, params),
+                       tags={"study": config.name, "kind": config.kind})
+        trial.set_user_attr(RUN_ID, run.run_id)
+        run.log_params({**params, "trial_number": trial.number})
+        plan = resolve_point(config, params)
+        progress.on_trial_start(trial.number, plan)
+        _record_plan(trial, run, plan, config)
+        values = _measure_and_train(study, trial, run, plan, config, data, progress)
+    except _Pruned as verdict:
+        _finish(study, trial, run, TrialState.PRUNED, verdict.reason, "KILLED")
+    except _TrialFailed as exc:
+        _finish(study, trial, run, TrialState.FAIL, str(exc), "FAILED")
+    except UserError as exc:  # an impossible point (optimize studies) or bad data
+        _finish(study, trial, run, TrialState.FAIL, f"invalid configuration: {exc}", "FAILED")
+    except KeyboardInterrupt:
+        trial.set_user_attr(st.REQUEUE_ATTR, True)
+        _finish(study, trial, run, TrialState.FAIL, "interrupted by the user", "KILLED")
+        raise
+    except Exception as exc:  # a bug or a crash: record it and let the other trials run
+        reason = f"{type(exc).__name__}: {exc}"
+        if run is not None:
+            _quiet(lambda: run.log_text(traceback.format_exc(), "traceback.txt"))
+        _finish(study, trial, run, TrialState.FAIL, reason, "FAILED")
+    else:
+        trial_status(trial, "ok")
+        study.tell(trial, values)
+        if run is not None:
+            run.finish("FINISHED")
+    progress.on_trial_end(study._storage.get_trial(trial._trial_id))
+
+
+def trial_status(trial: optuna.Trial, status: str) -> None:
+    trial.set_user_attr(STATUS, status)
+
+
+def _run_name(number: int, params: dict[str, Any]) -> str:
+    words = " ".join(f"{k}={v}" for k, v in params.items())
+    return f"trial {number}: {words}"[:250]
+
+
+def _record_plan(trial: optuna.Trial, run: TrialRun, plan: TrialPlan, config: StudyConfig
+                 ) -> None:
+    import dataclasses
+
+    trial.set_user_attr(SPEC, plan.spec)
+    trial.set_user_attr(SEED, plan.seed)
+    trial.set_user_attr(FIDELITY, fidelity_label(plan))
+    run.set_tags({"spec": plan.spec, "fidelity": fidelity_label(plan)})
+    run.log_params({"spec": plan.spec, "seed": plan.seed, "fidelity": fidelity_label(plan),
+                    "study_kind": config.kind,
+                    **flatten("train", dataclasses.asdict(plan.train)),
+                    **flatten("data", dataclasses.asdict(plan.data)),
+                    **flatten("bench", dataclasses.asdict(config.bench))})
+
+
+def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, plan: TrialPlan,
+                       config: StudyConfig, data: DataCache, progress: Progress
+                       ) -> list[float] | None:
+    from mvlab.train import train
+
+    bundle = data.get(plan.data, plan.train)
+    run.log_json(bundle.manifest, "data_manifest.json")
+    num_classes = int(bundle.num_classes)
+
+    cost = complexity_of(plan.spec, plan.data.resolution, num_classes)
+    trial.set_user_attr(PARAMS, int(cost["params"]))
+    trial.set_user_attr(MACS, int(cost["macs"]))
+    run.log_metrics(cost)
+    _check_constraints(config, cost, ("max_params", "params"), ("max_macs", "macs"))
+
+    img_size = config.bench.img_size or plan.data.resolution
+    bench_row = throughput_of(plan.spec, config.bench, img_size, num_classes)
+    if bench_row.get("status") != "ok":
+        raise _Pruned(f"infeasible: throughput could not be measured ({bench_row.get('status')}: "
+                      f"no batch size fitted on {config.bench.device})")
+    measured = {THROUGHPUT: float(bench_row["throughput"]),
+                LATENCY: float(bench_row["latency_ms"])}
+    trial.set_user_attr(THROUGHPUT, measured[THROUGHPUT])
+    trial.set_user_attr(LATENCY, measured[LATENCY])
+    run.log_metrics(measured)
+    run.log_json(bench_row, "throughput.json")
+    run.log_params({**{f"bench.{k}": bench_row.get(k) for k in _BENCH_ENVIRONMENT},
+                    "bench.batch_size_used": bench_row.get("batch_size")})
+    _check_constraints(config, measured, ("max_latency_ms", LATENCY))
+    if "min_throughput" in config.constraints and \
+            measured[THROUGHPUT] < config.constraints["min_throughput"]:
+        raise _Pruned(f"infeasible: throughput {measured[THROUGHPUT]:.1f} img/s < "
+                      f"min_throughput {config.constraints['min_throughput']:g}")
+    known = {**cost, **measured}
+
+    stop_reason: list[str] = []
+    epochs = int(plan.train.epochs)
+
+    def on_epoch(epoch: int, metrics: dict) -> bool:
+        done = epoch + 1  # the trainer counts from 0; MLflow steps and the rule count epochs done
+        run.log_metrics(metrics, step=done)
+        trial.set_user_attr(st.HEARTBEAT_ATTR, time.time())
+        progress.on_epoch(done, epochs, metrics)
+        if config.early_stop and done == config.early_stop.after_epoch:
+            accuracy = _accuracy_of(metrics)
+            if accuracy is not None:
+                trial.set_user_attr(EARLY_TOP1, accuracy)
+                reason = hopeless(study, config, known, accuracy)
+                if reason:
+                    stop_reason.append(reason)
+                    return True
+        return False
+
+    result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
+    final = _final_metrics(result)
+    run.log_metrics(final)
+    if getattr(result, "history", None):
+        run.log_json(result.history, "history.json")
+    if stop_reason:
+        raise _Pruned(stop_reason[0])
+    if getattr(result, "status", "ok") != "ok":
+        raise _TrialFailed(getattr(result, "reason", None) or "training failed")
+    outcome = {**known, **final}
+    values = []
+    for metric, _direction in config.objectives:
+        value = outcome.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            raise _TrialFailed(f"objective {metric} is {value!r} (not a finite number)")
+        values.append(float(value))
+    return values
+
+
+class _TrialFailed(Exception):
+    """The trainer reported a failure (NaN loss, out of memory): recorded, not a bug."""
+
+
+# What the benchmark row says about where it ran (params next to the study's bench settings).
+_BENCH_ENVIRONMENT = ("device_name", "torch", "cuda", "threads", "scan_backend")
+
+
+def _check_constraints(config: StudyConfig, measured: dict[str, float],
+                       *pairs: tuple[str, str]) -> None:
+    for constraint, metric in pairs:
+        limit = config.constraints.get(constraint)
+        if limit is not None and measured[metric] > limit:
+            raise _Pruned(f"infeasible: {metric} {measured[metric]:.4g} > {constraint} "
+                          f"{limit:.4g}")
+
+
+def _accuracy_of(metrics: dict) -> float | None:
+    for key in ("ema_heldout_top1", "heldout_top1"):
+        if metrics.get(key) is not None:
+            return float(metrics[key])
+    return None
+
+
+def _final_metrics(result: Any) -> dict[str, float]:
+    out = {}
+    for key in ("heldout_top1", "heldout_top5", "val_top1", "val_top5", "val_loss",
+                "train_time_s", "wall_time_s", "epochs_completed", "images_per_s"):
+        value = getattr(result, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+def hopeless(study: optuna.Study, config: StudyConfig, known: dict[str, float],
+             accuracy: float) -> str | None:
+    """The early-stop rule (module doc): the reason to prune, or None."""
+    assert config.early_stop is not None
+    margin = config.early_stop.margin
+    directions = {m: d for m, d in config.objectives if m in PRE_TRAINING_METRICS}
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        early = other.user_attrs.get(EARLY_TOP1)
+        if early is None or float(early) < accuracy + margin:
+            continue
+        at_least_as_good = True
+        for metric, direction in directions.items():
+            theirs = other.user_attrs.get(metric)
+            if theirs is None:
+                at_least_as_good = False
+                break
+            better_or_equal = theirs >= known[metric] if direction == "maximize" \
+                else theirs <= known[metric]
+            at_least_as_good &= better_or_equal
+        if at_least_as_good:
+            return (f"pruned after epoch {config.early_stop.after_epoch}: trial {other.number} "
+                    f"is as good in {', '.join(directions) or 'cost'} and was "
+                    f"{float(early) - accuracy:.1f} top-1 points ahead (margin {margin:g})")
+    return None
+
+
+def _finish(study: optuna.Study, trial: optuna.Trial, run: TrialRun | None, state: TrialState,
+            reason: str, mlflow_status: str) -> None:
+    trial.set_user_attr(REASON, reason)
+    trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
+    study.tell(trial, state=state)
+    if run is not None:
+        _quiet(lambda: run.finish(mlflow_status, reason))
+
+
+def _quiet(action: Callable[[], Any]) -> None:
+    """Bookkeeping after a failure must not mask the failure itself."""
+    try:
+        action()
+    except Exception:  # noqa: BLE001
+        pass
