@@ -1,0 +1,67 @@
+"""Analytic complexity: params equal the built module, MACs equal PyTorch's own flop counter."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from spec_strategies import model_specs
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from mvlab.grammar import PRESETS, set_option
+from mvlab.models import MambaVision, build_model, complexity
+
+
+@settings(max_examples=15, deadline=None)
+@given(model_specs(max_depth=3, max_width_units=4))
+def test_analytic_params_equal_the_module(spec):
+    with torch.device("meta"):
+        model = MambaVision(spec, num_classes=17)
+    assert complexity(spec, 64, num_classes=17).params == sum(
+        p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec, size", [
+    ("tiny", 64),
+    (set_option(set_option("tiny", "s3.window", 3), "s4.window", 2), 72),  # padded windows
+    (set_option(set_option("tiny", "pattern", "attn_only"), "branch", "off"), (40, 56)),
+    (set_option(set_option("tiny", "out", "gate"), "s3.pattern", "MC"), 48),
+])
+def test_paper_macs_equal_torch_flop_counter(spec, size):
+    # FlopCounterMode counts matmuls and convs (2 FLOPs per MAC) but not the elementwise scan:
+    # exactly the paper-style convention. The math SDPA path makes attention visible to it.
+    model = build_model(spec, num_classes=5).eval()
+    h, w = (size, size) if isinstance(size, int) else size
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, h, w))
+    assert complexity(spec, size, num_classes=5).macs * 2 == counter.get_total_flops()
+
+
+def test_released_models_near_the_paper():
+    # Paper GFLOPs (ptflops MACs): T 4.4, S 7.5, B 15.0; attention matmuls add ~2-3% here.
+    for name, paper in (("T", 4.4), ("S", 7.5), ("B", 15.0), ("L", 34.9)):
+        cost = complexity(name, 224)
+        assert abs(cost.gmacs - paper) / paper < 0.05, (name, cost.gmacs)
+        assert cost.macs_with_scan > cost.macs
+
+
+def test_scan_cost_and_resolution_scaling():
+    t = complexity("T", 224)
+    stage3 = t.stages[2]
+    assert stage3.tokens_per_window == 196 and stage3.num_windows == 1
+    # 4 mixers x 196 tokens x 160 channels x (3*8 + 1)
+    stage3_scan = 4 * 196 * 160 * 25
+    assert stage3.scan_macs == stage3_scan
+    big = complexity("T", 448)
+    assert big.stages[2].num_windows == 4 and big.params == t.params
+    # Conv and linear cost scale with pixels; windows keep attention linear in them too.
+    assert 3.9 < big.macs / t.macs < 4.1
+    padded = complexity("T", 256)  # 16x16 maps on 14x14 windows pad to 28x28
+    assert padded.stages[2].padded_size == (28, 28) and padded.stages[2].num_windows == 4
+
+
+def test_presets_params_match_reference():
+    assert complexity("T").params == 31_794_248
+    assert complexity("L2").params == 241_554_824
+    assert complexity(PRESETS["tiny"], 64, num_classes=0).params == sum(
+        p.numel() for p in build_model("tiny", num_classes=0).parameters())
