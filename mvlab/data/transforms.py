@@ -1,7 +1,7 @@
 """Transforms. Two families with the same geometry:
 
 * batch transforms on uint8 tensors (the cache path): a whole batch of stored ``S x S`` images is
-  random-resized-cropped and flipped in one ``grid_sample`` call (per-sample affine boxes), or
+  random-resized-cropped and flipped in one ``grid_sample`` call (per-sample boxes), or
   center-cropped by slicing, then normalised to float. Box parameters come from a
   ``torch.Generator`` on the CPU, so the augmentation stream is a pure function of its seed on any
   device.
@@ -56,20 +56,19 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
 def crop_flip_resize(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
     """Crop each uint8 NCHW image to its box, flip it if ``flips``, resize (bilinear) to ``size``.
 
-    Returns float32 in [0, 255]. One ``affine_grid`` + ``grid_sample`` for the whole batch."""
+    Returns float32 in [0, 255]. One ``grid_sample`` call for the whole batch."""
     n, _, height, width = images.shape
-    boxes = boxes.to(torch.float64)
-    x0, y0, w, h = boxes.unbind(1)
-    # Normalised coordinates with align_corners=False: -1 and 1 are the outer pixel edges.
-    cx = (x0 + w / 2) / width * 2 - 1
-    cy = (y0 + h / 2) / height * 2 - 1
-    sx = (w / width) * torch.where(flips.to(torch.bool), -1.0, 1.0).to(torch.float64)
-    sy = h / height
-    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, cx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, cy
-    theta = theta.to(device=images.device, dtype=torch.float32)
-    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
+    x0, y0, w, h = boxes.to(torch.float64).unbind(1)
+    flip = torch.where(flips.to(torch.bool), -1.0, 1.0).to(torch.float64)
+    # Normalised coordinates with align_corners=False: -1 and 1 are the outer pixel edges, and
+    # output pixel centres sit at (2k + 1) / size - 1. The boxes are axis-aligned, so the grid is
+    # separable: x depends on the column only, y on the row only (no affine_grid matmul needed).
+    centres = (torch.arange(size, dtype=torch.float64) * 2 + 1) / size - 1
+    gx = ((x0 + w / 2) / width * 2 - 1)[:, None] + (w / width * flip)[:, None] * centres[None, :]
+    gy = ((y0 + h / 2) / height * 2 - 1)[:, None] + (h / height)[:, None] * centres[None, :]
+    gx = gx.to(device=images.device, dtype=torch.float32)
+    gy = gy.to(device=images.device, dtype=torch.float32)
+    grid = torch.stack([gx[:, None, :].expand(n, size, size), gy[:, :, None].expand(n, size, size)], dim=-1)
     return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
