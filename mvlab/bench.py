@@ -30,6 +30,7 @@ import mvlab
 from mvlab.errors import UserError
 from mvlab.training.checkpoint import atomic_write
 from mvlab.training.complexity import model_complexity
+from mvlab.training.models import make_model
 from mvlab.training.runtime import (
     autocast,
     compile_mode,
@@ -39,6 +40,7 @@ from mvlab.training.runtime import (
     resolve_channels_last,
     resolve_device,
     resolve_precision,
+    scan_backend_of,
     software_versions,
     synchronize,
 )
@@ -93,7 +95,7 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
         "precision": prec, "channels_last": nhwc, "compile": cmode or "none",
         "requested_batch_size": int(batch_size), "img_size": int(img_size),
         "in_chans": int(in_chans), "num_classes": int(num_classes),
-        "scan_backend": str(getattr(model, "scan_backend", None) or "n/a"),
+        "scan_backend": scan_backend_of(model, dev),
         "warmup": int(warmup), "steps": int(steps), "repeats": int(repeats),
         "threads": torch.get_num_threads() if dev.type == "cpu" else "n/a",
         "mvlab": mvlab.__version__,
@@ -114,6 +116,7 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
         except Exception as exc:  # noqa: BLE001 - only OOM is retried, the rest re-raised
             if not is_out_of_memory(exc):
                 raise
+            model.zero_grad(set_to_none=True)
             free_memory(dev)
             if batch == 1:
                 timings = None
@@ -138,17 +141,12 @@ def _make_model(model_or_name: nn.Module | str, num_classes: int, in_chans: int,
                 scan_backend: str) -> tuple[str, nn.Module]:
     if isinstance(model_or_name, nn.Module):
         model = model_or_name
+        if getattr(model, "spec", None):
+            from mvlab.models import set_scan_backend
+            set_scan_backend(model, scan_backend)
         name = getattr(model, "default_cfg", {}).get("architecture") or type(model).__name__
-    else:
-        from mvlab.models import create_model
-
-        name = str(model_or_name)
-        model = create_model(name, num_classes=num_classes, in_chans=in_chans)
-    if getattr(model, "spec", None):
-        from mvlab.models import set_scan_backend
-
-        set_scan_backend(model, scan_backend)
-    return name, model
+        return name, model
+    return str(model_or_name), make_model(str(model_or_name), num_classes, in_chans, scan_backend)
 
 
 def _time_steps(model: nn.Module, mode: str, batch: int, img_size: int, in_chans: int,
@@ -286,4 +284,4 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['img_s_q1']:.1f}-{r['img_s_q3']:.1f}", f"{r['img_s_min']:.1f}-{r['img_s_max']:.1f}",
         ))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)) for line in lines)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines)

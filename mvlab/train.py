@@ -37,6 +37,7 @@ from mvlab.errors import DataError, TrainingFailed, UserError
 from mvlab.training.checkpoint import load_checkpoint, save_checkpoint, write_json
 from mvlab.training.complexity import model_complexity
 from mvlab.training.evaluate import evaluate
+from mvlab.training.models import make_model
 from mvlab.training.optim import build_optimizer, build_scheduler
 from mvlab.training.runtime import (
     autocast,
@@ -48,6 +49,7 @@ from mvlab.training.runtime import (
     resolve_device,
     resolve_precision,
     restore_rng_state,
+    scan_backend_of,
     seed_everything,
     synchronize,
 )
@@ -314,7 +316,7 @@ class _Trainer:
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        result.scan_backend = str(getattr(self.model, "scan_backend", None) or "n/a")
+        result.scan_backend = scan_backend_of(self.model, device)
         resolution = _resolution(self.bundle, data)
         cost = model_complexity(self.model, resolution, self.bundle.num_classes,
                                 _in_chans(self.bundle))
@@ -565,13 +567,8 @@ def _data_bundle(data: Any, cfg: TrainConfig, device: torch.device) -> Any:
 def _build_model(spec: str | nn.Module, bundle: Any, scan_backend: str) -> tuple[nn.Module, str]:
     if isinstance(spec, nn.Module):
         return spec, str(getattr(spec, "spec", None) or type(spec).__name__)
-    from mvlab.models import create_model
-    model = create_model(spec, num_classes=bundle.num_classes, in_chans=_in_chans(bundle))
-    if getattr(model, "spec", None):
-        from mvlab.models import set_scan_backend
-        set_scan_backend(model, scan_backend)
-        return model, model.spec
-    return model, spec
+    model = make_model(spec, bundle.num_classes, _in_chans(bundle), scan_backend)
+    return model, str(getattr(model, "spec", None) or spec)
 
 
 def _in_chans(bundle: Any) -> int:

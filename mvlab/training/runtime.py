@@ -156,3 +156,17 @@ def software_versions() -> dict[str, str]:
         "cuda": torch.version.cuda or "none",
         "cudnn": str(cudnn) if cudnn else "none",
     }
+
+
+def scan_backend_of(model: torch.nn.Module, device: torch.device) -> str:
+    """The scan backend an mvlab model really runs on ``device`` ("auto" resolved), or ``n/a``
+    for models without a selective scan."""
+    name = getattr(model, "scan_backend", None)
+    if not name:
+        return "n/a"
+    from mvlab.ops import resolve_backend
+
+    try:
+        return resolve_backend(str(name), device)
+    except (ValueError, KeyError):
+        return str(name)

@@ -1,0 +1,109 @@
+"""``mvlab bench``: throughput of mvlab and timm models, appended to CSVs named by the settings.
+
+``mvlab bench scan ...`` is handed to the selective-scan benchmark (``mvlab.ops.scan.bench``)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mvlab.errors import UserError
+
+EPILOG = """examples:
+  mvlab bench T convnext_tiny swin_tiny_patch4_window7_224 --precision fp16 --batch-size 128
+  mvlab bench proxy tiny --img-size 64 --mode both --device cpu --steps 10 --repeats 3
+  mvlab bench T --compile max-autotune --scan-backend triton
+  mvlab bench scan --help          # the selective-scan kernels (mvlab.ops.scan.bench)
+
+Rows append to OUT/<mode>-<precision>-<nhwc|nchw>-<compile>-pt<torch>-<cuda|cpu>-<device>.csv;
+every row carries its settings (device, versions, precision, layout, compile mode, batch, size,
+scan backend), params and MACs, and images/s as the median of --repeats runs with quartiles and
+min/max. See docs/training.md."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure inference/training throughput of mvlab and timm models",
+        description="Throughput the timm way: synthetic input on the device, warm-up, a "
+                    "synchronise at every step, a fixed batch, several timed repeats (median and "
+                    "spread), and a retry at half the batch on out-of-memory.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_options(parser, suppress=False)
+    # Everything from the first model name on is parsed again in handle(): this lets options
+    # follow the names, and lets `mvlab bench scan ...` carry the scan benchmark's own options.
+    parser.add_argument("targets", nargs=argparse.REMAINDER, metavar="MODEL ...",
+                        help="mvlab presets (T, proxy, tiny, ...), spec strings or timm model "
+                             "names; or 'scan' followed by the scan benchmark's arguments")
+    parser.set_defaults(func=handle)
+
+
+def _add_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    add = parser.add_argument
+    add("--mode", choices=["infer", "train", "both"], default=default("infer"),
+        help="inference (eval, no grad), training steps, or both (default: infer)")
+    add("--batch-size", "-b", type=int, default=default(128), help="batch size (default: 128)")
+    add("--img-size", type=int, default=default(224), help="input resolution (default: 224)")
+    add("--precision", default=default("auto"),
+        help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, fp16 (amp) or bf16")
+    add("--channels-last", dest="channels_last", action="store_true", default=default(None),
+        help="NHWC memory layout (default: on for CUDA)")
+    add("--no-channels-last", dest="channels_last", action="store_false", default=default(None),
+        help="NCHW memory layout")
+    add("--compile", default=default("none"),
+        help="torch.compile mode: none (default), default, reduce-overhead, max-autotune")
+    add("--device", default=default("auto"), help="auto (default), cpu, cuda, cuda:1 ...")
+    add("--warmup", type=int, default=default(10), help="untimed steps first (default: 10)")
+    add("--steps", type=int, default=default(40), help="timed steps per repeat (default: 40)")
+    add("--repeats", type=int, default=default(5), help="timed repeats (default: 5)")
+    add("--scan-backend", default=default("auto"), help="scan backend for mvlab models (default: auto)")
+    add("--num-classes", type=int, default=default(1000), help="classifier size (default: 1000)")
+    add("--out", default=default("results/bench"), help="CSV directory (default: results/bench)")
+    add("--no-save", action="store_true", default=default(False), help="print only, write no CSV")
+
+
+def handle(args: argparse.Namespace) -> int:
+    targets = list(args.targets or [])
+    if targets and targets[0] == "scan":
+        return _scan_bench(targets[1:])
+    inner = argparse.ArgumentParser(prog="mvlab bench", add_help=False)
+    _add_options(inner, suppress=True)
+    inner.add_argument("models", nargs="+")
+    if not targets:
+        raise UserError("name at least one model, e.g. mvlab bench T convnext_tiny "
+                        "(see mvlab bench --help)")
+    args = inner.parse_args(targets, namespace=args)
+
+    from mvlab.bench import format_table, run_benchmarks
+
+    modes = ("infer", "train") if args.mode == "both" else (args.mode,)
+    rows = run_benchmarks(
+        args.models, modes=modes, out_dir=None if args.no_save else args.out, progress=True,
+        batch_size=args.batch_size, img_size=args.img_size, device=args.device,
+        precision=args.precision, channels_last=args.channels_last, compile=args.compile,
+        warmup=args.warmup, steps=args.steps, repeats=args.repeats,
+        scan_backend=args.scan_backend, num_classes=args.num_classes)
+    print(format_table(rows))
+    first = rows[0]
+    print(f"device: {first['device_name']}  torch {first['torch']}  cuda {first['cuda']}  "
+          f"channels_last={first['channels_last']}  compile={first['compile']}")
+    if not args.no_save:
+        from mvlab.bench import csv_name
+        for path in sorted({csv_name(r) for r in rows}):
+            print(f"appended to {args.out}/{path}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def _scan_bench(argv: list[str]) -> int:
+    """Hand over to the scan benchmark: ``mvlab.ops.scan.bench.main(argv) -> int``."""
+    try:
+        module = importlib.import_module("mvlab.ops.scan.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mvlab.ops.scan.bench":
+            raise
+        print("mvlab bench scan: the scan benchmark (mvlab.ops.scan.bench) is not installed",
+              file=sys.stderr)
+        return 2
+    return int(module.main(argv) or 0)

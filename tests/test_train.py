@@ -1,0 +1,222 @@
+"""The proxy trainer on the real built-in data and the real ``tiny`` preset (CPU)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from mvlab.cli import main
+from mvlab.data import DataConfig, build_data
+from mvlab.errors import UserError
+from mvlab.models import build_model, complexity
+from mvlab.train import TrainConfig, train
+from mvlab.training.checkpoint import load_checkpoint
+from mvlab.training.optim import build_optimizer, param_groups
+
+TIMING_KEYS = {"train_time_s", "epoch_time_s", "images_per_s"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two OpenMP threads on a shared 2-core machine stall each other (20x slower steps here).
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return os.environ.get("MVLAB_CACHE") or str(tmp_path_factory.mktemp("mvlab-cache"))
+
+
+def data_cfg(cache_dir: str, per_class: int, **kw) -> DataConfig:
+    return DataConfig(per_class=per_class, val_per_class=5, resolution=32, cache_dir=cache_dir, **kw)
+
+
+def fast_cfg(**kw) -> TrainConfig:
+    base = dict(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=0.5, device="cpu", amp="fp32")
+    return TrainConfig(**{**base, **kw})
+
+
+class Wrapped:
+    """A DataBundle whose train loader misbehaves at (epoch, step): NaN images or an interrupt."""
+
+    def __init__(self, bundle, epoch: int, step: int, action: str):
+        self.bundle, self.heldout, self.val = bundle, bundle.heldout, bundle.val
+        self.num_classes, self.manifest = bundle.num_classes, bundle.manifest
+        self.train = _Loader(bundle.train, epoch, step, action)
+
+
+class _Loader:
+    def __init__(self, inner, epoch: int, step: int, action: str):
+        self.inner, self.at, self.action, self.epoch = inner, (epoch, step), action, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        for step, (x, y) in enumerate(self.inner):
+            if (self.epoch, step) == self.at:
+                if self.action == "interrupt":
+                    raise KeyboardInterrupt
+                x = x.clone()
+                x[0, 0, 0, 0] = float("nan")
+            yield x, y
+
+
+def test_short_run_on_builtin_data_lowers_the_loss(cache_dir, tmp_path):
+    cfg = fast_cfg(epochs=3, batch_size=32, checkpoint_dir=str(tmp_path / "run"))
+    result = train("tiny", data_cfg(cache_dir, per_class=30), cfg)
+
+    assert result.status == "ok", result.reason
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.05, losses
+    assert result.history[-1]["heldout_loss"] < math.log(10)  # better than a uniform guess
+    for h in result.history:
+        assert h["steps"] == 8 and h["train_images"] == 256 and h["images_per_s"] > 0
+        assert 0 <= h["heldout_top1"] <= h["heldout_top5"] <= 100
+    assert result.history[-1]["lr"] == pytest.approx(cfg.min_lr)  # the cosine ends at min_lr
+    assert 0 <= result.val_top1 <= result.val_top5 <= 100 and result.val_loss > 0
+    assert result.heldout_top1 == result.history[-1]["heldout_top1"]
+
+    expected = complexity("tiny", img_size=32, num_classes=10)
+    assert (result.params, result.macs, result.macs_with_scan) == (
+        expected.params, expected.macs, expected.macs_with_scan)
+    assert result.macs_with_scan > result.macs
+    assert result.scan_backend not in ("auto", "n/a") and result.precision == "fp32"
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["status"] == "ok" and saved["val_top1"] == result.val_top1
+
+
+def test_resumed_run_ends_exactly_where_the_uninterrupted_run_does(cache_dir, tmp_path):
+    # EMA and mixup make the check cover the EMA state and NumPy's RNG (timm's Mixup draws there).
+    cfg = fast_cfg(ema=True, mixup=0.4, cutmix=1.0, seed=3)
+    data = data_cfg(cache_dir, per_class=10)
+    full = train("tiny", data, dataclasses.replace(cfg, checkpoint_dir=str(tmp_path / "full")))
+    assert full.status == "ok", full.reason
+
+    broken = dataclasses.replace(cfg, checkpoint_dir=str(tmp_path / "resumed"))
+    with pytest.raises(KeyboardInterrupt):
+        train("tiny", Wrapped(build_data(data, cfg.batch_size), 1, 2, "interrupt"), broken)
+    assert load_checkpoint(tmp_path / "resumed")["epoch"] == 1
+    resumed = train("tiny", data, dataclasses.replace(broken, resume=True))
+
+    assert resumed.status == "ok" and resumed.resumed_from_epoch == 1
+    a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "resumed")
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    drop = lambda hist: [{k: v for k, v in h.items() if k not in TIMING_KEYS} for h in hist]
+    assert drop(full.history) == drop(resumed.history)
+    assert (full.val_top1, full.val_top5, full.val_loss) == (
+        resumed.val_top1, resumed.val_top5, resumed.val_loss)
+
+
+def test_resume_under_different_settings_is_refused(cache_dir, tmp_path):
+    data = build_data(data_cfg(cache_dir, per_class=4), 16)
+    first = train("tiny", data, fast_cfg(epochs=1, checkpoint_dir=str(tmp_path)))
+    assert first.status == "ok", first.reason
+    with pytest.raises(UserError, match=r"train\.lr: 0\.002 -> 0\.01"):
+        train("tiny", data, fast_cfg(epochs=1, lr=1e-2, checkpoint_dir=str(tmp_path), resume=True))
+
+
+def test_nan_loss_ends_the_run_with_its_epoch_and_step(cache_dir, tmp_path):
+    bundle = Wrapped(build_data(data_cfg(cache_dir, per_class=10), 16), 0, 2, "nan")
+    result = train("tiny", bundle, fast_cfg(checkpoint_dir=str(tmp_path)))
+
+    assert result.status == "failed" and result.failure_kind == "nan"
+    assert (result.failure_epoch, result.failure_step) == (0, 2)
+    assert "nan at epoch 0, step 2" in result.reason
+    assert result.epochs_completed == 0 and result.val_top1 is None
+    assert json.loads((tmp_path / "result.json").read_text())["failure_kind"] == "nan"
+
+
+class _OutOfMemoryAtStep:
+    """A real tiny network that raises the CUDA allocator's error on its third training step."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, module, args):
+        self.calls += 1
+        if module.training and self.calls == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_is_reported_as_such(cache_dir):
+    model = build_model("tiny", num_classes=10)
+    model.register_forward_pre_hook(_OutOfMemoryAtStep())
+    result = train(model, build_data(data_cfg(cache_dir, per_class=10), 16), fast_cfg())
+    assert result.status == "failed" and result.failure_kind == "oom"
+    assert (result.failure_epoch, result.failure_step) == (0, 2)
+    assert "out of memory" in result.reason and "batch_size" in result.reason
+
+
+def test_on_epoch_sees_metrics_and_can_stop_early(cache_dir):
+    seen = []
+
+    def on_epoch(epoch, metrics):
+        seen.append((epoch, sorted(metrics)))
+        return True
+
+    result = train("tiny", build_data(data_cfg(cache_dir, per_class=10), 16), fast_cfg(epochs=3),
+                   on_epoch=on_epoch)
+    assert result.status == "ok" and result.stopped_early and result.epochs_completed == 1
+    assert [e for e, _ in seen] == [0]
+    assert {"train_loss", "lr", "heldout_top1", "heldout_top5", "epoch_time_s",
+            "images_per_s"} <= set(seen[0][1])
+    assert result.val_top1 is not None  # the reporting split is still evaluated
+
+
+def test_weight_decay_groups_exclude_norms_biases_A_log_and_D():
+    model = build_model("tiny", num_classes=10)
+    groups = {g["name"]: g for g in param_groups(model, 0.05)}
+    decay, no_decay = set(groups["decay"]["names"]), set(groups["no_decay"]["names"])
+    ssm = {n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] in ("A_log", "D")}
+
+    assert any(n.endswith("A_log") for n in ssm) and any(n.endswith(".D") for n in ssm)
+    assert ssm <= no_decay and not ssm & decay
+    shapes = dict((n, p.shape) for n, p in model.named_parameters())
+    assert all(len(shapes[n]) > 1 for n in decay)  # biases and norm scales are all 1-d
+    assert all(len(shapes[n]) <= 1 or n in ssm for n in no_decay)
+    assert groups["decay"]["weight_decay"] == 0.05 and groups["no_decay"]["weight_decay"] == 0.0
+
+    for name in ("adamw", "lamb"):
+        optimizer = build_optimizer(model, name, 1e-3, 0.05)
+        zero = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+        params = dict(model.named_parameters())
+        assert {id(params[n]) for n in ssm} <= zero
+        assert not {id(params[n]) for n in decay} & zero
+
+
+def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "tiny", "--data", "builtin", "--quiet", "--out", str(out), "--set",
+                 "epochs=1", "batch_size=16", "lr=1e-3", "warmup_epochs=0", "device=cpu",
+                 f"data.cache_dir={cache_dir}", "data.per_class=4", "data.val_per_class=2",
+                 "data.resolution=32"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "val top-1" in printed and "params" in printed
+    result = json.loads((out / "result.json").read_text())
+    assert result["config"]["lr"] == 1e-3 and result["data_manifest"]["resolution"] == 32
+
+    for bad, message in ((["--set", "train.lr=fast"], "train.lr=fast"),
+                         (["--set", "nonsense=1"], "nonsense"),
+                         (["--set", "seed=1"], "both train.seed and data.seed"),
+                         (["--set", "model.s3.depth=0"], "depth")):
+        assert main(["train", "tiny", *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
