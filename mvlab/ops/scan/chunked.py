@@ -1,0 +1,314 @@
+"""The selective scan vectorised in chunks, with a hand-written backward (the CPU default).
+
+The recurrence h_t = a_t * h_{t-1} + x_t (a_t = exp(delta_t * A) in (0, 1], x_t = delta_t B_t u_t)
+runs as a two-level scan. The sequence of L tokens is cut into K chunks of T tokens:
+
+1. a local scan inside every chunk, all chunks at once: T vectorised steps, each started from a
+   zero state;
+2. a carry pass over the K chunk boundaries: K small steps;
+3. one fused correction h += P * h_in, where P is the within-chunk running product of a.
+
+Only products of decay factors in (0, 1] are ever formed: nothing is divided by a cumulative decay
+(exp(-cumsum) forms overflow at large delta*|A|) and nothing runs in log space, so the result stays
+finite and matches the sequential loop to rounding. For short sequences on small tensors K = 1 (a
+plain loop over tokens) is fastest: every step is then overhead-bound, not arithmetic-bound.
+
+What makes it fast on a CPU is the memory traffic, not the arithmetic:
+
+- every large tensor lives in a "time-major" layout (T, K, batch, N, dim): the slice one step of
+  the loop touches, and the chunk boundaries the carry touches, are contiguous;
+- the reductions over N are matmuls (B, C shared by all channels) or short addcmul loops, never a
+  strided reduction over a materialised product;
+- large intermediates come from a small buffer pool instead of fresh allocations: first touch of
+  freshly mapped memory costs a page fault per 4 KiB, more than the arithmetic done in it.
+  The states saved for backward are pool buffers too; they are handed back once the backward has
+  run, and a stale hand-back (a second backward through a retained graph) recomputes them.
+
+The backward is the same two-level scan run in reverse over the adjoint g_t = dL/dh_t:
+g_t = C_t dy_t + a_{t+1} g_{t+1}; every input gradient is then a product or a reduction.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from mvlab.ops.scan.args import compute_dtype, epilogue, expand_groups, prepare_delta
+
+LOG2_E = 1.0 / math.log(2.0)
+# One loop step on fewer state elements than this is dispatch-bound: chunking would only add the
+# carry and correction passes, so such problems run as one chunk (a sequential loop).
+_SEQUENTIAL_BELOW = 1 << 16
+
+
+def chunk_length(length: int, step_elements: int) -> int:
+    """Tokens per chunk T for ``length`` tokens with batch*N*dim state elements per token.
+
+    T = L (one chunk) when a step is cheap anyway; otherwise T ~ sqrt(L), which minimises the
+    T + K loop steps of the two-level scan."""
+    if length <= 1 or step_elements < _SEQUENTIAL_BELOW:
+        return max(length, 1)
+    return math.isqrt(length - 1) + 1
+
+
+class _BufferPool:
+    """Large scratch and saved-state tensors recycled across calls (CPU only).
+
+    ``take`` hands out a buffer and a generation number; ``is_current`` tells whether a buffer was
+    handed out again since (its contents may then be overwritten)."""
+
+    def __init__(self, max_free_per_shape: int = 16) -> None:
+        self._free: dict[tuple, list[torch.Tensor]] = {}
+        self._generation: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._max_free = max_free_per_shape
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, int]:
+        if like.device.type != "cpu":  # the CUDA caching allocator already recycles memory
+            return torch.empty(shape, dtype=like.dtype, device=like.device), 0
+        key = (tuple(shape), like.dtype)
+        with self._lock:
+            free = self._free.get(key)
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=like.dtype)
+        with self._lock:
+            generation = self._generation.get(buffer.data_ptr(), 0) + 1
+            self._generation[buffer.data_ptr()] = generation
+        return buffer, generation
+
+    def is_current(self, buffer: torch.Tensor, generation: int) -> bool:
+        return buffer.device.type != "cpu" or self._generation.get(buffer.data_ptr()) == generation
+
+    def give(self, *buffers: torch.Tensor) -> None:
+        for buffer in buffers:
+            if buffer.device.type != "cpu":
+                continue
+            key = (tuple(buffer.shape), buffer.dtype)
+            with self._lock:
+                free = self._free.setdefault(key, [])
+                if len(free) < self._max_free and all(b is not buffer for b in free):
+                    free.append(buffer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+_POOL = _BufferPool()
+
+
+def release_workspace() -> None:
+    """Free the buffers the chunked scan keeps for reuse between calls."""
+    _POOL.clear()
+
+
+# ---- layout ---------------------------------------------------------------------------------------
+
+def _to_time_major(x: torch.Tensor, T: int) -> torch.Tensor:
+    """(batch, C, K*T) -> (T, K, batch, C): step t of every chunk is one contiguous slice."""
+    batch, channels, Lp = x.shape
+    return x.reshape(batch, channels, Lp // T, T).permute(3, 2, 0, 1).contiguous()
+
+
+def _from_time_major(x: torch.Tensor) -> torch.Tensor:
+    """(T, K, batch, C) -> (batch, C, K*T), the inverse of ``_to_time_major``."""
+    T, K, batch, channels = x.shape
+    return x.permute(2, 3, 1, 0).reshape(batch, channels, K * T)
+
+
+def _bc_time_major(BC: torch.Tensor, dim: int, Lp: int, T: int) -> torch.Tensor:
+    """B or C as a tensor broadcastable to (T, K, batch, N, dim)."""
+    if BC.dim() == 2:  # constant (dim, N)
+        return BC.t().contiguous()  # (N, dim)
+    pad = Lp - BC.shape[-1]
+    if BC.dim() == 3:  # (batch, N, L), shared by every channel
+        return _to_time_major(F.pad(BC, (0, pad)), T)[..., None]  # (T, K, batch, N, 1)
+    full = F.pad(expand_groups(BC, dim), (0, pad))  # (batch, dim, N, Lp)
+    batch, _, N, _ = full.shape
+    tm = _to_time_major(full.reshape(batch, dim * N, Lp), T)  # (T, K, batch, dim*N)
+    return tm.reshape(*tm.shape[:3], dim, N).transpose(-1, -2).contiguous()
+
+
+def _bc_grad(grad: torch.Tensor, BC_shape: torch.Size, L: int) -> torch.Tensor:
+    """The inverse of ``_bc_time_major`` for a gradient already reduced to B/C's broadcast shape."""
+    if len(BC_shape) == 2:
+        return grad.t()
+    if len(BC_shape) == 3:
+        return _from_time_major(grad[..., 0])[..., :L]
+    batch, groups, N, _ = BC_shape
+    T, K, _, _, dim = grad.shape
+    full = _from_time_major(grad.transpose(-1, -2).reshape(T, K, batch, dim * N))[..., :L]
+    return full.reshape(batch, groups, dim // groups, N, L).sum(2)
+
+
+# ---- contractions ---------------------------------------------------------------------------------
+
+def _sum_over_state(X: torch.Tensor, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_n X * W for X (T, K, batch, N, dim) and W broadcastable to it: (T, K, batch, 1, dim)."""
+    if W.dim() == 5 and W.shape[-1] == 1:  # shared over channels: one batched matmul
+        return torch.matmul(W.transpose(-1, -2), X, out=out)
+    N = X.shape[3]
+    Wn = W.unsqueeze(-2) if W.dim() == 2 else W  # (N, 1, dim) or (T, K, batch, N, dim)
+    out = torch.mul(X[..., 0:1, :], Wn[..., 0:1, :] if W.dim() == 5 else Wn[0], out=out)
+    for n in range(1, N):
+        out.addcmul_(X[..., n:n + 1, :], Wn[..., n:n + 1, :] if W.dim() == 5 else Wn[n])
+    return out
+
+
+def _grad_bc(X: torch.Tensor, Y: torch.Tensor, BC_tm: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """dL/dB (or dL/dC) in B's time-major broadcast shape: X (T, K, batch, N, dim) against
+    Y (T, K, batch, 1, dim), reduced over whatever B is broadcast along."""
+    torch.mul(X, Y, out=scratch)
+    if BC_tm.dim() == 2:  # constant (N, dim): reduce over tokens and batch
+        return scratch.sum((0, 1, 2))
+    if BC_tm.shape[-1] == 1:  # shared: reduce over channels
+        return scratch.sum(-1, keepdim=True)
+    return scratch.clone()
+
+
+# ---- the two-level scan ---------------------------------------------------------------------------
+
+def _scan_forward_(a: torch.Tensor, h: torch.Tensor, decay: torch.Tensor) -> None:
+    """In place on h (T, K, ...): h_t <- a_t h_{t-1} + h_t in token order from h_{-1} = 0.
+    ``decay`` is scratch of h's shape (unused when K == 1)."""
+    T, K = h.shape[:2]
+    hs, as_ = h.unbind(0), a.unbind(0)
+    for t in range(1, T):
+        hs[t].addcmul_(as_[t], hs[t - 1])
+    if K == 1:
+        return
+    ds = decay.unbind(0)
+    ds[0].copy_(as_[0])  # running products of a inside each chunk: stay in (0, 1]
+    for t in range(1, T):
+        torch.mul(ds[t - 1], as_[t], out=ds[t])
+    h_in = torch.zeros_like(h[0])  # (K, ...): the state entering each chunk
+    for k in range(1, K):
+        torch.addcmul(h[T - 1, k - 1], decay[T - 1, k - 1], h_in[k - 1], out=h_in[k])
+    h[:, 1:].addcmul_(decay[:, 1:], h_in[1:])
+
+
+def _scan_backward_(a: torch.Tensor, g: torch.Tensor, decay: torch.Tensor) -> None:
+    """In place on g (T, K, ...): g_t <- g_t + a_{t+1} g_{t+1} in token order, the adjoint scan."""
+    T, K = g.shape[:2]
+    gs, as_ = g.unbind(0), a.unbind(0)
+    for t in range(T - 2, -1, -1):
+        gs[t].addcmul_(as_[t + 1], gs[t + 1])
+    if K == 1:
+        return
+    ds = decay.unbind(0)
+    ds[T - 1].fill_(1)  # decay[t] = prod_{s=t+1}^{T-1} a_s inside the chunk
+    for t in range(T - 2, -1, -1):
+        torch.mul(ds[t + 1], as_[t + 1], out=ds[t])
+    g_in = torch.zeros_like(g[0])  # the adjoint reaching each chunk's last token from the right
+    for k in range(K - 2, -1, -1):
+        first = torch.addcmul(g[0, k + 1], decay[0, k + 1], g_in[k + 1])
+        torch.mul(a[0, k + 1], first, out=g_in[k])
+    g[:, :-1].addcmul_(decay[:, :-1], g_in[:-1])
+
+
+def _decays(delta_tm: torch.Tensor, A_tm: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """a = exp(delta * A) into ``out``; fp32 uses exp2 with log2(e) folded into A (2x faster)."""
+    if out.dtype == torch.float32:
+        return torch.mul(delta_tm, A_tm * LOG2_E, out=out).exp2_()
+    return torch.mul(delta_tm, A_tm, out=out).exp_()
+
+
+def _states(delta_tm, du_tm, A_tm, B_tm, a, h) -> None:
+    """Fill a = exp(delta A) and h = the scan states, both (T, K, batch, N, dim)."""
+    _decays(delta_tm, A_tm, a)
+    torch.mul(du_tm, B_tm, out=h)
+    scratch, _ = _POOL.take(h.shape, h) if h.shape[1] > 1 else (h, 0)
+    _scan_forward_(a, h, scratch)
+    if scratch is not h:
+        _POOL.give(scratch)
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """y_t = <h_t, C_t> for h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t; returns (y, h_{L-1}).
+
+    Inputs are in the compute dtype; B and C keep the caller's layout (constant, shared or
+    grouped) and their gradients are reduced back to it."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, chunk):
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        T = max(1, min(chunk or chunk_length(L, batch * N * dim), L))
+        K = -(-L // T)
+        pad = K * T - L
+        # Padding with delta = 0 gives a = 1 and x = 0: padded tokens leave the state alone.
+        delta_tm = _to_time_major(F.pad(delta, (0, pad)), T)[..., None, :]  # (T, K, batch, 1, dim)
+        u_tm = _to_time_major(F.pad(u, (0, pad)), T)[..., None, :]
+        du_tm = delta_tm * u_tm
+        A_tm = A.t().contiguous()  # (N, dim)
+        B_tm, C_tm = _bc_time_major(B, dim, K * T, T), _bc_time_major(C, dim, K * T, T)
+
+        shape = (T, K, batch, N, dim)
+        (a, gen_a), (h, gen_h) = _POOL.take(shape, u), _POOL.take(shape, u)
+        _states(delta_tm, du_tm, A_tm, B_tm, a, h)
+        y = _from_time_major(_sum_over_state(h, C_tm)[..., 0, :])[..., :L]
+        last = h[(L - 1) % T, (L - 1) // T].transpose(-1, -2).contiguous()  # (batch, dim, N)
+
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(u_tm, delta_tm, A_tm, B_tm, C_tm)
+        ctx.states = (a, gen_a, h, gen_h)
+        ctx.layout = (L, B.shape, C.shape)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        if dy is None and dlast is None:
+            return None, None, None, None, None, None
+        u_tm, delta_tm, A_tm, B_tm, C_tm = ctx.saved_tensors
+        L, B_shape, C_shape = ctx.layout
+        a, gen_a, h, gen_h = ctx.states
+        T, K, batch, _, dim = u_tm.shape
+        du_tm = delta_tm * u_tm
+        if not (_POOL.is_current(a, gen_a) and _POOL.is_current(h, gen_h)):
+            # The buffers were recycled since the forward (a retained graph run twice): recompute.
+            (a, gen_a), (h, gen_h) = _POOL.take(a.shape, a), _POOL.take(h.shape, h)
+            _states(delta_tm, du_tm, A_tm, B_tm, a, h)
+        (g, _), (scratch, _) = _POOL.take(h.shape, h), _POOL.take(h.shape, h)
+
+        dC = None
+        if dy is not None:
+            dy_tm = _to_time_major(F.pad(dy.to(h.dtype), (0, K * T - L)), T)[..., None, :]
+            torch.mul(dy_tm, C_tm, out=g)
+            dC = _bc_grad(_grad_bc(h, dy_tm, C_tm, scratch), C_shape, L)
+        else:
+            g.zero_()
+        if dlast is not None:
+            g[(L - 1) % T, (L - 1) // T] += dlast.to(g.dtype).transpose(-1, -2)
+        _scan_backward_(a, g, scratch)
+
+        gB = _sum_over_state(g, B_tm)  # (T, K, batch, 1, dim): dL/d(delta * u)
+        dB = _bc_grad(_grad_bc(g, du_tm, B_tm, scratch), B_shape, L)
+        # dL/d(delta A)_t = g_t * a_t * h_{t-1} with h_{-1} = 0, built in the scratch buffer.
+        da = torch.mul(g, a, out=scratch)
+        da[1:].mul_(h[:-1])
+        da[0, 1:].mul_(h[T - 1, :-1])
+        da[0, 0].zero_()
+        ddelta_tm = _sum_over_state(da, A_tm).addcmul_(gB, u_tm)
+        dA = torch.mul(da, delta_tm, out=g).sum((0, 1, 2)).t()  # g is free again by now
+        _POOL.give(g, scratch, a, h)
+
+        ddelta = _from_time_major(ddelta_tm[..., 0, :])[..., :L]
+        du = _from_time_major((gB * delta_tm)[..., 0, :])[..., :L]
+        return du, ddelta, dA, dB, dC, None
+
+
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                           delta_softplus=False, return_last_state=False, chunk: int | None = None):
+    """The selective scan as a two-level chunked scan (see ``selective_scan`` for the arguments).
+
+    ``chunk`` forces the tokens per chunk (tests use it to exercise the carry between chunks);
+    by default ``chunk_length`` picks it."""
+    dtype = compute_dtype(u)
+    x = u.to(dtype)
+    delta_eff = prepare_delta(delta, delta_bias, delta_softplus, dtype)
+    y, last = _ChunkedScan.apply(x, delta_eff, A.to(dtype), B.to(dtype), C.to(dtype), chunk)
+    out = epilogue(y, x, D, z, u.dtype)
+    return (out, last) if return_last_state else out
