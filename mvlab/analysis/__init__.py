@@ -7,40 +7,50 @@ Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
 
 from mvlab.analysis.bootstrap import (
-                                      best_value_draws,
-                                      bootstrap_range,
-                                      bootstrap_table,
-                                      bootstrap_win_share,
+    best_value_draws,
+    bootstrap_range,
+    bootstrap_table,
+    bootstrap_win_share,
 )
 from mvlab.analysis.edf import complexity_bins, complexity_weights, edf, edf_table
 from mvlab.analysis.errors import AnalysisError
 from mvlab.analysis.fidelity import (
-                                      fidelity_table,
-                                      paired_fidelities,
-                                      rank_agreement,
-                                      rank_agreement_ci,
-                                      top_k_overlap,
+    fidelity_table,
+    paired_fidelities,
+    rank_agreement,
+    rank_agreement_ci,
+    top_k_overlap,
 )
 from mvlab.analysis.load import (
-                                      completed,
-                                      design_choices,
-                                      load_study,
-                                      objectives_of,
-                                      open_storage,
-                                      spec_fields,
-                                      study_names,
-                                      with_spec_fields,
+    completed,
+    design_choices,
+    fidelity_levels,
+    find_storage,
+    load_study,
+    objectives_of,
+    open_storage,
+    spec_fields,
+    study_names,
+    with_spec_fields,
 )
 from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread, tied_with_best
 from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
-from mvlab.analysis.summary import choice_summary, pareto_table, with_pareto
+from mvlab.analysis.summary import (
+    choice_summary,
+    pareto_table,
+    primary_knob,
+    seed_means,
+    with_error,
+    with_pareto,
+)
 
 __all__ = [
     "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
     "bootstrap_win_share", "choice_summary", "completed", "complexity_bins",
-    "complexity_weights", "design_choices", "edf", "edf_table", "fidelity_table",
-    "load_study", "objectives_of", "open_storage", "paired_fidelities", "pareto_front",
-    "pareto_mask", "pareto_ranks", "pareto_table", "pooled_std", "rank_agreement",
-    "rank_agreement_ci", "seed_noise", "seed_spread", "spec_fields", "study_names",
-    "tied_with_best", "top_k_overlap", "with_pareto", "with_spec_fields",
+    "complexity_weights", "design_choices", "edf", "edf_table", "fidelity_levels",
+    "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
+    "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",
+    "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",
+    "seed_noise", "seed_spread", "spec_fields", "study_names", "tied_with_best",
+    "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",
 ]

@@ -21,23 +21,56 @@ _JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
 
 def open_storage(storage, must_exist: bool = True):
-    """An Optuna storage for a URL (sqlite:///, postgresql://) or a journal file path.
+    """An Optuna storage for a URL (sqlite:///, postgresql://) or a journal file.
 
-    A path ending in .log/.journal/.jsonl, or ``journal:///path``, opens a JournalStorage (the
-    backend for several workers on one host). Storage objects pass through unchanged."""
+    ``journal:PATH`` or a path ending in .journal/.log/.jsonl opens a JournalStorage (what
+    ``mvlab sweep`` writes by default: ``studies/<name>/optuna.journal``). Storage objects pass
+    through unchanged."""
     if not isinstance(storage, (str, Path)):
         return storage
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
     text = str(storage)
-    if text.startswith("journal://"):
-        text = text[len("journal://"):]
+    if text.startswith("journal:"):
+        text = text[len("journal:"):].removeprefix("//")
     elif "://" in text or not text.endswith(_JOURNAL_SUFFIXES):
         return text
-    if must_exist and not Path(text).exists():
-        raise AnalysisError(f"journal storage {text!r} does not exist; pass the file the sweep "
-                            "wrote (see the study's storage: key)")
-    return JournalStorage(JournalFileBackend(text))
+    path = Path(text).expanduser()
+    if must_exist and not path.exists():
+        raise AnalysisError(f"journal storage {str(path)!r} does not exist; pass the file the "
+                            "sweep wrote (default: studies/<name>/optuna.journal)")
+    # The same lock as mvlab.study's writers, so reading a running sweep is safe on NFS too.
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def find_storage(study: str, start: str | Path | None = None) -> str:
+    """The storage of ``study``: ``$MVLAB_STORAGE`` if set, else the default journal file
+    ``studies/<study>/optuna.journal`` in ``start`` (default: the working directory) or the
+    nearest parent that has it, so a notebook finds a sweep run from the repository root."""
+    import os
+
+    if os.environ.get("MVLAB_STORAGE"):
+        return os.environ["MVLAB_STORAGE"]
+    relative = names.DEFAULT_STORAGE.format(study=study)
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / relative).exists():
+            return str(folder / relative)
+    raise AnalysisError(f"no {relative} in {here} or its parents; run `mvlab sweep` for study "
+                        f"{study!r} first, or set MVLAB_STORAGE to its storage (a journal file, "
+                        "sqlite:/// or postgresql:// URL)")
+
+
+def fidelity_levels(df: pd.DataFrame, column: str = names.FIDELITY) -> list[str]:
+    """The distinct fidelity labels, cheapest first (ordered by the numbers in each label, so
+    "epochs=1 res=32" comes before "epochs=4 res=32")."""
+    import re
+
+    if column not in df.columns:
+        raise AnalysisError(f"the table has no {column!r} column")
+    labels = df[column].dropna().astype(str).unique().tolist()
+    return sorted(labels, key=lambda label: ([float(n) for n in re.findall(r"\d+\.?\d*", label)],
+                                             label))
 
 
 def study_names(storage: str | Path) -> list[str]:
@@ -132,9 +165,12 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def design_choices(df: pd.DataFrame) -> list[str]:
-    """The ``params.*`` columns that take more than one value: the knobs a study varied."""
-    return [c for c in df.columns
-            if str(c).startswith(names.PARAM_PREFIX) and df[c].nunique(dropna=True) > 1]
+    """The ``params.*`` columns that take more than one value: the knobs a study varied.
+
+    The seed (``params.seed``, a grid dimension of every sweep) is not a design choice."""
+    seed = names.PARAM_PREFIX + names.SEED
+    return [c for c in df.columns if str(c).startswith(names.PARAM_PREFIX) and c != seed
+            and df[c].nunique(dropna=True) > 1]
 
 
 def objectives_of(df: pd.DataFrame) -> dict[str, str]:

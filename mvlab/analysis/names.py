@@ -23,6 +23,13 @@ STUDY_EXPERIMENT = "mlflow_experiment"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
 STUDY_SYNTHETIC = "synthetic"  # True only for made-up studies (tests, demos)
 
+# Accuracies (heldout_top1, val_top1, ...) are percentages, as mvlab.train reports them.
+ACCURACY_SCALE = 100.0
+
+# Where ``mvlab sweep`` keeps a study by default (its ``workdir``), relative to where it ran.
+DEFAULT_STORAGE = "studies/{study}/optuna.journal"
+DEFAULT_TRACKING_DB = "studies/{study}/mlflow.db"
+
 # Columns the loader adds.
 TRIAL = "trial"                # Optuna trial number
 STATE = "state"                # Optuna state: COMPLETE, PRUNED, FAIL, RUNNING, WAITING

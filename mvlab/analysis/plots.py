@@ -62,7 +62,7 @@ def plot_pareto(df: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str],
                         xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"{x} ({_arrow(objectives.get(x, 'max'))})")
     ax.set_ylabel(f"{y} ({_arrow(objectives.get(y, 'max'))})")
-    ax.set_title(title or f"Pareto front: {int(on_front.sum())} of {len(table)} trials "
+    ax.set_title(title or f"Pareto front: {int(on_front.sum())} of {len(table)} points "
                           "non-dominated (faded: dominated)", fontsize=9)
     if label:
         ax.legend(title=label, fontsize=7, title_fontsize=8, loc="best")

@@ -19,6 +19,44 @@ from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
 _DEFAULT_COLUMNS = (names.TRIAL, names.SPEC, names.SEED, names.FIDELITY, names.PARAMS, names.MACS)
 
 
+def primary_knob(df: pd.DataFrame) -> str | None:
+    """The design choice to colour plots by: a varied ``*pattern`` knob, else the first varied
+    knob other than the seed and the training budget, else None."""
+    from mvlab.analysis.load import design_choices
+
+    knobs = [k for k in design_choices(df) if not k.startswith(names.PARAM_PREFIX + "train.")
+             and not k.startswith(names.PARAM_PREFIX + "data.")]
+    return next((k for k in knobs if k.endswith("pattern")), knobs[0] if knobs else None)
+
+
+def with_error(df: pd.DataFrame, accuracy: str, scale: float = names.ACCURACY_SCALE,
+               ) -> pd.DataFrame:
+    """``df`` plus ``<accuracy>_error`` = scale - accuracy (top-1 error in percent by default)."""
+    if accuracy not in df.columns:
+        raise AnalysisError(f"accuracy column {accuracy!r} is not in the table")
+    result = df.assign(**{f"{accuracy}_error": scale - pd.to_numeric(df[accuracy],
+                                                                      errors="coerce")})
+    result.attrs = dict(df.attrs)
+    return result
+
+
+def seed_means(df: pd.DataFrame, metrics: Sequence[str],
+               config: str | Sequence[str] = DEFAULT_CONFIG) -> pd.DataFrame:
+    """One row per configuration: the seed mean of every metric, ``runs``, and the first value
+    of every other column (knobs, params, macs), so a front is drawn over configurations rather
+    than over lucky seeds."""
+    keys = config_columns(df, config)
+    missing = [m for m in metrics if m not in df.columns]
+    if missing:
+        raise AnalysisError(f"metric columns {missing} are not in the table")
+    grouped = df.groupby(keys, sort=False, dropna=False)
+    means = grouped[list(metrics)].mean()
+    others = [c for c in df.columns if c not in (*keys, *metrics)]
+    result = grouped[others].first().join(means).assign(runs=grouped.size()).reset_index()
+    result.attrs = dict(df.attrs)
+    return result
+
+
 def pareto_table(df: pd.DataFrame, objectives: Mapping[str, str],
                  columns: Sequence[str] | None = None) -> pd.DataFrame:
     """The front's rows, best first in the first objective: identifying columns then objectives.

@@ -2,7 +2,11 @@
 
 For tests and for trying the notebooks without training anything. The study is marked
 ``synthetic=True`` in its user attributes and every notebook says so when it sees that flag.
-Accuracy follows a fixed per-pattern effect plus seed noise, so the numbers mean nothing."""
+Accuracy is a fixed per-pattern effect plus noise, so the numbers mean nothing.
+
+Like ``mvlab sweep`` on a grid, every point is a set of Optuna params (the knobs, the training
+budget ``train.epochs`` and ``seed``), the trial's user attributes carry spec, seed, fidelity,
+status, params, macs and the MLflow run id, and each trial has a child run under one parent."""
 from __future__ import annotations
 
 import itertools
@@ -17,25 +21,30 @@ PATTERNS = ("last_half", "first_half", "interleave", "mamba_only", "attn_only")
 _PATTERN_EFFECT = {"last_half": 0.04, "first_half": 0.0, "interleave": 0.02,
                    "mamba_only": -0.03, "attn_only": 0.01}
 OBJECTIVES = {"heldout_top1": "maximize", "throughput": "maximize"}
+RESOLUTION = 32
 
 
-def _spec(pattern: str, d_state: int, conv1d: str, width: int) -> str:
-    mixer = f"heads=2 window=none d_state={d_state} d_conv=3 expand=1 branch=on " \
-            f"conv1d={conv1d} out=concat"
-    return (f"stem=16 mlp=4 drop_path=0.1 layer_scale=none | depth=1 width={width} pattern=conv"
-            f" | depth=1 width={2 * width} pattern=conv"
-            f" | depth=4 width={4 * width} pattern={pattern} {mixer}"
-            f" | depth=2 width={8 * width} pattern={pattern} {mixer}")
+def _spec(pattern: str, branch: str, d_state: int) -> str:
+    mixer = f"heads=2 window=none d_state={d_state} d_conv=3 expand=1 branch={branch} " \
+            "conv1d=regular out=concat"
+    return ("stem=16 mlp=4 drop_path=0.1 layer_scale=none | depth=1 width=16 pattern=conv"
+            " | depth=1 width=32 pattern=conv"
+            f" | depth=4 width=64 pattern={pattern} {mixer}"
+            f" | depth=2 width=128 pattern={pattern} {mixer}")
+
+
+def fidelity_label(epochs: int) -> str:
+    """The label ``mvlab sweep`` gives a training budget."""
+    return f"epochs={epochs} res={RESOLUTION}"
 
 
 def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
-                          patterns=PATTERNS, fidelities=("epochs=2", "epochs=6"),
-                          d_states=(4, 8), conv1ds=("regular", "causal"), widths=(16, 24),
-                          repeated_seeds: int = 3, seed: int = 0) -> None:
+                          patterns=PATTERNS, branches=("on", "off"), d_states=(4, 16),
+                          epochs=(2, 6), repeated_seeds: int = 3, seed: int = 0) -> None:
     """Write study ``name`` to Optuna ``storage`` (and MLflow at ``tracking_uri`` if given).
 
-    Every pattern x d_state x conv1d x width configuration is trained at each fidelity with seed
-    0; the first configuration of each pattern is repeated with ``repeated_seeds`` seeds. One
+    Every pattern x branch x d_state configuration is trained for each of ``epochs`` with seed
+    0; the first configuration of each pattern also with seeds 1 .. ``repeated_seeds`` - 1. One
     trial fails and one is pruned, as in a real sweep. ``storage`` is an Optuna URL, a journal
     file path (created if missing) or a storage object."""
     import optuna
@@ -44,10 +53,10 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
     from mvlab.analysis.load import open_storage
 
     rng = np.random.default_rng(seed)
-    knobs = {"pattern": list(patterns), "d_state": list(d_states), "conv1d": list(conv1ds),
-             "width": list(widths)}
+    knobs = {"pattern": list(patterns), "branch": list(branches), "d_state": list(d_states)}
     distributions = {k: CategoricalDistribution(v) for k, v in knobs.items()}
-    distributions["fidelity"] = CategoricalDistribution(list(fidelities))
+    distributions["train.epochs"] = CategoricalDistribution(list(epochs))
+    distributions[names.SEED] = CategoricalDistribution(list(range(max(repeated_seeds, 1))))
     study = optuna.create_study(study_name=name, storage=open_storage(storage, must_exist=False),
                                 directions=list(OBJECTIVES.values()))
     with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
@@ -61,32 +70,36 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
         study.set_user_attr(names.STUDY_EXPERIMENT, name)
         study.set_user_attr(names.STUDY_PARENT_RUN_ID, parent.info.run_id)
     configs = list(itertools.product(*knobs.values()))
-    config_quality = {c: _PATTERN_EFFECT.get(c[0], 0.0) + 0.002 * c[1] + rng.normal(0, 0.01)
-                      for c in configs}
+    quality = {c: _PATTERN_EFFECT.get(c[0], 0.0) + 0.01 * (c[1] == "on") + 0.001 * c[2]
+               + rng.normal(0, 0.01) for c in configs}
     first_of_pattern = {c[0]: c for c in reversed(configs)}
-    for config, fidelity in itertools.product(configs, fidelities):
-        pattern, d_state, conv1d, width = config
-        params = {"pattern": pattern, "d_state": d_state, "conv1d": conv1d, "width": width,
-                  "fidelity": fidelity}
-        epochs = int(str(fidelity).rpartition("=")[2] or 1)
+    for config, budget in itertools.product(configs, epochs):
+        pattern, branch, d_state = config
+        spec = _spec(pattern, branch, d_state)
         seeds = range(repeated_seeds) if first_of_pattern[pattern] == config else [0]
         for run_seed in seeds:
-            accuracy = float(np.clip(0.55 + 0.04 * np.log(epochs) + config_quality[config]
-                                     + rng.normal(0, 0.008), 0, 1))
-            size = width * width * (64 if pattern == "attn_only" else 48) * (1 + d_state / 16)
-            attrs = {names.SPEC: _spec(pattern, d_state, conv1d, width), names.SEED: run_seed,
-                     names.FIDELITY: fidelity, names.STATUS: "ok", names.PARAMS: int(size),
-                     names.MACS: int(size * 40)}
-            values = [accuracy, float(2.0e7 / size * rng.uniform(0.95, 1.05))]
-            _record(study, client, parent, params, distributions, attrs, values, epochs)
-    failed = dict(zip(knobs, configs[-1], strict=True)) | {"fidelity": fidelities[0]}
+            accuracy = 100 * float(np.clip(0.55 + 0.04 * np.log(budget) + quality[config]
+                                           + rng.normal(0, 0.008), 0, 1))  # percent
+            size = 60_000 * (1.3 if pattern == "attn_only" else 1.0) * (1 + d_state / 32)
+            throughput = float(2.0e7 / size * (0.8 if branch == "on" else 1.0)
+                               * rng.uniform(0.97, 1.03))
+            params = {"pattern": pattern, "branch": branch, "d_state": d_state,
+                      "train.epochs": budget, names.SEED: run_seed}
+            attrs = {names.SPEC: spec, names.SEED: run_seed,
+                     names.FIDELITY: fidelity_label(budget), names.STATUS: "ok",
+                     names.PARAMS: int(size), names.MACS: int(size * 40)}
+            _record(study, client, parent, params, distributions, attrs,
+                    [accuracy, throughput], budget)
+    pattern, branch, d_state = configs[-1]
+    failed = {"pattern": pattern, "branch": branch, "d_state": d_state,
+              "train.epochs": epochs[0], names.SEED: 0}
     _record(study, client, parent, failed, distributions,
-            {names.SPEC: _spec(*configs[-1]), names.SEED: 7,
-             names.FIDELITY: fidelities[0], names.STATUS: "failed",
-             names.REASON: "loss is nan at epoch 1, step 3"}, None, 1)
+            {names.SPEC: _spec(pattern, branch, d_state), names.SEED: 0,
+             names.FIDELITY: fidelity_label(epochs[0]), names.STATUS: "failed",
+             names.REASON: "loss is nan at epoch 1, step 3"}, None, epochs[0])
     study.add_trial(optuna.trial.create_trial(
-        params=failed, distributions={k: distributions[k] for k in failed},
-        state=optuna.trial.TrialState.PRUNED, user_attrs={names.SEED: 8}))
+        params=failed, distributions=distributions, state=optuna.trial.TrialState.PRUNED,
+        user_attrs={names.SEED: 0, names.REASON: "dominated after epoch 1"}))
     if client is not None:
         client.set_terminated(parent.info.run_id)
 
@@ -119,10 +132,9 @@ def _record(study, client, parent, params, distributions, attrs, values, epochs)
                                 run_name=f"trial {len(study.trials)}")
         metrics = []
         if values is not None:
-            for epoch in range(epochs):
-                share = (epoch + 1) / epochs
-                metrics.append(Metric("heldout_top1", values[0] * share, 0, epoch))
-            metrics += [Metric("throughput", values[1], 0, epochs)]
+            metrics = [Metric("heldout_top1", values[0] * (epoch + 1) / epochs, 0, epoch)
+                       for epoch in range(epochs)]
+            metrics.append(Metric("throughput", values[1], 0, epochs))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()],
                          tags=[RunTag(names.SPEC, attrs[names.SPEC])])
