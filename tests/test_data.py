@@ -260,12 +260,12 @@ def test_epochs_are_pure_functions_of_seed_and_epoch():
     a.set_epoch(3)
     b.set_epoch(3)
     first = list(a)
-    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(first, b))
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(first, b, strict=True))
     a.set_epoch(4)
     assert not torch.equal(next(iter(a))[0], first[0][0])
     resumed = list(_loader().batches(3, start=2))  # mid-epoch resume
     assert len(resumed) == len(first) - 2
-    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first[2:], resumed))
+    assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(first[2:], resumed, strict=True))
     assert len(first) == 37 // 8  # train drops the partial batch
     assert sum(y.numel() for _, y in _loader(train=False)) == 37
 

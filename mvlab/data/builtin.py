@@ -69,6 +69,6 @@ def write_tree(out: Path, arrays: dict[str, np.ndarray]) -> None:
         images, labels = arrays[f"{prefix}_images"], arrays[f"{prefix}_labels"]
         for folder in folders:
             (out / split / folder).mkdir(parents=True, exist_ok=True)
-        for i, (img, label) in enumerate(zip(images, labels)):
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):
             Image.fromarray(np.ascontiguousarray(img)).save(out / split / folders[int(label)] / f"{i:05d}.png",
                                                 compress_level=1)

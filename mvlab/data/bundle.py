@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from mvlab.data.subsets import cap_per_class, select_classes, stratified_split, 
 from mvlab.errors import DataError
 
 log = logging.getLogger("mvlab.data")
-Loader = Union[CachedLoader, DirectLoader]
+Loader = CachedLoader | DirectLoader
 
 
 @dataclass
@@ -41,7 +40,7 @@ class DataBundle:
     def skipped(self) -> int:
         """Images skipped as undecodable so far (when the cache was built, or while iterating)."""
         at_build = self.manifest["skipped"]["count"] if self.caches else 0
-        return at_build + sum(getattr(l, "skipped", 0) for l in (self.train, self.heldout, self.val))
+        return at_build + sum(getattr(loader, "skipped", 0) for loader in (self.train, self.heldout, self.val))
 
     def set_epoch(self, epoch: int) -> None:
         self.train.set_epoch(epoch)

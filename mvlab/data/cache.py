@@ -19,10 +19,11 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -88,6 +89,7 @@ def build_or_open(cache_dir: str | Path, name: str, root: str | Path, items: Seq
     if not rebuild and _matches(open_cache(path), expected):
         return open_cache(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         skipped = _decode_into(tmp, root, items, side, workers, progress, label=name)
@@ -103,6 +105,18 @@ def build_or_open(cache_dir: str | Path, name: str, root: str | Path, items: Seq
     for bad in opened.skipped:
         log.warning("skipped undecodable image %s", bad)
     return opened
+
+
+def _remove_abandoned(folder: Path, older_than_s: float = 6 * 3600) -> None:
+    """Delete temporary/stale entries left by builds that died (old enough not to be running)."""
+    now = time.time()
+    for entry in folder.glob(".*"):
+        if (".tmp-" in entry.name or ".stale-" in entry.name) and entry.is_dir():
+            try:
+                if now - entry.stat().st_mtime > older_than_s:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                pass
 
 
 def _matches(cache: DecodedCache | None, expected: dict) -> bool:

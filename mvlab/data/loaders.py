@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from mvlab.data.folders import BadImage, load_rgb
 from mvlab.data.subsets import stable_seed
-from mvlab.data.transforms import Normalize, center_crop, crop_flip_resize, pil_transform, sample_crop_boxes
+from mvlab.data.transforms import (
+    Normalize,
+    center_crop,
+    crop_flip_resize,
+    pil_transform,
+    sample_crop_boxes,
+)
 
 log = logging.getLogger("mvlab.data")
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -84,7 +84,7 @@ class Normalize:
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
         self.scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
-        self.shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, -1, 1, 1)
+        self.shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         scale = self.scale.to(images.device)
