@@ -4,7 +4,8 @@ Two MAC counts, because the paper's number leaves the scan out:
 
 * ``macs`` (paper style, as ptflops counted it): every conv, linear and depthwise conv1d, plus
   attention's two matmuls (q k^T and attn v); norms, activations, pooling and the selective scan
-  are not counted. MambaVision-T at 224 px gives 4.35 G (the paper: 4.4 G).
+  are not counted. MambaVision-T at 224 px gives 4.57 G (the paper: 4.4 G from ptflops, which
+  does not see the fused attention matmuls, 0.10 G here).
 * ``macs_with_scan``: ``macs`` plus the scan, counted as 3 MACs per token, channel and state
   (the state update exp(dA)*h + dB*u, the input product dt*B*u, the read-out C*h) and one per
   token and channel for the D skip.
