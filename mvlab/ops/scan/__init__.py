@@ -7,42 +7,94 @@
     D, delta_bias: (dim,) fp32
     delta <- softplus(delta + delta_bias) if delta_softplus else delta + delta_bias
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t ;  y_t = <h_t, C_t> + D * u_t
-    y <- y * silu(z) when z is given.  Output in u's dtype, arithmetic and state in fp32.
+    y <- y * silu(z) when z is given.  Output in u's dtype, arithmetic and state in fp32
+    (float64 for float64 inputs); ``return_last_state`` also returns h_{L-1}, (batch, dim, d_state).
 
-Backends register themselves in ``BACKENDS``; ``auto`` picks the fastest one that can run on the
-inputs' device.
+Backends (one module each): ``reference`` (the token loop, ground truth), ``chunked`` (CPU
+default, GPU fallback), ``triton`` (GPU default; CPU only under TRITON_INTERPRET=1), ``mamba_ssm``
+(CUDA, when mamba-ssm imports). ``auto`` picks the fastest one that can run on the inputs' device;
+``resolve_backend`` says which.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
 
+from mvlab.ops.scan import mamba_ssm as _mamba_ssm
+from mvlab.ops.scan import triton as _triton
+from mvlab.ops.scan.args import ScanArgumentError, ScanBackendUnavailable, check_args
+from mvlab.ops.scan.chunked import selective_scan_chunked
+from mvlab.ops.scan.mamba_ssm import selective_scan_mamba_ssm
 from mvlab.ops.scan.reference import selective_scan_reference
+from mvlab.ops.scan.triton import selective_scan_triton
 
-BACKENDS: dict[str, Callable] = {"reference": selective_scan_reference}
+log = logging.getLogger(__name__)
+
+BACKENDS: dict[str, Callable] = {
+    "reference": selective_scan_reference,
+    "chunked": selective_scan_chunked,
+    "triton": selective_scan_triton,
+    "mamba_ssm": selective_scan_mamba_ssm,
+}
+BACKEND_NAMES = ("auto", *BACKENDS)
+
+
+def _runs_on(name: str, device: torch.device) -> bool:
+    if name == "triton":
+        return _triton.is_available(device)
+    if name == "mamba_ssm":
+        return _mamba_ssm.is_available(device)
+    return True
 
 
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """Backends that can run on ``device``, fastest first."""
-    return [name for name in BACKENDS]
+    """Backends that can run on ``device``, fastest first (``auto`` takes the first)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        order = ["triton", "mamba_ssm", "chunked", "reference"]
+    else:  # Triton's interpreter is a correctness tool, far slower than the token loop
+        order = ["chunked", "reference", "triton"]
+    return [name for name in order if _runs_on(name, device)]
+
+
+_announced: set[tuple[str, str]] = set()
 
 
 def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
-    """The concrete backend ``backend`` ("auto" or a name) stands for on ``device``."""
+    """The concrete backend ``backend`` ("auto" or a name) stands for on ``device``.
+
+    Raises ``ScanArgumentError`` for an unknown name and ``ScanBackendUnavailable`` for a known
+    one that cannot run on ``device`` (both are ``mvlab.errors.UserError``)."""
+    device = torch.device(device)
     if backend == "auto":
-        return available_backends(device)[0]
+        name = available_backends(device)[0]
+        if (name, device.type) not in _announced:
+            _announced.add((name, device.type))
+            log.info("selective_scan: backend 'auto' uses %r on %s", name, device.type)
+        return name
     if backend not in BACKENDS:
-        raise ValueError(f"unknown scan backend {backend!r}; available: {', '.join(BACKENDS)}")
+        raise ScanArgumentError(
+            f"unknown scan backend {backend!r}; choose one of: {', '.join(BACKEND_NAMES)}")
+    if not _runs_on(backend, device):
+        raise ScanBackendUnavailable(
+            f"scan backend {backend!r} cannot run on {device.type}; available there: "
+            f"{', '.join(available_backends(device))} (or 'auto')")
     return backend
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend="auto"):
+    """mamba-ssm's selective scan (semantics in this module's docstring) on the chosen backend.
+
+    Returns y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``."""
+    check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
     fn = BACKENDS[resolve_backend(backend, u.device)]
     return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
               return_last_state=return_last_state)
 
 
-__all__ = ["selective_scan", "available_backends", "resolve_backend", "BACKENDS",
-           "selective_scan_reference"]
+__all__ = ["selective_scan", "available_backends", "resolve_backend", "BACKENDS", "BACKEND_NAMES",
+           "ScanArgumentError", "ScanBackendUnavailable", "selective_scan_reference",
+           "selective_scan_chunked", "selective_scan_triton", "selective_scan_mamba_ssm"]

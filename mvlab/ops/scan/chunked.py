@@ -56,7 +56,7 @@ def chunk_length(length: int, step_elements: int) -> int:
 class _BufferPool:
     """Large scratch and saved-state tensors recycled across calls (CPU only).
 
-    ``take`` hands out a buffer and a generation number; ``is_current`` tells whether a buffer was
+    ``take`` hands out a buffer and a generation number; ``reclaim`` tells whether a buffer was
     handed out again since (its contents may then be overwritten)."""
 
     def __init__(self, max_free_per_shape: int = 16) -> None:
@@ -79,8 +79,17 @@ class _BufferPool:
             self._generation[buffer.data_ptr()] = generation
         return buffer, generation
 
-    def is_current(self, buffer: torch.Tensor, generation: int) -> bool:
-        return buffer.device.type != "cpu" or self._generation.get(buffer.data_ptr()) == generation
+    def reclaim(self, buffer: torch.Tensor, generation: int) -> bool:
+        """Whether ``buffer`` still holds what it held at ``take`` time; if so it is taken out of
+        the free list again (a backward run twice hands its saved states back twice)."""
+        if buffer.device.type != "cpu":
+            return True
+        with self._lock:
+            if self._generation.get(buffer.data_ptr()) != generation:
+                return False
+            free = self._free.get((tuple(buffer.shape), buffer.dtype), [])
+            self._free[(tuple(buffer.shape), buffer.dtype)] = [b for b in free if b is not buffer]
+            return True
 
     def give(self, *buffers: torch.Tensor) -> None:
         for buffer in buffers:
@@ -267,7 +276,7 @@ class _ChunkedScan(torch.autograd.Function):
         a, gen_a, h, gen_h = ctx.states
         T, K, batch, _, dim = u_tm.shape
         du_tm = delta_tm * u_tm
-        if not (_POOL.is_current(a, gen_a) and _POOL.is_current(h, gen_h)):
+        if not (_POOL.reclaim(a, gen_a) & _POOL.reclaim(h, gen_h)):
             # The buffers were recycled since the forward (a retained graph run twice): recompute.
             (a, gen_a), (h, gen_h) = _POOL.take(a.shape, a), _POOL.take(h.shape, h)
             _states(delta_tm, du_tm, A_tm, B_tm, a, h)

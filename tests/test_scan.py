@@ -1,0 +1,125 @@
+"""The selective-scan API and the ``chunked`` backend against the ``reference`` token loop."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvlab.errors import UserError
+from mvlab.ops import available_backends, resolve_backend, selective_scan
+from mvlab.ops.scan.check import Case, compare, make_inputs, random_cases, run_backend, tolerance
+
+CASES = random_cases(12, seed=3, max_len=40)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"L{c.length}-N{c.d_state}-{c.bc}-s{c.seed}")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_chunked_matches_reference(case, dtype):
+    result = compare("chunked", case, dtype)
+    assert result["max_error"] <= tolerance(dtype), result["errors"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("bc", ["shared", "constant", "grouped"])
+def test_chunked_carry_between_chunks(chunk, bc):
+    """Forced chunk lengths, including ones that do not divide L, exercise the carry passes."""
+    case = Case(batch=2, dim=4, length=19, d_state=5, bc=bc, seed=chunk)
+    result = compare("chunked", case, torch.float64, chunk=chunk)
+    assert result["max_error"] <= tolerance(torch.float64), result["errors"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_stress_large_decay_stays_finite_and_exact(dtype):
+    """delta up to 3 and A x4 (|delta*A| up to ~200): division/log-space forms overflow here."""
+    case = Case(batch=2, dim=4, length=64, d_state=16, stress=True, has_bias=False, softplus=False)
+    inputs = make_inputs(case, dtype)
+    assert (inputs["delta"] * inputs["A"].max().abs()).max() > 2  # really a large-decay case
+    for chunk in (None, 8):
+        result = compare("chunked", case, dtype, **({"chunk": chunk} if chunk else {}))
+        assert result["max_error"] <= tolerance(dtype), result["errors"]
+
+
+def test_chunked_gradcheck_float64():
+    case = Case(batch=1, dim=2, length=5, d_state=2, bc="shared")
+    inputs = make_inputs(case, torch.float64)
+    names = [k for k, v in inputs.items() if v is not None]
+
+    def fn(*tensors):
+        kw = dict(zip(names, tensors))
+        y, last = selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"], z=kw["z"],
+                                 delta_bias=kw["delta_bias"], delta_softplus=True,
+                                 return_last_state=True, backend="chunked")
+        return y, last
+
+    assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in names))
+    from mvlab.ops.scan.chunked import selective_scan_chunked
+
+    def fn_chunked(*tensors):  # two chunks of 2 and a padded one
+        kw = dict(zip(names, tensors))
+        return selective_scan_chunked(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"],
+                                      z=kw["z"], delta_bias=kw["delta_bias"], delta_softplus=True,
+                                      return_last_state=True, chunk=2)
+
+    assert torch.autograd.gradcheck(fn_chunked, tuple(inputs[k] for k in names))
+
+
+def test_second_backward_through_retained_graph_recomputes_recycled_states():
+    """The saved states are pooled buffers: a call in between recycles them, and a second
+    backward through the retained graph must notice and still give the right gradients."""
+    case = Case(batch=2, dim=8, length=30, d_state=4)
+    inputs = make_inputs(case, torch.float64)
+    y = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
+                       backend="chunked")
+    (first,) = torch.autograd.grad(y.sum(), inputs["u"], retain_graph=True)
+    other = make_inputs(Case(batch=2, dim=8, length=30, d_state=4, seed=9), torch.float64)
+    selective_scan(other["u"], other["delta"], other["A"], other["B"], other["C"],
+                   backend="chunked").sum().backward()
+    (second,) = torch.autograd.grad(y.sum(), inputs["u"])
+    torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", ["reference", "chunked"])
+def test_low_precision_inputs_keep_fp32_state(dtype, backend):
+    """Output in u's dtype, state in fp32: matches the fp32 computation on the same inputs."""
+    case = Case(batch=2, dim=4, length=50, d_state=8, stress=True)
+    low = make_inputs(case, dtype)
+    y, last, grads = run_backend(backend, low, case)
+    assert y.dtype == dtype and last.dtype == torch.float32
+    assert all(g.dtype == low[k].dtype for k, g in grads.items())
+    as_fp32 = {k: (v.detach().float().requires_grad_() if v is not None else None) for k, v in low.items()}
+    y32, last32, _ = run_backend("reference", as_fp32, case)
+    torch.testing.assert_close(y, y32.to(dtype))
+    torch.testing.assert_close(last, last32, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_resolves_to_chunked_on_cpu_and_reports_it():
+    assert resolve_backend("auto", "cpu") == "chunked"
+    assert available_backends("cpu")[:2] == ["chunked", "reference"]
+
+
+def test_unknown_or_unavailable_backend_is_a_user_error():
+    x = torch.randn(1, 2, 3)
+    with pytest.raises(UserError, match="unknown scan backend 'fast'"):
+        resolve_backend("fast", "cpu")
+    if "triton" not in available_backends("cpu"):
+        with pytest.raises(UserError, match="cannot run on cpu"):
+            selective_scan(x, x, torch.randn(2, 2), torch.randn(1, 2, 3), torch.randn(1, 2, 3),
+                           backend="triton")
+    with pytest.raises(UserError, match="cannot run"):
+        selective_scan(x, x, torch.randn(2, 2), torch.randn(1, 2, 3), torch.randn(1, 2, 3),
+                       backend="mamba_ssm")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"delta": torch.randn(1, 2, 4)}, "delta shape"),
+    ({"A": torch.randn(3, 2)}, "A must be"),
+    ({"B": torch.randn(1, 3, 3)}, "B must be"),
+    ({"C": torch.randn(1, 3, 2, 3)}, "C has 3 groups"),
+    ({"D": torch.randn(3)}, "D must be"),
+])
+def test_shape_errors_name_the_argument(bad, match):
+    args = {"u": torch.randn(1, 2, 3), "delta": torch.randn(1, 2, 3), "A": torch.randn(2, 2),
+            "B": torch.randn(1, 2, 3), "C": torch.randn(1, 2, 3), "D": None}
+    args.update(bad)
+    with pytest.raises(UserError, match=match):
+        selective_scan(**args)
