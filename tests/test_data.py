@@ -334,3 +334,28 @@ def test_builtin_dataset_loads_offline_through_the_folder_path(tmp_path, monkeyp
     rgb = x * STD + MEAN
     assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-4)  # grayscale became RGB
     assert rgb.std() > 0.1
+
+
+def test_direct_path_augmentation_is_seeded_and_leaves_global_rng_alone(tree, tmp_path):
+    root, _ = tree
+    cfg = folder_cfg(root, tmp_path, cache=False, heldout_fraction=0.0, classes="n01000002,n01000003")
+    first, second = (build_data(cfg, batch_size=6, progress=False) for _ in range(2))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first.train.set_epoch(1)
+    second.train.set_epoch(1)
+    a, b = list(first.train), list(second.train)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b, strict=True))
+    second.train.set_epoch(2)
+    assert not torch.equal(next(iter(second.train))[0], a[0][0])
+
+
+def test_cli_cache_builds_then_reuses(tree, tmp_path, capsys):
+    root, _ = tree
+    args = ["data", "cache", "--root", str(root), "--cache-dir", str(tmp_path), "--resolution", "16"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "built in" in out and "skipped 2 undecodable" in out
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.count("reused") == 2

@@ -181,7 +181,9 @@ class DirectLoader(_EpochLoader):
         batches = [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(start, len(self))]
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=batches, num_workers=self.num_workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            # Its own generator: DataLoader otherwise draws its base seed from the global RNG.
+            generator=torch.Generator().manual_seed(stable_seed(self.seed, "loader", epoch)))
         for images, labels, bad in loader:
             for rel, err in bad:
                 if rel not in self.skipped_files:
