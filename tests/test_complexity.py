@@ -28,9 +28,10 @@ def test_analytic_params_equal_the_module(spec):
     (set_option(set_option("tiny", "out", "gate"), "s3.pattern", "MC"), 48),
 ])
 def test_paper_macs_equal_torch_flop_counter(spec, size):
-    # FlopCounterMode counts matmuls and convs (2 FLOPs per MAC) but not the elementwise scan:
+    # FlopCounterMode counts matmuls and convs (2 FLOPs per MAC) but not the elementwise
+    # reference scan (a chunked scan would use matmuls):
     # exactly the paper-style convention. The math SDPA path makes attention visible to it.
-    model = build_model(spec, num_classes=5).eval()
+    model = build_model(spec, num_classes=5, scan_backend="reference").eval()
     h, w = (size, size) if isinstance(size, int) else size
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(torch.randn(1, 3, h, w))
@@ -65,3 +66,15 @@ def test_presets_params_match_reference():
     assert complexity("L2").params == 241_554_824
     assert complexity(PRESETS["tiny"], 64, num_classes=0).params == sum(
         p.numel() for p in build_model("tiny", num_classes=0).parameters())
+
+
+def test_show_command_prints_layout_params_and_both_macs(capsys):
+    from mvlab.cli import main
+
+    assert main(["show", "T", "--img-size", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "31,794,248" in out and "MMMMAAAA" in out and "padded to 28x28" in out
+    cost = complexity("T", 256)
+    assert f"{cost.gmacs:.3f} G" in out and f"{cost.gmacs_with_scan:.3f} G" in out
+    assert main(["show", "tiny", "--set", "s3.pattern=last_n:6"]) == 2
+    assert "stage 3: last_n:6 needs depth >= 6, got 2" in capsys.readouterr().err

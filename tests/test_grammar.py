@@ -24,7 +24,7 @@ T_CANONICAL = (
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(model_specs())
 def test_round_trip_is_exact(spec):
     canonical = normalize_spec(spec)
