@@ -267,13 +267,18 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def launch_config(dim: int, d_state: int, length: int) -> tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_N, CHUNK): a (BLOCK_D, BLOCK_N, CHUNK) tile of ~4096 fp32 values per live
-    tensor keeps the chunk in registers without spilling at 4 warps."""
+# Tile budget: values per live (BLOCK_D, BLOCK_N, CHUNK) tensor, tokens per chunk, warps.
+# ``scripts/gpu_check.py`` sweeps these on a real GPU; set TILE to what it finds best.
+TILE = {"elements": 4096, "chunk": 64, "num_warps": 4}
+
+
+def launch_config(dim: int, d_state: int, length: int) -> tuple[int, int, int, int]:
+    """(BLOCK_D, BLOCK_N, CHUNK, num_warps): a (BLOCK_D, BLOCK_N, CHUNK) tile of about
+    TILE["elements"] values per live tensor keeps the chunk in registers without spilling."""
     block_n = _next_pow2(max(d_state, 1))
-    chunk = min(64, _next_pow2(max(length, 1)))
-    block_d = max(1, min(_next_pow2(dim), 4096 // (block_n * chunk)))
-    return block_d, block_n, chunk
+    chunk = min(TILE["chunk"], _next_pow2(max(length, 1)))
+    block_d = max(1, min(_next_pow2(dim), TILE["elements"] // (block_n * chunk)))
+    return block_d, block_n, chunk, TILE["num_warps"]
 
 
 def _mode(BC: torch.Tensor) -> int:
@@ -288,7 +293,7 @@ class _TritonScan(torch.autograd.Function):
         batch, dim, L = u.shape
         N = A.shape[1]
         dtype = compute_dtype(u)
-        BLOCK_D, BLOCK_N, CHUNK = launch_config(dim, N, L)
+        BLOCK_D, BLOCK_N, CHUNK, num_warps = launch_config(dim, N, L)
         if chunk:  # tests force short chunks to exercise the carry between them
             CHUNK = _next_pow2(chunk)
         n_chunks = max(1, -(-L // CHUNK))
@@ -299,7 +304,7 @@ class _TritonScan(torch.autograd.Function):
         meta = dict(B_MODE=_mode(B), C_MODE=_mode(C), HAS_D=D is not None,
                     HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
                     USE_EXP2=dtype == torch.float32, DT=tl.float64 if dtype == torch.float64 else tl.float32,
-                    BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK)
+                    BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps)
         dummy = A  # stands in for absent optional pointers; never read
         _scan_fwd_kernel[(batch, n_dblocks)](
             u, delta, A, B, C, D if D is not None else dummy,
