@@ -69,6 +69,17 @@ def test_pareto_ranks_peel_fronts(points):
         "A": 0, "B": 0, "C": 1, "D": 0, "E": 1, "F": -1, "G": 2}
 
 
+def test_pareto_tolerance_keeps_points_within_noise_of_the_front():
+    df = pd.DataFrame({"acc": [80.0, 79.5, 78.0, 80.5], "thr": [100, 90, 90, 50]},
+                      index=list("ABCD"))
+    assert pareto_mask(df, MAX_BOTH)[lambda s: s].index.tolist() == ["A", "D"]
+    within = pareto_mask(df, MAX_BOTH, tolerance={"acc": 1.0})
+    # B is only 0.5 behind A; C is 2 behind A and also slower, so measurably dominated
+    assert within[lambda s: s].index.tolist() == ["A", "B", "D"]
+    with pytest.raises(AnalysisError, match="not objectives"):
+        pareto_mask(df, MAX_BOTH, tolerance={"latency": 1.0})
+
+
 def test_pareto_front_is_sorted_best_first_and_table_has_objectives(points):
     assert pareto_front(points, MAX_BOTH).index.tolist() == ["A", "D", "B"]
     table = pareto_table(points.assign(spec=list("abcdefg")), MAX_BOTH)
@@ -308,3 +319,24 @@ def test_vectorised_bootstrap_statistics_equal_scipy_row_by_row():
     np.testing.assert_allclose(spearman_rho_rows(x, y), expected_rho, atol=1e-12)
     np.testing.assert_array_equal(top_k_overlap_rows(x, y, 3),
                                   [top_k_overlap(a, b, 3) for a, b in zip(x, y, strict=True)])
+
+
+def test_pareto_plot_marks_exactly_the_front(points):
+    from mvlab.analysis.plots import plot_pareto
+
+    labelled = points.assign(pattern=["x", "y", "x", "y", "x", "y", "x"])
+    figure = plot_pareto(labelled, "thr", "acc", MAX_BOTH, label="pattern", annotate="pattern")
+    ax = figure.axes[0]
+    large = [c for c in ax.collections if len(c.get_offsets()) and c.get_sizes()[0] > 40]
+    front = sorted(tuple(p) for c in large for p in c.get_offsets().tolist())
+    assert front == [(100.0, 0.9), (100.0, 0.9), (200.0, 0.8)]  # A, D and B; F has no acc
+    assert len(ax.texts) == 3
+
+
+def test_edf_pair_adds_the_normalised_panel_only_when_complexity_varies():
+    from mvlab.analysis.plots import plot_edf_pair
+
+    df = pd.DataFrame({"err": [10.0, 20, 30, 40], "params": [1e6, 1e6, 2e6, 8e6],
+                       "kind": ["a", "a", "b", "b"]})
+    assert len(plot_edf_pair(df, "err", "kind").axes) == 2
+    assert len(plot_edf_pair(df.assign(params=1e6), "err", "kind").axes) == 1

@@ -35,26 +35,43 @@ def _oriented(df: pd.DataFrame, objectives: Directions) -> np.ndarray:
     return np.column_stack(columns) if columns else np.empty((len(df), 0))
 
 
-def _dominated(points: np.ndarray) -> np.ndarray:
-    """For larger-is-better rows, True where some other row dominates it (O(n^2), n is small)."""
-    n = len(points)
-    dominated = np.zeros(n, dtype=bool)
-    for i in range(n):
-        at_least = np.all(points >= points[i], axis=1)
-        strictly = np.any(points > points[i], axis=1)
+def _dominated(points: np.ndarray, margin: np.ndarray | None = None) -> np.ndarray:
+    """For larger-is-better rows, True where some other row dominates it (O(n^2), n is small).
+
+    With ``margin`` (one value per objective), a row must be ahead by at least the margin in
+    every objective to dominate: dominance beyond noise."""
+    shifted = points if margin is None else points - margin
+    dominated = np.zeros(len(points), dtype=bool)
+    for i in range(len(points)):
+        at_least = np.all(shifted >= points[i], axis=1)
+        strictly = np.any(shifted > points[i], axis=1)
         dominated[i] = bool(np.any(at_least & strictly))
     return dominated
 
 
-def pareto_mask(df: pd.DataFrame, objectives: Directions) -> pd.Series:
+def _margin(objectives: Directions, tolerance: Mapping[str, float] | None) -> np.ndarray | None:
+    if not tolerance:
+        return None
+    unknown = sorted(set(tolerance) - set(objectives))
+    if unknown:
+        raise AnalysisError(f"tolerance given for {unknown}, which are not objectives")
+    margin = np.array([float(tolerance.get(name, 0.0)) for name in objectives])
+    if np.any(~np.isfinite(margin)) or np.any(margin < 0):
+        raise AnalysisError(f"tolerances must be finite and non-negative, got {dict(tolerance)}")
+    return margin
+
+
+def pareto_mask(df: pd.DataFrame, objectives: Directions,
+                tolerance: Mapping[str, float] | None = None) -> pd.Series:
     """True for rows on the Pareto front of ``objectives`` ({column: 'maximize'|'minimize'}).
 
     Rows with a missing objective (failed or pruned trials) are never on the front and do not
-    dominate anything."""
+    dominate anything. ``tolerance`` ({column: margin}, e.g. twice the seed noise of accuracy)
+    keeps every row that no other row beats by more than the margins: the front within noise."""
     points = _oriented(df, objectives)
     complete = ~np.isnan(points).any(axis=1)
     mask = np.zeros(len(df), dtype=bool)
-    mask[complete] = ~_dominated(points[complete])
+    mask[complete] = ~_dominated(points[complete], _margin(objectives, tolerance))
     return pd.Series(mask, index=df.index, name="pareto")
 
 

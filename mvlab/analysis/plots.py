@@ -87,6 +87,25 @@ def plot_edf(edf_long: pd.DataFrame, ax: Axes | None = None, title: str | None =
     return figure
 
 
+def plot_edf_pair(df: pd.DataFrame, error: str, by: str, complexity: str | None = "params",
+                  n_bins: int | None = None, title: str | None = None) -> Figure:
+    """Plain EDFs of ``error`` per value of ``by`` and, beside them, the same normalised by
+    ``complexity`` (when that column exists and varies). ``n_bins`` defaults to n/5 in [2, 10]."""
+    from mvlab.analysis.edf import edf_table
+
+    normalise = complexity is not None and complexity in df and df[complexity].nunique() > 1
+    figure = Figure(figsize=(11 if normalise else 6.4, 3.8), layout="constrained")
+    axes = figure.subplots(1, 2 if normalise else 1, squeeze=False)[0]
+    label = title or str(by)
+    plot_edf(edf_table(df, error, by=by), ax=axes[0], xlabel=error,
+             title=f"{label}: error EDF")
+    if normalise:
+        bins = n_bins or max(2, min(10, len(df) // 5))
+        plot_edf(edf_table(df, error, by=by, complexity=complexity, n_bins=bins), ax=axes[1],
+                 xlabel=error, title=f"{label}: EDF normalised by {complexity} ({bins} bins)")
+    return figure
+
+
 def plot_bootstrap_ranges(ranges: pd.DataFrame, ax: Axes | None = None,
                           title: str | None = None) -> Figure:
     """A ``bootstrap_table``: one row per knob, the p2.5-p97.5 bar with the p50 marked."""
