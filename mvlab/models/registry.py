@@ -24,14 +24,16 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
         "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.conv_down.0",
-        "classifier": "head", "license": "nvidia-source-code-license-nc (weights)", **kwargs,
+        "classifier": "head", "crop_mode": "center",
+        "license": "nvidia-source-code-license-nc (weights)", **kwargs,
     }
 
 
-# Official ImageNet-1K weights (NVIDIA's release on the Hugging Face hub). They are not bundled:
-# download the .pth.tar and load it with mvlab.load_pretrained(model, path).
+# Official ImageNet-1K weights (NVIDIA's release on the Hugging Face hub) and the eval crops NVIDIA
+# published with them. Nothing is bundled: download the .pth.tar and call
+# mvlab.load_pretrained(model, path), or pretrained=True where the hub is reachable.
 default_cfgs = generate_default_cfgs({
-    "mambavision_t.in1k": _cfg(_HF.format(repo="MambaVision-T-1K", file="mambavision_tiny_1k.pth.tar")),
+    "mambavision_t.in1k": _cfg(_HF.format(repo="MambaVision-T-1K", file="mambavision_tiny_1k.pth.tar"), crop_pct=1.0),
     "mambavision_t2.in1k": _cfg(_HF.format(repo="MambaVision-T2-1K", file="mambavision_tiny2_1k.pth.tar"), crop_pct=0.98),
     "mambavision_s.in1k": _cfg(_HF.format(repo="MambaVision-S-1K", file="mambavision_small_1k.pth.tar"), crop_pct=0.93),
     "mambavision_b.in1k": _cfg(_HF.format(repo="MambaVision-B-1K", file="mambavision_base_1k.pth.tar"), crop_pct=1.0),
