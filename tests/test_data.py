@@ -99,6 +99,14 @@ def _ids(path: Path) -> list[str]:
     return [line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()]
 
 
+def test_config_errors_name_the_option():
+    with pytest.raises(DataError, match="unknown data option.*bogus"):
+        DataConfig.from_dict({"bogus": 1})
+    with pytest.raises(DataError, match="needs data.root"):
+        DataConfig(dataset="folder")
+    assert DataConfig.from_dict({"scale": [0.3, 1.0]}).scale == (0.3, 1.0)
+
+
 def test_class_selection_errors_name_the_problem(tmp_path):
     with pytest.raises(DataError, match=r"2 of 3 requested classes.*n09999999, n08888888"):
         select_classes("n00000001,n09999999,n08888888", AVAILABLE)

@@ -99,12 +99,10 @@ class CachedLoader(_EpochLoader):
             flips = torch.rand(self.n, generator=g) < self.hflip
         pin = self.device.type == "cuda"
         for b in range(start, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            rows = self.rows[idx.numpy()]
-            sort = np.argsort(rows, kind="stable")  # sequential reads from the memmap
-            gathered = np.empty((rows.size, side, side, 3), dtype=np.uint8)
-            gathered[sort] = self.images[rows[sort]]
-            x = torch.from_numpy(gathered)
+            # Sorted within the batch (order inside a batch does not matter to training) so the
+            # memmap is read front to back; self.rows is sorted, so rows come out sorted too.
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size].sort().values
+            x = torch.from_numpy(self.images[self.rows[idx.numpy()]])
             if pin:
                 x = x.pin_memory()
             x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
