@@ -17,6 +17,13 @@ def complexity_of(spec: str, img_size: int, num_classes: int = 1000) -> dict[str
             "macs_with_scan": float(cost.macs_with_scan)}
 
 
+def num_classes_of(data_cfg: Any) -> int:
+    """Classes a data config selects (lists folders only, decodes nothing)."""
+    from mvlab.data import select_subset
+
+    return len(select_subset(data_cfg).classes)
+
+
 def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: int
                   ) -> dict[str, Any]:
     """Images/s of ``spec`` under ``bench`` (mvlab.bench: warm-up, then timed, synchronised
@@ -33,3 +40,14 @@ def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: i
     row["throughput"] = float(row["img_s_median"])
     row["latency_ms"] = float(row["step_ms_median"])
     return row
+
+
+def warm_up(config: Any) -> None:
+    """One throwaway measurement of the base model per process: the first model a process runs
+    pays one-off costs (kernel selection, allocator growth, lazy imports) that would otherwise
+    be charged to the first trial's throughput."""
+    bench = dataclasses.replace(config.bench, warmup=1, steps=1, repeats=1)
+    try:
+        throughput_of(config.model, bench, config.bench.img_size or config.data.resolution, 10)
+    except Exception:  # noqa: BLE001 - a warm-up failure shows up again in the trial itself
+        pass

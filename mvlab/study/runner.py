@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from mvlab.study import storage as st
 from mvlab.study import tracking
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import planned_points, point_key
+from mvlab.study.measure import warm_up
 from mvlab.study.trial import DataCache, Progress, run_trial
 
 # Study user attributes (names mvlab.analysis reads: mvlab/analysis/names.py).
@@ -115,7 +117,9 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
                                   for d in config.directions]:
         raise StudyError(f"{config.source}: objectives: the stored study {config.name!r} has "
                          f"other objectives; rename the study (--set name=...) to start anew")
-    study.set_metric_names(config.objective_names)
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the analysis needs it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(config.objective_names)
 
     stale = st.fail_stale_trials(study, config.stale_after_s)
     queued = _queue_points(study, config, options.retry_failed)
@@ -244,6 +248,8 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
             if trial is None:
                 _give_back(budget)
                 break
+        if ran == 0:
+            warm_up(config)
         run_trial(study, trial, config, prepared.target, data, progress)
         ran += 1
     return ran

@@ -199,10 +199,12 @@ def population_points(config: StudyConfig,
     from scipy.stats import qmc
 
     if config.band and measure is None:
-        from mvlab.study.measure import complexity_of
+        from mvlab.study.measure import complexity_of, num_classes_of
+
+        classes = num_classes_of(config.data)
 
         def measure(spec: str) -> dict[str, float]:
-            return complexity_of(spec, config.data.resolution)
+            return complexity_of(spec, config.data.resolution, classes)
 
     dims = list(config.space)
     rng = np.random.default_rng(config.sampler_seed)

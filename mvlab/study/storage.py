@@ -24,7 +24,7 @@ from mvlab.errors import StudyError
 
 HOST_ATTR, PID_ATTR, START_ATTR, HEARTBEAT_ATTR = "host", "pid", "pid_start", "heartbeat"
 REQUEUE_ATTR = "requeue"  # set on trials that failed for reasons outside the trial itself
-REASON_ATTR = "fail_reason"
+REASON_ATTR = "reason"  # the name mvlab.analysis reads
 
 
 def default_storage_url(workdir: Path) -> str:
