@@ -83,6 +83,10 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
     prec = resolve_precision(precision, dev)
     nhwc = resolve_channels_last(channels_last, dev)
     cmode = compile_mode(compile)
+    if cmode:
+        # The first calls of a compiled model compile (and, for reduce-overhead, record CUDA
+        # graphs); they must never land in the timed steps.
+        warmup = max(int(warmup), 3)
     _tune_backends(dev)
 
     name, model = _make_model(model_or_name, num_classes, in_chans, scan_backend)

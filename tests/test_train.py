@@ -179,6 +179,15 @@ def test_on_epoch_sees_metrics_and_can_stop_early(cache_dir):
             "images_per_s"} <= set(seen[0][1])
     assert result.val_top1 is not None  # the reporting split is still evaluated
 
+    class Pruned(Exception):
+        pass
+
+    def prune(epoch, metrics):
+        raise Pruned(f"hopeless after epoch {epoch}")
+
+    with pytest.raises(Pruned, match="hopeless after epoch 0"):  # the sweep prunes this way
+        train("tiny", build_data(data_cfg(cache_dir, per_class=4), 16), fast_cfg(), on_epoch=prune)
+
 
 def test_weight_decay_groups_exclude_norms_biases_A_log_and_D():
     model = build_model("tiny", num_classes=10)
