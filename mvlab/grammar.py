@@ -140,9 +140,7 @@ def canonical_pattern(pattern: str, depth: int | None = None, where: str = "patt
     """
     text = str(pattern).strip()
     letters = re.sub(r"[\s,]+", "", text)
-    if letters and set(letters.upper()) <= set(BLOCK_LETTERS) and (
-        "," in text or " " in text or letters.isupper()
-    ):
+    if letters and set(letters.upper()) <= set(BLOCK_LETTERS):  # no named pattern is all C/M/A
         seq = letters.upper()
         if depth is not None and len(seq) != depth:
             raise SpecError(f"{where}: sequence {seq} has {len(seq)} blocks but depth is {depth}; "
@@ -430,7 +428,7 @@ def _parse_stage(segment: str, where: str) -> StageSpec:
     if "depth" in values:
         depth = _parse_int(values["depth"], f"{where}: depth")
     else:
-        seq = re.sub(r"[\s,]+", "", pattern)
+        seq = re.sub(r"[\s,]+", "", pattern).upper()
         if seq and set(seq) <= set(BLOCK_LETTERS):
             depth = len(seq)  # an explicit sequence says its own depth
         else:
