@@ -1,0 +1,199 @@
+"""Every GPU check in one run: scan equivalence and bandwidth, model throughput against peers,
+a profile of MambaVision-T, and the plots. Writes at most 8 files under --out.
+
+    python scripts/gpu_perf.py --out results/gpu [--budget-s 420]
+
+Sections run in order of importance and each is guarded: a failure is written to the log and
+the next section still runs; when the time budget is spent the remaining sections are skipped
+(and say so), so one lease of a GPU always brings back what was measured.
+Needs torch, triton and timm only (no optuna/mlflow).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# The paper's A100 numbers (batch 128, 224 px, fp16, channels-last), img/s.
+PAPER_IMG_S = {"mambavision_t": 6298, "mambavision_s": 4700, "mambavision_b": 3670,
+               "convnext_tiny": 3196, "swin_tiny_patch4_window7_224": 2758}
+MVLAB = ["mambavision_t", "mambavision_s", "mambavision_b"]
+PEERS = ["convnext_tiny", "convnext_small", "swin_tiny_patch4_window7_224", "mambaout_tiny"]
+
+
+def log(msg: str, out: Path) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    with open(out / "log.txt", "a") as fh:
+        fh.write(line + "\n")
+
+
+def section(name, fn, out: Path, deadline: float) -> None:
+    if time.time() > deadline:
+        log(f"SKIPPED {name}: time budget spent", out)
+        return
+    log(f"BEGIN {name}", out)
+    t0 = time.time()
+    try:
+        fn()
+        log(f"END {name} ({time.time() - t0:.0f} s)", out)
+    except Exception:  # noqa: BLE001 - a broken section must not cost the others
+        log(f"FAILED {name} after {time.time() - t0:.0f} s:\n{traceback.format_exc()}", out)
+
+
+def environment() -> dict:
+    import torch
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda,
+           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    for mod in ("triton", "timm"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            env[mod] = "n/a"
+    try:
+        env["driver"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:  # noqa: BLE001
+        env["driver"] = "n/a"
+    return env
+
+
+def scan_checks(out: Path, budget_s: int) -> None:
+    script = REPO / "scripts" / "gpu_check.py"
+    if not script.exists():
+        raise FileNotFoundError(script)
+    subprocess.run([sys.executable, str(script), "--out", str(out / "scan")], check=False,
+                   timeout=budget_s)
+
+
+def model_throughput(out: Path, deadline: float, quick: bool) -> list[dict]:
+    from mvlab.bench import measure_throughput
+
+    rows: list[dict] = []
+    path = out / "models.csv"
+    plan = []
+    for precision in ("fp16", "bf16"):
+        for mode in ("infer", "train"):
+            for name in MVLAB + PEERS:
+                plan.append(dict(model_or_name=name, mode=mode, precision=precision, compile=False))
+    # Compilation costs about a minute per model: only the headline pair, fp16 inference.
+    for name in ("mambavision_t", "convnext_tiny"):
+        plan.append(dict(model_or_name=name, mode="infer", precision="fp16", compile="default"))
+    for job in plan:
+        if time.time() > deadline:
+            log(f"skipped (budget): {job}", out)
+            continue
+        try:
+            row = measure_throughput(batch_size=128, img_size=224, device="cuda", channels_last=True,
+                                     warmup=10, steps=20 if quick else 40, repeats=3, **job)
+        except Exception as exc:  # noqa: BLE001
+            log(f"bench failed {job}: {exc!r}", out)
+            continue
+        rows.append(row)
+        log(f"{row['model']:32s} {row['mode']:5s} {row['precision']} compile={row['compile']} "
+            f"bs={row['batch_size']} {row['img_s_median']} img/s scan={row['scan_backend']}", out)
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+def profile_t(out: Path) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import mvlab  # noqa: F401 - registers the timm names
+    from mvlab.models import build_model
+
+    model = build_model("T").cuda().eval().to(memory_format=torch.channels_last)
+    x = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        for _ in range(5):
+            model(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+            for _ in range(5):
+                model(x)
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    table = events.table(sort_by="self_cuda_time_total", row_limit=30)
+
+    def cuda_us(e) -> float:
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+
+    total = sum(cuda_us(e) for e in events)
+    scan = sum(cuda_us(e) for e in events if "scan" in e.key.lower())
+    summary = {"total_cuda_ms_per_step": total / 5 / 1e3, "scan_cuda_ms_per_step": scan / 5 / 1e3,
+               "scan_share": scan / total if total else None}
+    (out / "profile_t.txt").write_text(json.dumps(summary, indent=2) + "\n\n" + table + "\n")
+
+
+def plots(out: Path, rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok" and r["mode"] == "infer" and r["precision"] == "fp16"
+          and r["compile"] == "none"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for r in ok:
+        color = "tab:green" if r["model"].startswith("mambavision") else "tab:gray"
+        ax1.scatter(r["params"] / 1e6, r["img_s_median"], color=color)
+        ax1.annotate(r["model"].replace("_patch4_window7_224", ""),
+                     (r["params"] / 1e6, r["img_s_median"]), fontsize=8)
+    ax1.set(xlabel="params (M)", ylabel="img/s (fp16, bs 128, 224 px, NHWC)",
+            title=f"inference throughput on {rows[0]['device_name'] if rows else '?'}")
+    by = {r["model"]: r["img_s_median"] for r in ok}
+    names = [m for m in PAPER_IMG_S if m in by and "convnext_tiny" in by]
+    measured = [by[m] / by["convnext_tiny"] for m in names]
+    paper = [PAPER_IMG_S[m] / PAPER_IMG_S["convnext_tiny"] for m in names]
+    xs = range(len(names))
+    ax2.bar([x - 0.2 for x in xs], measured, 0.4, label="mvlab, this GPU")
+    ax2.bar([x + 0.2 for x in xs], paper, 0.4, label="paper, A100")
+    ax2.set_xticks(list(xs), [n.replace("_patch4_window7_224", "") for n in names], rotation=20)
+    ax2.set(ylabel="throughput / ConvNeXt-T", title="ratio to ConvNeXt-T")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget-s", type=int, default=420,
+                        help="stop starting new work after this many seconds")
+    parser.add_argument("--quick", action="store_true", help="fewer timed steps")
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    deadline = start + args.budget_s
+    env = environment()
+    (out / "environment.json").write_text(json.dumps(env, indent=2))
+    log(f"environment: {env}", out)
+    rows: list[dict] = []
+
+    section("scan checks and scan benchmark", lambda: scan_checks(out, max(60, args.budget_s // 3)),
+            out, deadline)
+
+    def _models():
+        rows.extend(model_throughput(out, deadline - 45, args.quick))
+    section("model throughput", _models, out, deadline)
+    section("profile MambaVision-T", lambda: profile_t(out), out, deadline + 30)
+    section("plots", lambda: plots(out, rows), out, deadline + 60)
+    log(f"done in {time.time() - start:.0f} s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
