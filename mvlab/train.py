@@ -264,20 +264,23 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
     except LossNotFinite as exc:
         _fail(result, exc.reason, exc.kind, exc.epoch, exc.step)
     except TrainingFailed as exc:
-        _fail(result, exc.reason, exc.kind, *(_where(trainer)))
+        _fail(result, exc.reason, exc.kind, *_position(trainer))
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - a run must end with a result, never a traceback
-        epoch, step = _where(trainer)
+        where = trainer.where() if trainer is not None else "setup"
         if is_out_of_memory(exc):
-            free_memory(device)
-            where = f"epoch {epoch}, step {step}" if epoch is not None else "setup"
-            _fail(result, f"out of memory on {device} at {where} with batch_size={cfg.batch_size}: "
-                          f"lower train.batch_size or data.resolution", "oom", epoch, step)
+            _fail(result, f"out of memory on {device} during {where} with "
+                          f"batch_size={cfg.batch_size}: lower train.batch_size or "
+                          f"data.resolution", "oom", *_position(trainer))
         else:
             log.exception("training failed")
-            _fail(result, f"{type(exc).__name__}: {exc}", "error", epoch, step)
+            _fail(result, f"{type(exc).__name__} during {where}: {exc}", "error",
+                  *_position(trainer))
             result.traceback = traceback.format_exc()
+    if result.failure_kind == "oom":
+        trainer = None  # drop the model and optimiser before returning the cached blocks
+        free_memory(device)
     result.wall_time_s = time.perf_counter() - started
     if cfg.checkpoint_dir:
         write_json(Path(cfg.checkpoint_dir) / "result.json", result.to_dict())
@@ -290,7 +293,7 @@ def _fail(result: TrainResult, reason: str, kind: str, epoch: int | None, step: 
     log.warning("training failed (%s): %s", kind, reason)
 
 
-def _where(trainer: _Trainer | None) -> tuple[int | None, int | None]:
+def _position(trainer: _Trainer | None) -> tuple[int | None, int | None]:
     return (trainer.epoch, trainer.step) if trainer is not None else (None, None)
 
 
@@ -304,6 +307,7 @@ class _Trainer:
         self.channels_last = bool(result.channels_last)
         self.epoch: int | None = None
         self.step: int | None = None
+        self.phase = "setup"
         self.global_step = 0
         self.start_epoch = 0
 
@@ -360,6 +364,14 @@ class _Trainer:
         mode = compile_mode(cfg.compile)
         self.run_model = torch.compile(self.model, mode=mode) if mode else self.model
 
+    def where(self) -> str:
+        """Where the run is, for failure messages: ``epoch 2, step 17`` or a phase name."""
+        if self.phase == "train":
+            return f"epoch {self.epoch}, step {self.step}"
+        if self.phase == "heldout evaluation":
+            return f"the held-out evaluation after epoch {self.epoch}"
+        return self.phase
+
     # -- the loop ---------------------------------------------------------------------------
 
     def fit(self, on_epoch: OnEpoch | None) -> None:
@@ -367,13 +379,15 @@ class _Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             self.epoch = epoch
             epoch_start = time.perf_counter()
+            self.phase = "train"
             metrics = self._train_epoch(epoch)
-            self.step = None
+            self.step, self.phase = None, "heldout evaluation"
             metrics.update(self._evaluate_heldout())
             metrics["epoch_time_s"] = time.perf_counter() - epoch_start
             self.history.append(metrics)
             self._record_progress()
             if cfg.checkpoint_dir:
+                self.phase = f"saving the checkpoint after epoch {epoch}"
                 result.checkpoint = str(save_checkpoint(cfg.checkpoint_dir, self._state()))
             log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, _fmt(metrics))
             if on_epoch is not None:
@@ -384,7 +398,7 @@ class _Trainer:
                 if stop:
                     result.stopped_early = epoch + 1 < cfg.epochs
                     break
-        self.epoch = None
+        self.epoch, self.phase = None, "the final val evaluation"
         self._record_progress()
         val = getattr(self.bundle, "val", None)
         if val is not None:
