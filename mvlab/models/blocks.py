@@ -67,9 +67,13 @@ class ConvBlock(nn.Module):
 
 def _depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, causal: bool) -> torch.Tensor:
     """Depthwise conv over the token axis of (batch, channels, L); no bias."""
+    k = weight.shape[-1]
     if causal:
-        return F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight, groups=x.shape[1])
-    return F.conv1d(x, weight, padding="same", groups=x.shape[1])
+        return F.conv1d(F.pad(x, (k - 1, 0)), weight, groups=x.shape[1])
+    if k % 2:
+        return F.conv1d(x, weight, padding=k // 2, groups=x.shape[1])
+    # even kernels: the same split as padding="same" (extra zero on the right), made explicit
+    return F.conv1d(F.pad(x, ((k - 1) // 2, k // 2)), weight, groups=x.shape[1])
 
 
 class MambaVisionMixer(nn.Module):
