@@ -62,11 +62,21 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
 _announced: set[tuple[str, str]] = set()
 
 
-def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
+def _devices_here() -> list[torch.device]:
+    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+
+
+def resolve_backend(backend: str, device: torch.device | str | None = None) -> str:
     """The concrete backend ``backend`` ("auto" or a name) stands for on ``device``.
 
+    Without a device, "auto" resolves for the CPU and a name is accepted when it can run on some
+    device of this process (a model built on the CPU may be moved to the GPU later).
     Raises ``ScanArgumentError`` for an unknown name and ``ScanBackendUnavailable`` for a known
-    one that cannot run on ``device`` (both are ``mvlab.errors.UserError``)."""
+    one that cannot run there (both are ``mvlab.errors.UserError``)."""
+    if device is None:
+        if backend in BACKENDS and any(_runs_on(backend, d) for d in _devices_here()):
+            return backend
+        device = "cpu"
     device = torch.device(device)
     if backend == "auto":
         name = available_backends(device)[0]
