@@ -39,12 +39,13 @@ def render(spec_text: str, img_size: int = 224, num_classes: int = 1000) -> str:
 
     spec = parse_spec(spec_text)
     cost = complexity(spec, img_size, num_classes)
+    unit, scale = ("GMACs", 1e9) if cost.macs >= 1e9 else ("MMACs", 1e6)
     lines = [f"spec: {cost.spec}", "",
              f"input {img_size}x{img_size}, stem {spec.stem} -> stride 4, "
              f"mlp_ratio {spec.mlp_ratio:g}, drop_path {spec.drop_path:g}, "
              f"layer_scale {spec.layer_scale if spec.layer_scale is not None else 'none'}"]
     header = (f"{'stage':<6}{'blocks':<16}{'width':>6}{'heads':>6}{'window':>8}{'map':>9}"
-              f"{'windows':>8}{'tokens/win':>11}{'params':>12}{'GMACs':>9}")
+              f"{'windows':>8}{'tokens/win':>11}{'params':>12}{unit:>9}")
     lines += ["", header, "-" * len(header)]
     for stage_spec, s in zip(spec.stages, cost.stages, strict=True):
         letters = "".join(s.letters)
@@ -56,7 +57,7 @@ def render(spec_text: str, img_size: int = 224, num_classes: int = 1000) -> str:
         windows = "-" if not stage_spec.has_tokens else str(s.num_windows)
         map_size = f"{s.map_size[0]}x{s.map_size[1]}"
         lines.append(f"{s.index + 1:<6}{letters:<16}{s.width:>6}{heads:>6}{window:>8}"
-                     f"{map_size:>9}{windows:>8}{tokens:>11}{s.params:>12,}{s.macs / 1e9:>9.3f}")
+                     f"{map_size:>9}{windows:>8}{tokens:>11}{s.params:>12,}{s.macs / scale:>9.3f}")
         if s.padded_size != s.map_size:
             lines.append(f"{'':<6}(padded to {s.padded_size[0]}x{s.padded_size[1]} for "
                          f"window {s.window}; {counts})")
