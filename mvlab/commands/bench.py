@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("targets", nargs=argparse.REMAINDER, metavar="MODEL ...",
                         help="mvlab presets (T, proxy, tiny, ...), spec strings or timm model "
                              "names; or 'scan' followed by the scan benchmark's arguments")
-    parser.set_defaults(func=handle)
+    parser.set_defaults(func=handle, bench_parser=parser)
 
 
 def _add_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -68,6 +68,9 @@ def handle(args: argparse.Namespace) -> int:
     targets = list(args.targets or [])
     if targets and targets[0] == "scan":
         return _scan_bench(targets[1:])
+    if "-h" in targets or "--help" in targets:
+        args.bench_parser.print_help()
+        return 0
     inner = argparse.ArgumentParser(prog="mvlab bench", add_help=False)
     _add_options(inner, suppress=True)
     inner.add_argument("models", nargs="+")

@@ -14,7 +14,7 @@ EPILOG = """examples:
   mvlab train tiny --data builtin --set train.epochs=2 data.per_class=50
   mvlab train proxy --data builtin --set epochs=10 lr=2e-3 data.resolution=64 --out runs/proxy
   mvlab train proxy --data builtin --out runs/proxy --resume      # continue after an interruption
-  mvlab train "stem=32 | ... " --data /datasets/imagenet --set data.classes=imagenet100
+  mvlab train proxy --data /datasets/imagenet --set data.classes=imagenet100 data.resolution=128
   mvlab train T --data builtin --set model.s3.pattern=interleave model.d_state=16
 
 --set keys: train.<key> (TrainConfig), data.<key> (DataConfig), model.<key> (the spec's
