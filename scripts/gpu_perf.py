@@ -131,8 +131,11 @@ def profile_t(out: Path) -> None:
     def cuda_us(e) -> float:
         return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
 
-    total = sum(cuda_us(e) for e in events)
-    scan = sum(cuda_us(e) for e in events if "scan" in e.key.lower())
+    # Count device kernels only: an aten op and the kernel it launches both carry the same
+    # self-CUDA time, so summing every row would count each kernel twice.
+    kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(cuda_us(e) for e in kernels)
+    scan = sum(cuda_us(e) for e in kernels if "scan" in e.key.lower())
     summary = {"total_cuda_ms_per_step": total / 5 / 1e3, "scan_cuda_ms_per_step": scan / 5 / 1e3,
                "scan_share": scan / total if total else None}
     (out / "profile_t.txt").write_text(json.dumps(summary, indent=2) + "\n\n" + table + "\n")
