@@ -111,8 +111,8 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
 
 @section("triton_tile_sweep")
 def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
-    candidates = [(4096, 64, 4), (4096, 32, 4), (2048, 32, 4), (8192, 64, 8), (8192, 32, 8),
-                  (4096, 128, 8), (16384, 64, 8)]
+    candidates = [(2048, 32, 4), (4096, 64, 4), (4096, 32, 4), (1024, 32, 2), (2048, 32, 2),
+                  (1024, 16, 2), (2048, 16, 4), (2048, 64, 4), (1024, 64, 2)]
     inputs = scan_bench._inputs(batch, 160, 196, 8, device, torch.float32)
     rows, best = [], None
     for elements, chunk, warps in candidates:

@@ -20,11 +20,19 @@ def test_chunked_matches_reference(case, dtype):
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("bc", ["shared", "constant", "grouped"])
-def test_chunked_carry_between_chunks(chunk, bc):
-    """Forced chunk lengths, including ones that do not divide L, exercise the carry passes."""
+@pytest.mark.parametrize("method", ["blocked", "two_level"])
+def test_chunked_carry_between_chunks(chunk, bc, method):
+    """Forced chunk lengths, including ones that do not divide L, exercise the carry passes of
+    both methods (two_level is what runs on a GPU)."""
     case = Case(batch=2, dim=4, length=19, d_state=5, bc=bc, seed=chunk)
-    result = compare("chunked", case, torch.float64, chunk=chunk)
+    result = compare("chunked", case, torch.float64, chunk=chunk, method=method)
     assert result["max_error"] <= tolerance(torch.float64), result["errors"]
+
+
+@pytest.mark.parametrize("case", CASES[:6], ids=lambda c: f"L{c.length}-N{c.d_state}-{c.bc}-s{c.seed}")
+def test_two_level_method_matches_reference(case):
+    result = compare("chunked", case, torch.float32, method="two_level")
+    assert result["max_error"] <= tolerance(torch.float32), result["errors"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -33,9 +41,9 @@ def test_stress_large_decay_stays_finite_and_exact(dtype):
     case = Case(batch=2, dim=4, length=64, d_state=16, stress=True, has_bias=False, softplus=False)
     inputs = make_inputs(case, dtype)
     assert (inputs["delta"] * inputs["A"].max().abs()).max() > 2  # really a large-decay case
-    for chunk in (None, 8):
-        result = compare("chunked", case, dtype, **({"chunk": chunk} if chunk else {}))
-        assert result["max_error"] <= tolerance(dtype), result["errors"]
+    for kwargs in ({}, {"chunk": 8}, {"chunk": 8, "method": "two_level"}):
+        result = compare("chunked", case, dtype, **kwargs)
+        assert result["max_error"] <= tolerance(dtype), (kwargs, result["errors"])
 
 
 def test_chunked_gradcheck_float64():
@@ -61,18 +69,28 @@ def test_chunked_gradcheck_float64():
 
     assert torch.autograd.gradcheck(fn_chunked, tuple(inputs[k] for k in names))
 
+    def fn_two_level(*tensors):
+        kw = dict(zip(names, tensors))
+        return selective_scan_chunked(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"],
+                                      z=kw["z"], delta_bias=kw["delta_bias"], delta_softplus=True,
+                                      return_last_state=True, chunk=2, method="two_level")
 
-def test_second_backward_through_retained_graph_recomputes_recycled_states():
+    assert torch.autograd.gradcheck(fn_two_level, tuple(inputs[k] for k in names))
+
+
+@pytest.mark.parametrize("method", ["blocked", "two_level"])
+def test_second_backward_through_retained_graph_recomputes_recycled_states(method):
     """The saved states are pooled buffers: a call in between recycles them, and a second
     backward through the retained graph must notice and still give the right gradients."""
     case = Case(batch=2, dim=8, length=30, d_state=4)
     inputs = make_inputs(case, torch.float64)
-    y = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
-                       backend="chunked")
+    from mvlab.ops.scan.chunked import selective_scan_chunked
+    y = selective_scan_chunked(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
+                               method=method)
     (first,) = torch.autograd.grad(y.sum(), inputs["u"], retain_graph=True)
     other = make_inputs(Case(batch=2, dim=8, length=30, d_state=4, seed=9), torch.float64)
-    selective_scan(other["u"], other["delta"], other["A"], other["B"], other["C"],
-                   backend="chunked").sum().backward()
+    selective_scan_chunked(other["u"], other["delta"], other["A"], other["B"], other["C"],
+                           method=method).sum().backward()
     (second,) = torch.autograd.grad(y.sum(), inputs["u"])
     torch.testing.assert_close(first, second)
 
@@ -90,6 +108,14 @@ def test_low_precision_inputs_keep_fp32_state(dtype, backend):
     y32, last32, _ = run_backend("reference", as_fp32, case)
     torch.testing.assert_close(y, y32.to(dtype))
     torch.testing.assert_close(last, last32, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_chunked_method_is_a_user_error():
+    from mvlab.ops.scan.chunked import selective_scan_chunked
+    x = torch.randn(1, 2, 3)
+    with pytest.raises(UserError, match="chunked method 'fast'"):
+        selective_scan_chunked(x, x, torch.randn(2, 2), torch.randn(1, 2, 3), torch.randn(1, 2, 3),
+                               method="fast")
 
 
 def test_auto_resolves_to_chunked_on_cpu_and_reports_it():

@@ -35,7 +35,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from mvlab.ops.scan.args import compute_dtype, epilogue, expand_groups, prepare_delta
+from mvlab.ops.scan.args import ScanArgumentError, compute_dtype, epilogue, expand_groups, prepare_delta
 
 LOG2_E = 1.0 / math.log(2.0)
 # One loop step on fewer state elements than this is dispatch-bound: chunking would only add the
@@ -186,7 +186,7 @@ def _scan_forward_(a: torch.Tensor, h: torch.Tensor, decay: torch.Tensor) -> Non
     T, K = h.shape[:2]
     hs, as_ = h.unbind(0), a.unbind(0)
     for t in range(1, T):
-        hs[t].addcmul_(as_[t], hs[t - 1])
+        torch.addcmul(hs[t], as_[t], hs[t - 1], out=hs[t])
     if K == 1:
         return
     ds = decay.unbind(0)
@@ -204,7 +204,7 @@ def _scan_backward_(a: torch.Tensor, g: torch.Tensor, decay: torch.Tensor) -> No
     T, K = g.shape[:2]
     gs, as_ = g.unbind(0), a.unbind(0)
     for t in range(T - 2, -1, -1):
-        gs[t].addcmul_(as_[t + 1], gs[t + 1])
+        torch.addcmul(gs[t], as_[t + 1], gs[t + 1], out=gs[t])
     if K == 1:
         return
     ds = decay.unbind(0)
@@ -309,15 +309,161 @@ class _ChunkedScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
-def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
-                           delta_softplus=False, return_last_state=False, chunk: int | None = None):
-    """The selective scan as a two-level chunked scan (see ``selective_scan`` for the arguments).
+def block_length(batch: int, d_state: int, dim: int) -> int:
+    """Tokens per cache block: about 2^18 state values (1 MiB in fp32) per block buffer, so the
+    few buffers one block works on stay in the CPU's L2/L3 cache between its passes."""
+    return max(1, (1 << 18) // max(1, batch * d_state * dim))
 
-    ``chunk`` forces the tokens per chunk (tests use it to exercise the carry between chunks);
-    by default ``chunk_length`` picks it."""
+
+class _BlockedScan(torch.autograd.Function):
+    """The same function as ``_ChunkedScan``, for the CPU: the sequence is walked in blocks of
+    tokens small enough that a block's decays, states and adjoints stay in cache; every
+    elementwise pass and reduction runs once per block over all its tokens, and the recurrence
+    inside a block is a loop of one fused multiply-add per token over (batch, N, dim)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, block):
+        batch, dim, L = u.shape
+        N = A.shape[1]
+        T = max(1, min(block or block_length(batch, N, dim), L))
+        delta_tm = _to_time_major(delta, L)[..., None, :]  # (L, 1, batch, 1, dim)
+        u_tm = _to_time_major(u, L)[..., None, :]
+        du_tm = delta_tm * u_tm
+        A_tm = A.t().contiguous()  # (N, dim)
+        B_tm, C_tm = _bc_time_major(B, dim, L, L), _bc_time_major(C, dim, L, L)
+
+        shape = (L, 1, batch, N, dim)
+        (a, gen_a), (h, gen_h) = _POOL.take(shape, u), _POOL.take(shape, u)
+        y_tm = torch.empty(L, 1, batch, 1, dim, dtype=u.dtype)
+        for s in range(0, L, T):
+            e = min(s + T, L)
+            ab, hb = a[s:e], h[s:e]
+            _decays(delta_tm[s:e], A_tm, ab)
+            torch.mul(du_tm[s:e], _block(B_tm, s, e), out=hb)
+            hs, as_ = hb.unbind(0), ab.unbind(0)
+            if s:
+                torch.addcmul(hs[0], as_[0], h[s - 1], out=hs[0])
+            for t in range(1, e - s):  # out= is ~30% cheaper per call than addcmul_
+                torch.addcmul(hs[t], as_[t], hs[t - 1], out=hs[t])
+            _sum_over_state(hb, _block(C_tm, s, e), out=y_tm[s:e])
+        y = _from_time_major(y_tm[..., 0, :])
+        last = h[L - 1, 0].transpose(-1, -2).contiguous()  # (batch, dim, N)
+
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(u_tm, delta_tm, A_tm, B_tm, C_tm)
+        ctx.states = (a, gen_a, h, gen_h)
+        ctx.layout = (L, T, B.shape, C.shape)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        if dy is None and dlast is None:
+            return None, None, None, None, None, None
+        u_tm, delta_tm, A_tm, B_tm, C_tm = ctx.saved_tensors
+        L, T, B_shape, C_shape = ctx.layout
+        a, gen_a, h, gen_h = ctx.states
+        du_tm = delta_tm * u_tm
+        if not (_POOL.reclaim(a, gen_a) & _POOL.reclaim(h, gen_h)):
+            # The buffers were recycled since the forward (a retained graph run twice): recompute.
+            (a, gen_a), (h, gen_h) = _POOL.take(a.shape, a), _POOL.take(h.shape, h)
+            _states(delta_tm, du_tm, A_tm, B_tm, a, h)
+        block_shape = (T, *h.shape[1:])
+        (g_buf, _), (s_buf, _) = _POOL.take(block_shape, h), _POOL.take(block_shape, h)
+        dy_tm = _to_time_major(dy.to(h.dtype), L)[..., None, :] if dy is not None else None
+
+        ddelta_tm, gBu_tm = torch.empty_like(delta_tm), torch.empty_like(delta_tm)
+        dA = torch.zeros_like(A_tm)
+        dB, dC = _BCGrad(B_tm, h), _BCGrad(C_tm, h)
+        carry = None  # a_{e} g_{e}: what the block to the right passes to its left neighbour
+        for s in reversed(range(0, L, T)):
+            e = min(s + T, L)
+            ab, hb = a[s:e], h[s:e]
+            gb, sb = g_buf[:e - s], s_buf[:e - s]
+            Cb, Bb = _block(C_tm, s, e), _block(B_tm, s, e)
+            if dy_tm is not None:
+                torch.mul(dy_tm[s:e], Cb, out=gb)
+                dC.add(s, e, hb, dy_tm[s:e], sb)
+            else:
+                gb.zero_()
+            if dlast is not None and e == L:
+                gb[-1, 0] += dlast.to(gb.dtype).transpose(-1, -2)
+            gs, as_ = gb.unbind(0), ab.unbind(0)
+            if carry is not None:
+                gs[-1].add_(carry)
+            for t in range(e - s - 2, -1, -1):
+                torch.addcmul(gs[t], as_[t + 1], gs[t + 1], out=gs[t])
+            carry = ab[0] * gb[0]
+
+            gB = _sum_over_state(gb, Bb, out=gBu_tm[s:e])  # dL/d(delta * u)
+            dB.add(s, e, gb, du_tm[s:e], sb)
+            # dL/d(delta A)_t = g_t * a_t * h_{t-1}, with h_{-1} = 0.
+            da = torch.mul(gb, ab, out=sb)
+            da[1:].mul_(hb[:-1])
+            if s:
+                da[0].mul_(h[s - 1])
+            else:
+                da[0].zero_()
+            _sum_over_state(da, A_tm, out=ddelta_tm[s:e]).addcmul_(gB, u_tm[s:e])
+            dA += torch.mul(da, delta_tm[s:e], out=gb).sum((0, 1, 2))
+        _POOL.give(g_buf, s_buf, a, h)
+
+        ddelta = _from_time_major(ddelta_tm[..., 0, :])
+        du = _from_time_major((gBu_tm * delta_tm)[..., 0, :])
+        return (du, ddelta, dA.t(), _bc_grad(dB.result(), B_shape, L),
+                _bc_grad(dC.result(), C_shape, L) if dy_tm is not None else None, None)
+
+
+def _block(BC_tm: torch.Tensor, s: int, e: int) -> torch.Tensor:
+    """Tokens s:e of a time-major B or C (a constant one has no token axis)."""
+    return BC_tm if BC_tm.dim() == 2 else BC_tm[s:e]
+
+
+class _BCGrad:
+    """dL/dB (or dL/dC) gathered block by block in B's time-major broadcast shape."""
+
+    def __init__(self, BC_tm: torch.Tensor, like: torch.Tensor) -> None:
+        self.BC_tm = BC_tm
+        if BC_tm.dim() == 2:
+            self.full = torch.zeros_like(BC_tm)
+        else:
+            self.full = torch.empty(BC_tm.shape, dtype=like.dtype)
+
+    def add(self, s: int, e: int, X: torch.Tensor, Y: torch.Tensor, scratch: torch.Tensor) -> None:
+        """Add the contribution sum(X * Y) of tokens s:e, reduced over what B is shared by."""
+        torch.mul(X, Y, out=scratch)
+        if self.BC_tm.dim() == 2:
+            self.full += scratch.sum((0, 1, 2))
+        elif self.BC_tm.shape[-1] == 1:
+            torch.sum(scratch, -1, keepdim=True, out=self.full[s:e])
+        else:
+            self.full[s:e] = scratch
+
+    def result(self) -> torch.Tensor:
+        return self.full
+
+
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                           delta_softplus=False, return_last_state=False, chunk: int | None = None,
+                           method: str | None = None):
+    """The selective scan in chunks of tokens (see ``selective_scan`` for the arguments).
+
+    ``method``: "blocked" (the CPU default: cache-sized blocks, a fused multiply-add per token
+    inside a block) or "two_level" (the default elsewhere: every chunk at once, then the carry).
+    ``chunk`` forces the tokens per chunk or block (tests use it to exercise the carry); by
+    default ``block_length`` / ``chunk_length`` pick it."""
     dtype = compute_dtype(u)
     x = u.to(dtype)
     delta_eff = prepare_delta(delta, delta_bias, delta_softplus, dtype)
-    y, last = _ChunkedScan.apply(x, delta_eff, A.to(dtype), B.to(dtype), C.to(dtype), chunk)
+    if method is None:
+        method = "blocked" if u.device.type == "cpu" else "two_level"
+    if method == "blocked":
+        if u.device.type != "cpu":
+            raise ScanArgumentError("selective_scan: the 'blocked' chunked method runs on the CPU only")
+        scan = _BlockedScan
+    elif method == "two_level":
+        scan = _ChunkedScan
+    else:
+        raise ScanArgumentError(f"selective_scan: chunked method {method!r}: use 'blocked' or 'two_level'")
+    y, last = scan.apply(x, delta_eff, A.to(dtype), B.to(dtype), C.to(dtype), chunk)
     out = epilogue(y, x, D, z, u.dtype)
     return (out, last) if return_last_state else out
