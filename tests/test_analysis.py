@@ -23,6 +23,7 @@ from mvlab.analysis import (
     edf,
     edf_table,
     fidelity_table,
+    knob_label,
     paired_fidelities,
     pareto_front,
     pareto_mask,
@@ -340,3 +341,12 @@ def test_edf_pair_adds_the_normalised_panel_only_when_complexity_varies():
                        "kind": ["a", "a", "b", "b"]})
     assert len(plot_edf_pair(df, "err", "kind").axes) == 2
     assert len(plot_edf_pair(df.assign(params=1e6), "err", "kind").axes) == 1
+
+
+def test_knob_label_names_the_architecture_without_budget_and_seed():
+    df = pd.DataFrame({"params.pattern": ["a", "b", "a"], "params.branch": ["on", "on", "off"],
+                       "params.train.epochs": [1, 4, 1], "params.seed": [0, 1, 0],
+                       "params.d_state": [8, 8, 8]})
+    assert knob_label(df).tolist() == ["pattern=a branch=on", "pattern=b branch=on",
+                                       "pattern=a branch=off"]
+    assert knob_label(df, ["params.d_state"]).tolist() == ["d_state=8"] * 3

@@ -37,6 +37,7 @@ from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread, tied_with_
 from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
 from mvlab.analysis.summary import (
     choice_summary,
+    knob_label,
     pareto_table,
     primary_knob,
     seed_means,
@@ -47,7 +48,7 @@ from mvlab.analysis.summary import (
 __all__ = [
     "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
     "bootstrap_win_share", "choice_summary", "completed", "complexity_bins",
-    "complexity_weights", "design_choices", "edf", "edf_table", "fidelity_levels",
+    "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
     "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",
     "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",

@@ -2,7 +2,7 @@
 new Figure, without touching pyplot's global state) and returns the Figure."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ def plot_pareto(df: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str],
         ax.scatter(table.loc[mine & ~on_front, x], table.loc[mine & ~on_front, y], s=18,
                    color=colour, alpha=0.35, linewidths=0)
         ax.scatter(table.loc[mine & on_front, x], table.loc[mine & on_front, y], s=46,
-                   color=colour, edgecolors="black", linewidths=0.8, label=name)
+                   color=colour, edgecolors="black", linewidths=0.8)
     front = table[on_front].sort_values(x, kind="stable")
     ax.plot(front[x], front[y], color="black", linewidth=0.8, alpha=0.6, zorder=0,
             drawstyle="steps-post" if len(front) > 1 else "default")
@@ -65,7 +65,12 @@ def plot_pareto(df: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str],
     ax.set_title(title or f"Pareto front: {int(on_front.sum())} of {len(table)} points "
                           "non-dominated (faded: dominated)", fontsize=9)
     if label:
-        ax.legend(title=label, fontsize=7, title_fontsize=8, loc="best")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker="o", linestyle="", color=colour, label=name)
+                   for name, colour in colours.items()]
+        ax.legend(handles=handles, title=f"{label} (outlined: on the front)", fontsize=7,
+                  title_fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return figure
 
@@ -133,15 +138,20 @@ def plot_win_share(share: pd.Series, ax: Axes | None = None, title: str | None =
     return figure
 
 
-def plot_seed_spread(spread: pd.DataFrame, label: str, ax: Axes | None = None,
-                     title: str | None = None) -> Figure:
-    """A ``seed_spread`` table: mean per repeated configuration with its min-max bar."""
+def plot_seed_spread(spread: pd.DataFrame, label: str | Sequence[str],
+                     ax: Axes | None = None, title: str | None = None) -> Figure:
+    """A ``seed_spread`` table: mean per repeated configuration with its min-max bar, named by
+    the ``label`` column (or several columns, joined)."""
     repeated = spread[spread["runs"] >= 2].reset_index(drop=True)
     figure, ax = _axes(ax, size=(6.4, 0.6 + 0.35 * max(len(repeated), 1)))
     rows = np.arange(len(repeated))
     ax.hlines(rows, repeated["min"], repeated["max"], color="tab:gray", linewidth=2)
     ax.plot(repeated["mean"], rows, "o", color="black")
-    names = repeated[label].astype(str).str.slice(0, 48) if label in repeated else rows
+    columns = [label] if isinstance(label, str) else list(label)
+    missing = [c for c in columns if c not in repeated.columns]
+    if missing:
+        raise AnalysisError(f"label columns {missing} are not in the seed-spread table")
+    names = repeated[columns].astype(str).agg(" | ".join, axis=1).str.slice(0, 60)
     ax.set_yticks(rows, list(names), fontsize=7)
     ax.set_xlabel("metric across seeds (dot: mean, bar: min-max)")
     ax.set_title(title or f"seed spread of {len(repeated)} repeated configurations", fontsize=9)

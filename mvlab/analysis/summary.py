@@ -24,9 +24,28 @@ def primary_knob(df: pd.DataFrame) -> str | None:
     knob other than the seed and the training budget, else None."""
     from mvlab.analysis.load import design_choices
 
-    knobs = [k for k in design_choices(df) if not k.startswith(names.PARAM_PREFIX + "train.")
-             and not k.startswith(names.PARAM_PREFIX + "data.")]
+    knobs = [k for k in design_choices(df)
+             if not k.startswith((names.PARAM_PREFIX + "train.", names.PARAM_PREFIX + "data."))]
     return next((k for k in knobs if k.endswith("pattern")), knobs[0] if knobs else None)
+
+
+def knob_label(df: pd.DataFrame, knobs: Sequence[str] | None = None) -> pd.Series:
+    """A short name per row from its design choices: ``pattern=last_half branch=on``.
+
+    ``knobs`` default to the varied ``params.*`` columns other than the seed and the training
+    budget (``params.train.*``, ``params.data.*``), so the name is the architecture's."""
+    from mvlab.analysis.load import design_choices
+
+    if knobs is None:
+        knobs = [k for k in design_choices(df)
+                 if not k.startswith((names.PARAM_PREFIX + "train.", names.PARAM_PREFIX + "data."))]
+    if not knobs:
+        return df.get(names.SPEC, pd.Series("", index=df.index)).astype(str).rename("label")
+    words = [k.removeprefix(names.PARAM_PREFIX) + "=" + df[k].astype(str) for k in knobs]
+    label = words[0]
+    for word in words[1:]:
+        label = label + " " + word
+    return label.rename("label")
 
 
 def with_error(df: pd.DataFrame, accuracy: str, scale: float = names.ACCURACY_SCALE,
