@@ -83,12 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         print("proxy_fidelity.ipynb: skipped (no --fidelity-study)", file=sys.stderr)
     if args.output_dir:
         args.output_dir.mkdir(parents=True, exist_ok=True)
+    from nbclient.exceptions import CellExecutionError
+
+    failed = 0
     for name, env in jobs:
         source = args.notebooks / name
         output = args.output_dir / name if args.output_dir else None
-        written = execute_notebook(source, env, output=output, timeout=args.timeout)
+        try:
+            written = execute_notebook(source, env, output=output, timeout=args.timeout)
+        except CellExecutionError as exc:  # the notebook is left as it was
+            failed += 1
+            print(f"{name}: failed on study {env['MVLAB_STUDY']!r}: {exc.ename}: {exc.evalue}",
+                  file=sys.stderr)
+            continue
         print(f"{name}: executed on study {env['MVLAB_STUDY']!r} -> {written}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
