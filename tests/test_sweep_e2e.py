@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState

@@ -28,12 +28,18 @@ def trials_table(study: optuna.Study, storage: Any, tracking_uri: str | None = N
     from mvlab.analysis import load_study
 
     table = load_study(study.study_name, storage, tracking_uri=tracking_uri, mlflow=mlflow)
-    knobs = varied_knobs(table)
-    if knobs:
-        table["label"] = table[knobs].astype(str).agg(" ".join, axis=1)
-    else:
-        table["label"] = table.get("spec", pd.Series("", index=table.index)).astype(str)
+    table["label"] = labels(table)
     return table
+
+
+def labels(table: pd.DataFrame) -> pd.Series:
+    """Each trial's varied knob values in words (``last_half off``); empty for unsampled ones."""
+    knobs = varied_knobs(table)
+    if not knobs:
+        return pd.Series("", index=table.index, dtype=object)
+    return table[knobs].apply(
+        lambda row: " ".join(str(v) for v in row if not (isinstance(v, float) and pd.isna(v))),
+        axis=1).astype(object)
 
 
 def varied_knobs(table: pd.DataFrame, include_seed: bool = False) -> list[str]:
@@ -101,11 +107,9 @@ def _pareto_png(done: pd.DataFrame, goals: Mapping[str, str], path: Path) -> Pat
     return path
 
 
-def write_sweep_artifacts(study: optuna.Study, config: Any, out_dir: Path) -> list[Path]:
+def write_sweep_artifacts(study: optuna.Study, storage_url: str, out_dir: Path) -> list[Path]:
     """The parent run's artifacts at the end of a sweep."""
-    from mvlab.study.runner import storage_url_for
-
-    table = trials_table(study, storage_url_for(config), mlflow=False)
+    table = trials_table(study, storage_url, mlflow=False)
     return write_pareto(table, objectives(study), out_dir)
 
 
@@ -128,8 +132,7 @@ def build_report(study_name: str, storage: Any, out_dir: Path,
 
     table = load_study(study_name, storage, tracking_uri=tracking_uri, mlflow=False)
     knobs = varied_knobs(table)
-    table["label"] = (table[knobs].astype(str).agg(" ".join, axis=1) if knobs
-                      else table.get("spec", pd.Series("", index=table.index)).astype(str))
+    table["label"] = labels(table)
     goals = dict(table.attrs.get("objectives") or {})
     written = write_pareto(table, goals, out_dir)
     done = _complete(table)

@@ -21,12 +21,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from mvlab.errors import StudyError
+from mvlab.errors import StudyError, UserError
 from mvlab.study import storage as st
 from mvlab.study import tracking
+from mvlab.study.measure import warm_up
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import planned_points, point_key
-from mvlab.study.measure import warm_up
 from mvlab.study.trial import DataCache, Progress, run_trial
 
 # Study user attributes (names mvlab.analysis reads: mvlab/analysis/names.py).
@@ -109,6 +109,7 @@ def open_study(config: StudyConfig, storage_url: str, workers: int = 1,
 def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None = None
             ) -> tuple[Prepared, optuna.Study]:
     """Create/resume the study, recover stale trials, queue points, open the MLflow parent."""
+    check_runnable(config)
     config.workdir.mkdir(parents=True, exist_ok=True)
     url = storage_url_for(config, options.storage)
     study = open_study(config, url, options.workers)
@@ -146,6 +147,24 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
     study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
     target = tracking.TrackingTarget(uri, experiment_id, parent)
     return Prepared(config, url, target, planned, queued), study
+
+
+def check_runnable(config: StudyConfig) -> None:
+    """Fail once, before the sweep, on what would fail every trial: missing data, a device
+    this machine lacks."""
+    from mvlab.data import select_subset
+    from mvlab.training.runtime import resolve_device
+
+    try:
+        select_subset(config.data)
+    except UserError as exc:
+        raise StudyError(f"{config.source}: data: {exc}") from None
+    for section, device in (("train.device", config.train.device),
+                            ("bench.device", config.bench.device)):
+        try:
+            resolve_device(device)
+        except UserError as exc:
+            raise StudyError(f"{config.source}: {section}: {exc}") from None
 
 
 def _artifact_root(config: StudyConfig, uri: str) -> Path | None:
@@ -340,7 +359,7 @@ def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSumma
 
     config = prepared.config
     out_dir = config.workdir / "sweep"
-    written = report.write_sweep_artifacts(study, config, out_dir)
+    written = report.write_sweep_artifacts(study, prepared.storage_url, out_dir)
     tracking.log_artifacts(prepared.target.uri, prepared.target.parent_run_id or "", written)
     totals = counts(study)
     tracking.log_parent_metrics(prepared.target.uri, prepared.target.parent_run_id or "",

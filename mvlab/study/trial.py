@@ -201,7 +201,7 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
 
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
-    run.log_metrics(final)
+    run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))
     if getattr(result, "history", None):
         run.log_json(result.history, "history.json")
     if stop_reason:
@@ -242,13 +242,20 @@ def _accuracy_of(metrics: dict) -> float | None:
     return None
 
 
+# Final TrainResult fields -> MLflow metric names. Totals get their own names so they do not
+# collide with the per-epoch series of the same field (train_time_s of one epoch vs all).
+_FINAL_METRICS = {"heldout_top1": "heldout_top1", "heldout_top5": "heldout_top5",
+                  "val_top1": "val_top1", "val_top5": "val_top5", "val_loss": "val_loss",
+                  "train_time_s": "train_time_total_s", "wall_time_s": "wall_time_s",
+                  "epochs_completed": "epochs_completed", "images_per_s": "train_images_per_s"}
+
+
 def _final_metrics(result: Any) -> dict[str, float]:
     out = {}
-    for key in ("heldout_top1", "heldout_top5", "val_top1", "val_top5", "val_loss",
-                "train_time_s", "wall_time_s", "epochs_completed", "images_per_s"):
-        value = getattr(result, key, None)
+    for field_name, metric in _FINAL_METRICS.items():
+        value = getattr(result, field_name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = float(value)
+            out[metric] = float(value)
     return out
 
 
