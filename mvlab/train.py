@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -133,7 +134,9 @@ class TrainConfig:
         if not float(self.lr) > 0:
             raise bad("lr", "must be > 0")
         if float(self.warmup_epochs) >= float(self.epochs) and float(self.warmup_epochs) > 0:
-            raise bad("warmup_epochs", f"must be below train.epochs={self.epochs}")
+            raise bad("warmup_epochs", f"must be below train.epochs={self.epochs} (the warm-up "
+                                       f"is a prefix of the run; e.g. warmup_epochs=0.2 for "
+                                       f"a short run)")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise bad("label_smoothing", "must be in [0, 1)")
         if not 0.0 <= float(self.ema_decay) < 1.0:
@@ -224,7 +227,9 @@ class TrainResult:
 
 
 class LossNotFinite(TrainingFailed):
-    def __init__(self, reason: str, epoch: int, step: int):
+    """A NaN/inf loss; ``step`` is None when it showed up in the held-out evaluation."""
+
+    def __init__(self, reason: str, epoch: int | None, step: int | None):
         super().__init__(reason, kind="nan")
         self.epoch = epoch
         self.step = step
@@ -274,7 +279,7 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
                           f"batch_size={cfg.batch_size}: lower train.batch_size or "
                           f"data.resolution", "oom", *_position(trainer))
         else:
-            log.exception("training failed")
+            log.debug("training failed", exc_info=True)  # the traceback is in the result
             _fail(result, f"{type(exc).__name__} during {where}: {exc}", "error",
                   *_position(trainer))
             result.traceback = traceback.format_exc()
@@ -290,7 +295,9 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
 def _fail(result: TrainResult, reason: str, kind: str, epoch: int | None, step: int | None) -> None:
     result.status, result.reason, result.failure_kind = "failed", reason, kind
     result.failure_epoch, result.failure_step = epoch, step
-    log.warning("training failed (%s): %s", kind, reason)
+    # info, not warning: Python's last-resort handler would print warnings to a CLI user's
+    # terminal next to the one line the command prints itself.
+    log.info("training failed (%s): %s", kind, reason)
 
 
 def _position(trainer: _Trainer | None) -> tuple[int | None, int | None]:
@@ -496,6 +503,12 @@ class _Trainer:
         if heldout is None or _length(heldout, default=1) == 0:
             return out
         m = evaluate(self.run_model, heldout, self.device, self.precision, self.channels_last)
+        if not math.isfinite(m["loss"]):
+            # The last update can leave non-finite weights behind a finite training loss; an
+            # accuracy measured with them is not a measurement.
+            raise LossNotFinite(
+                f"held-out loss became {m['loss']} after epoch {self.epoch}: the weights "
+                f"diverged; try a lower train.lr or train.clip_grad", self.epoch, None)
         out.update(heldout_top1=m["top1"], heldout_top5=m["top5"], heldout_loss=m["loss"])
         if self.ema is not None:
             m = evaluate(self.ema.module, heldout, self.device, self.precision, self.channels_last)

@@ -222,6 +222,14 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["lr"] == 1e-3 and result["data_manifest"]["resolution"] == 32
 
+    diverging = ["--set", "epochs=1", "batch_size=16", "lr=1e30", "warmup_epochs=0", "clip_grad=null", "device=cpu",
+                 f"data.cache_dir={cache_dir}", "data.per_class=4", "data.resolution=32", "--quiet"]
+    assert main(["train", "tiny", *diverging]) == 1
+    captured = capsys.readouterr()
+    # One training step diverges the weights; the held-out evaluation is where it shows.
+    assert captured.err.count("\n") == 1, captured.err
+    assert "failed (nan): held-out loss became nan after epoch 0" in captured.err
+
     for bad, message in ((["--set", "train.lr=fast"], "train.lr=fast"),
                          (["--set", "nonsense=1"], "nonsense"),
                          (["--set", "seed=1"], "both train.seed and data.seed"),
