@@ -84,9 +84,13 @@ def environment(device: torch.device) -> dict:
 @section("equivalence")
 def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
     backends = [b for b in ("triton", "chunked", "mamba_ssm") if b in available_backends(device)]
+    if "triton" in backends:
+        backends.insert(1, "triton:loop")
     n_cases, max_len, max_dim = (3, 12, 4) if quick else (6, 300, 16)
     rows = []
-    for name in backends:
+    for label in backends:
+        name = label.split(":")[0]
+        scan_triton.TILE["kernel"] = "loop" if label == "triton:loop" else "chunk"
         dtypes = [torch.float32] + ([torch.float64] if name != "mamba_ssm" else [])
         for dtype in dtypes:
             cases = check.random_cases(n_cases if dtype == torch.float32 else max(2, n_cases // 2),
@@ -98,11 +102,13 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
                     r = check.compare(name, case, dtype, device)
                     r["ok"] = r["max_error"] <= check.tolerance(dtype)
                 except Exception as exc:  # noqa: BLE001
-                    r = {"backend": name, "dtype": str(dtype), "case": case.__dict__, "ok": False,
+                    r = {"dtype": str(dtype), "case": case.__dict__, "ok": False,
                          "error": f"{type(exc).__name__}: {exc}"}
+                r["backend"] = label
                 rows.append(r)
-                print(f"   {name:<9} {str(dtype):<14} L={case.length:<4} N={case.d_state:<3} {case.bc:<8} "
+                print(f"   {label:<11} {str(dtype):<14} L={case.length:<4} N={case.d_state:<3} {case.bc:<8} "
                       f"max_rel_err={r.get('max_error', 'n/a')} ok={r['ok']}", flush=True)
+    scan_triton.TILE["kernel"] = "chunk"
     write_json(out, "equivalence.json", rows)
     return {"checked": len(rows), "failed": sum(not r["ok"] for r in rows),
             "worst": {b: max((r.get("max_error", float("inf")) for r in rows if r["backend"] == b), default=None)
@@ -111,14 +117,24 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
 
 @section("triton_tile_sweep")
 def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
-    candidates = [(2048, 32, 4), (4096, 64, 4), (4096, 32, 4), (1024, 32, 2), (2048, 32, 2),
-                  (1024, 16, 2), (2048, 16, 4), (2048, 64, 4), (1024, 64, 2)]
+    """Time both Triton kernel families over a few tile settings at T stage 3; keep the best."""
+    chunk_kernel = [dict(kernel="chunk", elements=e, chunk=c, num_warps=w) for e, c, w in
+                    [(2048, 32, 4), (4096, 64, 4), (1024, 32, 2), (2048, 16, 4), (1024, 16, 2)]]
+    loop_kernel = [dict(kernel="loop", block_d=bd, chunk=c, num_warps=w) for bd, c, w in
+                   [(32, 64, 1), (16, 64, 1), (64, 64, 2), (32, 32, 1), (128, 64, 4), (8, 64, 1),
+                    (32, 64, 2), (64, 64, 1)]]
     inputs = scan_bench._inputs(batch, 160, 196, 8, device, torch.float32)
+    tile0, loop0 = dict(scan_triton.TILE), dict(scan_triton.LOOP)
     rows, best = [], None
-    for elements, chunk, warps in candidates:
-        scan_triton.TILE.update(elements=elements, chunk=chunk, num_warps=warps)
-        row = {"elements": elements, "chunk": chunk, "num_warps": warps,
-               "config": scan_triton.launch_config(160, 8, 196)}
+    for cand in chunk_kernel + loop_kernel:
+        scan_triton.TILE.clear(); scan_triton.TILE.update(tile0)
+        scan_triton.LOOP.clear(); scan_triton.LOOP.update(loop0)
+        scan_triton.TILE["kernel"] = cand["kernel"]
+        if cand["kernel"] == "chunk":
+            scan_triton.TILE.update(elements=cand["elements"], chunk=cand["chunk"], num_warps=cand["num_warps"])
+        else:
+            scan_triton.LOOP.update(block_d=cand["block_d"], chunk=cand["chunk"], num_warps=cand["num_warps"])
+        row = {**cand, "config": scan_triton.launch_config(160, 8, 196)}
         try:
             for mode in scan_bench.MODES:
                 scan_bench._time_once("triton", inputs, mode, device, 2)  # compile + warm
@@ -129,11 +145,13 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
         rows.append(row)
         print("  ", row, flush=True)
         if "fwdbwd_ms" in row and (best is None or row["fwdbwd_ms"] < best["fwdbwd_ms"]):
-            best = row
-    if best:
-        scan_triton.TILE.update(elements=best["elements"], chunk=best["chunk"], num_warps=best["num_warps"])
+            best = (row, dict(scan_triton.TILE), dict(scan_triton.LOOP))
+    scan_triton.TILE.clear(); scan_triton.LOOP.clear()
+    scan_triton.TILE.update(best[1] if best else tile0)
+    scan_triton.LOOP.update(best[2] if best else loop0)
     scan_bench.write_csv(rows, out / "triton_tile_sweep.csv")
-    return {"best": best, "tile_now": dict(scan_triton.TILE)}
+    return {"best": best[0] if best else None, "tile_now": dict(scan_triton.TILE),
+            "loop_now": dict(scan_triton.LOOP)}
 
 
 @section("scan_benchmark")

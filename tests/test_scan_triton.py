@@ -23,12 +23,15 @@ def _interpreted(code: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_triton_matches_reference_under_interpreter(dtype):
+@pytest.mark.parametrize("kernel", ["chunk", "loop"])
+def test_triton_matches_reference_under_interpreter(dtype, kernel):
     proc = _interpreted(f"""
         import sys
+        import mvlab.ops.scan.triton as scan_triton
         from mvlab.ops.scan.check import main
-        sys.exit(main(["--backend", "triton", "--dtype", "{dtype}", "--cases", "5",
-                       "--max-len", "12", "--max-dim", "4", "--chunk", "4", "--seed", "7"]))
+        scan_triton.TILE["kernel"] = "{kernel}"
+        sys.exit(main(["--backend", "triton", "--dtype", "{dtype}", "--cases", "4",
+                       "--max-len", "10", "--max-dim", "4", "--chunk", "4", "--seed", "7"]))
     """)
     assert proc.stdout, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -44,6 +47,7 @@ def test_triton_gradcheck_and_dispatch_under_interpreter():
         import torch
         from mvlab.ops import available_backends, selective_scan
         from mvlab.ops.scan.check import Case, make_inputs
+        from mvlab.ops.scan import triton as scan_triton
         from mvlab.ops.scan.triton import selective_scan_triton
 
         assert "triton" in available_backends("cpu"), available_backends("cpu")
@@ -57,6 +61,8 @@ def test_triton_gradcheck_and_dispatch_under_interpreter():
                                          z=kw["z"], delta_bias=kw["delta_bias"], delta_softplus=True,
                                          return_last_state=True, chunk=2)
 
+        assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in names), fast_mode=True)
+        scan_triton.TILE["kernel"] = "loop"
         assert torch.autograd.gradcheck(fn, tuple(inputs[k] for k in names), fast_mode=True)
         half = make_inputs(Case(batch=1, dim=2, length=5, d_state=3), torch.float16)
         y = selective_scan(half["u"], half["delta"], half["A"], half["B"], half["C"], backend="triton")

@@ -263,6 +263,204 @@ if triton is not None:
             tl.store(dbias_ptr + b * dim + offs_d, dbias_acc, mask=mask_d)
 
 
+    @triton.jit
+    def _load_bc_step(ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid,
+                      MODE: tl.constexpr, DT: tl.constexpr):
+        """B or C at token t as a tile broadcastable to (BLOCK_D, BLOCK_N)."""
+        if MODE == 0:
+            v = tl.load(ptr + offs_d[:, None] * N + offs_n[None, :],
+                        mask=mask_d[:, None] & mask_n[None, :], other=0.0)
+            return v.to(DT)
+        elif MODE == 1:
+            v = tl.load(ptr + b * N * L + offs_n * L + t, mask=mask_n & valid, other=0.0)
+            return v.to(DT)[None, :]
+        else:
+            o = b * dim * N * L + offs_d[:, None] * (N * L) + offs_n[None, :] * L + t
+            v = tl.load(ptr + o, mask=mask_d[:, None] & mask_n[None, :] & valid, other=0.0)
+            return v.to(DT)
+
+    @triton.jit
+    def _delta_step(delta_ptr, bias, offs, mask, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    DT: tl.constexpr):
+        raw = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(DT)
+        if HAS_BIAS:
+            raw = raw + bias
+        eff = raw
+        if SOFTPLUS:
+            small = tl.exp(tl.minimum(raw, 20.0))
+            eff = tl.where(raw > 20.0, raw, tl.where(raw < -15.0, small, tl.log(1.0 + small)))
+        return tl.where(mask, eff, 0.0), raw
+
+    @triton.jit
+    def _scan_fwd_loop_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+                              y_ptr, last_ptr, ckpt_ptr,
+                              dim, N, L, n_chunks,
+                              B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
+                              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
+                              DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                              CHUNK: tl.constexpr):
+        """One token per step: the (BLOCK_D, BLOCK_N) state stays in registers across the loop."""
+        b = tl.program_id(0)
+        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_d, mask_n = offs_d < dim, offs_n < N
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(DT)
+        if USE_EXP2:
+            A = A * 1.4426950408889634
+        bias = tl.zeros([BLOCK_D], dtype=DT)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
+        Dv = tl.zeros([BLOCK_D], dtype=DT)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
+        state = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
+        row = b * dim * L + offs_d * L
+        for c in range(n_chunks):
+            ck = ((b * dim + offs_d[:, None]) * n_chunks + c) * N + offs_n[None, :]
+            tl.store(ckpt_ptr + ck, state, mask=mask_dn)
+            for j in range(CHUNK):
+                t = c * CHUNK + j
+                valid = t < L
+                mask = mask_d & valid
+                dl, _ = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
+                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, C_MODE, DT)
+                if USE_EXP2:
+                    a = tl.exp2(dl[:, None] * A)
+                else:
+                    a = tl.exp(dl[:, None] * A)
+                state = a * state + (dl * u)[:, None] * Bt
+                y = tl.sum(state * Ct, axis=1)
+                if HAS_D:
+                    y = y + Dv * u
+                tl.store(y_ptr + row + t, y, mask=mask)
+        tl.store(last_ptr + (b * dim + offs_d[:, None]) * N + offs_n[None, :], state, mask=mask_dn)
+
+    @triton.jit
+    def _scan_bwd_loop_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, ckpt_ptr,
+                              dy_ptr, dlast_ptr, scratch_ptr,
+                              du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                              dim, N, L, n_chunks, n_dblocks,
+                              B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
+                              HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
+                              HAS_DLAST: tl.constexpr, DT: tl.constexpr, BLOCK_D: tl.constexpr,
+                              BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+        """Chunks in reverse: recompute the chunk's states from its checkpoint into a per-program
+        scratch (L2-resident), then walk its tokens backwards with the adjoint in registers."""
+        b = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_d, mask_n = offs_d < dim, offs_n < N
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+        A_raw = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0).to(DT)
+        A = A_raw
+        if USE_EXP2:
+            A = A_raw * 1.4426950408889634
+        bias = tl.zeros([BLOCK_D], dtype=DT)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
+        Dv = tl.zeros([BLOCK_D], dtype=DT)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
+        row = b * dim * L + offs_d * L
+        dn_off = (b * dim + offs_d[:, None]) * N + offs_n[None, :]
+        tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+        scratch = scratch_ptr + (b * n_dblocks + pid_d) * (CHUNK + 1) * BLOCK_D * BLOCK_N + tile
+        dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
+        dB_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
+        dC_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
+        dD_acc = tl.zeros([BLOCK_D], dtype=DT)
+        dbias_acc = tl.zeros([BLOCK_D], dtype=DT)
+        gn = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)  # a_{t+1} g_{t+1}
+        if HAS_DLAST:
+            dlast = tl.load(dlast_ptr + dn_off, mask=mask_dn, other=0.0).to(DT)
+        for i in range(n_chunks):
+            c = n_chunks - 1 - i
+            ck = ((b * dim + offs_d[:, None]) * n_chunks + c) * N + offs_n[None, :]
+            h = tl.load(ckpt_ptr + ck, mask=mask_dn, other=0.0).to(DT)
+            tl.store(scratch, h)
+            for j in range(CHUNK):
+                t = c * CHUNK + j
+                valid = t < L
+                mask = mask_d & valid
+                dl, _ = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
+                if USE_EXP2:
+                    a = tl.exp2(dl[:, None] * A)
+                else:
+                    a = tl.exp(dl[:, None] * A)
+                h = a * h + (dl * u)[:, None] * Bt
+                tl.store(scratch + (j + 1) * BLOCK_D * BLOCK_N, h)
+            tl.debug_barrier()
+            for jj in range(CHUNK):
+                j = CHUNK - 1 - jj
+                t = c * CHUNK + j
+                valid = t < L
+                mask = mask_d & valid
+                dl, raw = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
+                dy = tl.load(dy_ptr + row + t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
+                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, C_MODE, DT)
+                h = tl.load(scratch + (j + 1) * BLOCK_D * BLOCK_N)
+                h_prev = tl.load(scratch + j * BLOCK_D * BLOCK_N)
+                if USE_EXP2:
+                    a = tl.exp2(dl[:, None] * A)
+                else:
+                    a = tl.exp(dl[:, None] * A)
+                g = dy[:, None] * Ct + gn
+                if HAS_DLAST:
+                    g = g + tl.where(t == L - 1, dlast, 0.0)
+                g = tl.where(mask[:, None], g, 0.0)
+                gn = a * g
+                da = g * a * h_prev
+                gB = tl.sum(g * Bt, axis=1)
+                ddelta = tl.sum(da * A_raw, axis=1) + gB * u
+                if SOFTPLUS:
+                    ddelta = ddelta * tl.sigmoid(raw)
+                ddelta = tl.where(mask, ddelta, 0.0)
+                du = gB * dl
+                if HAS_D:
+                    du = du + Dv * dy
+                    dD_acc += dy * u
+                tl.store(du_ptr + row + t, du, mask=mask)
+                tl.store(ddelta_ptr + row + t, ddelta, mask=mask)
+                dbias_acc += ddelta
+                dA_acc += da * dl[:, None]
+                gx = g * (dl * u)[:, None]
+                hy = h * dy[:, None]
+                if B_MODE == 0:
+                    dB_acc += gx
+                elif B_MODE == 1:
+                    o = ((pid_d * tl.num_programs(0) + b) * N + offs_n) * L + t
+                    tl.store(dB_ptr + o, tl.sum(gx, axis=0), mask=mask_n & valid)
+                else:
+                    o = b * dim * N * L + offs_d[:, None] * (N * L) + offs_n[None, :] * L + t
+                    tl.store(dB_ptr + o, gx, mask=mask_dn & valid)
+                if C_MODE == 0:
+                    dC_acc += hy
+                elif C_MODE == 1:
+                    o = ((pid_d * tl.num_programs(0) + b) * N + offs_n) * L + t
+                    tl.store(dC_ptr + o, tl.sum(hy, axis=0), mask=mask_n & valid)
+                else:
+                    o = b * dim * N * L + offs_d[:, None] * (N * L) + offs_n[None, :] * L + t
+                    tl.store(dC_ptr + o, hy, mask=mask_dn & valid)
+            tl.debug_barrier()
+        tl.store(dA_ptr + dn_off, dA_acc, mask=mask_dn)
+        if B_MODE == 0:
+            tl.store(dB_ptr + dn_off, dB_acc, mask=mask_dn)
+        if C_MODE == 0:
+            tl.store(dC_ptr + dn_off, dC_acc, mask=mask_dn)
+        if HAS_D:
+            tl.store(dD_ptr + b * dim + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.store(dbias_ptr + b * dim + offs_d, dbias_acc, mask=mask_d)
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -271,13 +469,19 @@ def _next_pow2(n: int) -> int:
 # ``scripts/gpu_check.py`` sweeps these on a real GPU; set TILE to what it finds best.
 # H200, T stage 3, batch 128 (results/scan/gpu-h200/triton_tile_sweep.csv): 2048/32/4 was the
 # fastest forward+backward of the settings tried.
-TILE = {"elements": 2048, "chunk": 32, "num_warps": 4}
+TILE = {"elements": 2048, "chunk": 32, "num_warps": 4, "kernel": "chunk"}
+# The "loop" kernels walk the tokens one at a time with a (LOOP_BLOCK_D, d_state) state in
+# registers; they are chosen with TILE["kernel"] = "loop".
+LOOP = {"block_d": 32, "chunk": 64, "num_warps": 1}
 
 
 def launch_config(dim: int, d_state: int, length: int) -> tuple[int, int, int, int]:
     """(BLOCK_D, BLOCK_N, CHUNK, num_warps): a (BLOCK_D, BLOCK_N, CHUNK) tile of about
     TILE["elements"] values per live tensor keeps the chunk in registers without spilling."""
     block_n = _next_pow2(max(d_state, 1))
+    if TILE.get("kernel") == "loop":
+        block_d = max(1, min(_next_pow2(dim), LOOP["block_d"]))
+        return block_d, block_n, min(LOOP["chunk"], _next_pow2(max(length, 1))), LOOP["num_warps"]
     chunk = min(TILE["chunk"], _next_pow2(max(length, 1)))
     block_d = max(1, min(_next_pow2(dim), TILE["elements"] // (block_n * chunk)))
     return block_d, block_n, chunk, TILE["num_warps"]
@@ -308,12 +512,13 @@ class _TritonScan(torch.autograd.Function):
                     USE_EXP2=dtype == torch.float32, DT=tl.float64 if dtype == torch.float64 else tl.float32,
                     BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps)
         dummy = A  # stands in for absent optional pointers; never read
-        _scan_fwd_kernel[(batch, n_dblocks)](
+        loop = TILE.get("kernel") == "loop"
+        (_scan_fwd_loop_kernel if loop else _scan_fwd_kernel)[(batch, n_dblocks)](
             u, delta, A, B, C, D if D is not None else dummy,
             delta_bias if delta_bias is not None else dummy, y, last, ckpt,
             dim, N, L, n_chunks, **meta)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, ckpt)
-        ctx.meta, ctx.grid = meta, (batch, n_dblocks, n_chunks)
+        ctx.meta, ctx.grid, ctx.loop = meta, (batch, n_dblocks, n_chunks), loop
         ctx.set_materialize_grads(False)
         return y, last
 
@@ -342,12 +547,17 @@ class _TritonScan(torch.autograd.Function):
         dD = torch.empty(batch, dim, dtype=dtype, device=dev) if D is not None else dA
         dbias = torch.empty(batch, dim, dtype=dtype, device=dev) if delta_bias is not None else dA
         dummy = A
-        _scan_bwd_kernel[(batch, n_dblocks)](
-            u, delta, A, B, C, D if D is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, ckpt, dy,
-            dlast.to(dtype).contiguous() if dlast is not None else dummy,
-            du, ddelta, dA, dB, dC, dD, dbias,
-            dim, N, L, n_chunks, n_dblocks, HAS_DLAST=dlast is not None, **meta)
+        common = (u, delta, A, B, C, D if D is not None else dummy,
+                  delta_bias if delta_bias is not None else dummy, ckpt, dy,
+                  dlast.to(dtype).contiguous() if dlast is not None else dummy)
+        grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks)
+        if ctx.loop:
+            scratch = torch.empty(batch * n_dblocks * (meta["CHUNK"] + 1) * meta["BLOCK_D"] * meta["BLOCK_N"],
+                                  dtype=dtype, device=dev)
+            _scan_bwd_loop_kernel[(batch, n_dblocks)](*common, scratch, *grads,
+                                                      HAS_DLAST=dlast is not None, **meta)
+        else:
+            _scan_bwd_kernel[(batch, n_dblocks)](*common, *grads, HAS_DLAST=dlast is not None, **meta)
 
         def reduce(grad: torch.Tensor, mode: int) -> torch.Tensor:
             return grad.sum(0) if mode in (CONSTANT, SHARED) else grad
