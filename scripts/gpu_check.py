@@ -37,6 +37,7 @@ from mvlab.ops.scan import check  # noqa: E402
 from mvlab.ops.scan import triton as scan_triton  # noqa: E402
 
 SUMMARY: dict = {"sections": {}}
+OUT_DIR: list[Path] = []  # where summary.json is rewritten after every section
 
 
 def section(name: str):
@@ -56,6 +57,8 @@ def section(name: str):
                 result = None
             print(f"   {name}: {SUMMARY['sections'][name]['status']} "
                   f"({SUMMARY['sections'][name]['seconds']} s)", flush=True)
+            if OUT_DIR:
+                write_json(OUT_DIR[0], "summary.json", SUMMARY)
             return result
         return run
     return wrap
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    OUT_DIR.append(out)
     skip = set(filter(None, args.skip.split(",")))
     batch = args.batch or (128 if gpu else 2)
     started = time.time()
