@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     results, grads = {}, {}
     for name in backends:  # correctness first: one step each, same weights
         model.set_scan_backend(name)
+        torch.manual_seed(1)  # the same drop-path masks for every backend
         loss = train_step(model, x, target)
         grads[name] = (loss, [p.grad.clone() for p in model.parameters() if p.grad is not None])
     base_loss, base = grads[backends[0]]
@@ -63,14 +64,17 @@ def main(argv=None) -> int:
     rows = []
     for name in backends:
         loss, gs = grads[name]
-        rel = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(gs, base))
+        # Relative to the largest gradient entry: parameters whose true gradient is zero (a
+        # conv bias before BatchNorm) only carry rounding noise, meaningless per parameter.
+        scale = max(float(g.abs().max()) for g in base)
+        rel = max(float((a - b).abs().max()) for a, b in zip(gs, base)) / scale
         median = statistics.median(times[name])
         rows.append({"model": args.model, "batch": args.batch, "img_size": args.img_size,
                      "threads": torch.get_num_threads(), "backend": name,
                      "step_s_median": round(median, 3), "step_s_min": round(min(times[name]), 3),
                      "speedup_vs_first": round(statistics.median(times[backends[0]]) / median, 2),
                      "loss": float(loss), "loss_diff_vs_first": float((loss - base_loss).abs()),
-                     "max_rel_grad_diff_vs_first": rel})
+                     "max_grad_diff_rel_to_largest": rel})
         print(rows[-1])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
