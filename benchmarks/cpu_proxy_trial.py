@@ -31,7 +31,10 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None,
                         help="cap train images per class (default: the whole built-in set)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                        help="NHWC (the default, as in the trainer)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="NCHW, for comparison")
     parser.add_argument("--compile", default="none", help="torch.compile mode or none")
     parser.add_argument("--bench-steps", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
@@ -73,7 +76,7 @@ def main() -> None:
     report = {
         "spec": args.spec, "resolution": args.resolution, "batch_size": args.batch_size,
         "epochs": args.epochs, "train_images_per_epoch": result.history[0]["train_images"],
-        "threads": args.threads, "channels_last": args.channels_last, "compile": args.compile,
+        "threads": args.threads, "channels_last": result.channels_last, "compile": args.compile,
         "cpu": before["device_name"], "torch": before["torch"], "scan_backend": result.scan_backend,
         "load_average_1min": [round(load_before, 2), round(load_during, 2)],
         "params": result.params, "macs": result.macs,

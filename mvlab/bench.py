@@ -69,7 +69,7 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
     ``model_or_name``: an mvlab preset or spec string, any timm model name, or a built module
     (its weights are not changed by ``infer``; ``train`` runs SGD steps on a copy-free module,
     so pass a throwaway). ``precision``: ``auto`` (bf16/fp16 autocast on GPUs, fp32 on the CPU),
-    ``fp32``, ``fp16`` (= timm's ``amp``) or ``bf16``. ``channels_last``: ``None`` = on for CUDA.
+    ``fp32``, ``fp16`` (= timm's ``amp``) or ``bf16``. ``channels_last``: ``None`` = on (CUDA, CPU).
     ``compile``: ``False`` or a ``torch.compile`` mode. ``status`` is ``ok`` or ``oom`` (no batch
     size fitted). Cheap enough to call before a trial with small ``warmup/steps/repeats``.
     """

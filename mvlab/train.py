@@ -72,7 +72,7 @@ class TrainConfig:
     """Everything about how a proxy model is trained (what it is trained on is ``DataConfig``).
 
     ``amp``: ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on the CPU), ``fp32``, ``fp16``
-    or ``bf16``. ``channels_last``: ``None`` = on for CUDA. ``compile``: ``False`` or a
+    or ``bf16``. ``channels_last``: ``None`` = on (CUDA and CPU). ``compile``: ``False`` or a
     ``torch.compile`` mode (``True`` = ``default``). ``warmup_epochs`` may be fractional.
     ``ema``: keep an EMA of the weights (timm ModelEmaV3, decay warming up to ``ema_decay``); the
     EMA weights are then the ones reported. ``checkpoint_dir``: write ``last.pt`` each epoch and

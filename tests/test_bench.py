@@ -35,8 +35,8 @@ def test_rows_carry_every_setting_and_append_to_a_csv_named_by_them(tmp_path):
                           num_classes=10, **QUICK)
 
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert len(names) == 2 and names[0].startswith("infer-fp32-nchw-eager-pt")
-    assert names[1].startswith("train-fp32-nchw-eager-pt") and "-cpu-" in names[0]
+    assert len(names) == 2 and names[0].startswith("infer-fp32-nhwc-eager-pt")
+    assert names[1].startswith("train-fp32-nhwc-eager-pt") and "-cpu-" in names[0]
     expected = complexity("tiny", img_size=32, num_classes=10)
     for row in rows:
         stored = read_csv(tmp_path / csv_name(row))
@@ -44,7 +44,7 @@ def test_rows_carry_every_setting_and_append_to_a_csv_named_by_them(tmp_path):
         empty = [k for k, v in stored[0].items() if v in ("", "None", "nan")]
         assert not empty, f"unfilled columns: {empty}"
         assert row["status"] == "ok" and row["device"] == "cpu" and row["precision"] == "fp32"
-        assert row["channels_last"] is False and row["compile"] == "none"
+        assert row["channels_last"] is True and row["compile"] == "none"
         assert (row["batch_size"], row["requested_batch_size"], row["img_size"]) == (4, 4, 32)
         assert row["scan_backend"] not in ("auto", "n/a") and row["torch"] in torch.__version__
         assert (row["params"], row["macs"], row["macs_with_scan"]) == (
@@ -55,6 +55,8 @@ def test_rows_carry_every_setting_and_append_to_a_csv_named_by_them(tmp_path):
 
     run_benchmarks(["tiny"], modes=("infer",), out_dir=tmp_path, batch_size=2, num_classes=10, **QUICK)
     assert [r["batch_size"] for r in read_csv(tmp_path / names[0])] == ["4", "2"]
+    row = measure_throughput("tiny", batch_size=2, num_classes=10, channels_last=False, **QUICK)
+    assert row["channels_last"] is False and "-nchw-" in csv_name(row)
 
 
 def test_timm_models_are_measured_alongside_with_counted_macs():

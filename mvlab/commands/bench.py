@@ -49,7 +49,7 @@ def _add_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     add("--precision", default=default("auto"),
         help="auto (bf16/fp16 autocast on GPU, fp32 on CPU), fp32, fp16 (amp) or bf16")
     add("--channels-last", dest="channels_last", action="store_true", default=default(None),
-        help="NHWC memory layout (default: on for CUDA)")
+        help="NHWC memory layout (default: on for CUDA and CPU)")
     add("--no-channels-last", dest="channels_last", action="store_false", default=default(None),
         help="NCHW memory layout")
     add("--compile", default=default("none"),
