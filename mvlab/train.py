@@ -318,11 +318,13 @@ class _Trainer:
         self.global_step = 0
         self.start_epoch = 0
 
-        seed_everything(cfg.seed)
         self.bundle = _data_bundle(data, cfg, device)
         self.steps_per_epoch = _length(self.bundle.train)
         result.data_manifest = getattr(self.bundle, "manifest", None)
 
+        # Seeded here, after the data is built, so that a DataConfig and a prebuilt DataBundle
+        # give the same initial weights.
+        seed_everything(cfg.seed)
         self.model, result.spec = _build_model(spec, self.bundle, cfg.scan_backend)
         self.model.to(device)
         if self.channels_last:
