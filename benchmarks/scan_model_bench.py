@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     target = torch.randint(0, 1000, (args.batch,))
     backends = args.backends.split(",")
 
-    results, grads = {}, {}
+    grads = {}
     for name in backends:  # correctness first: one step each, same weights
         model.set_scan_backend(name)
         torch.manual_seed(1)  # the same drop-path masks for every backend
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         # Relative to the largest gradient entry: parameters whose true gradient is zero (a
         # conv bias before BatchNorm) only carry rounding noise, meaningless per parameter.
         scale = max(float(g.abs().max()) for g in base)
-        rel = max(float((a - b).abs().max()) for a, b in zip(gs, base)) / scale
+        rel = max(float((a - b).abs().max()) for a, b in zip(gs, base, strict=True)) / scale
         median = statistics.median(times[name])
         rows.append({"model": args.model, "batch": args.batch, "img_size": args.img_size,
                      "threads": torch.get_num_threads(), "backend": name,

@@ -31,9 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from mvlab.ops.scan import available_backends  # noqa: E402
+from mvlab.ops.scan import (
+    available_backends,  # noqa: E402
+    check,  # noqa: E402
+)
 from mvlab.ops.scan import bench as scan_bench  # noqa: E402
-from mvlab.ops.scan import check  # noqa: E402
 from mvlab.ops.scan import triton as scan_triton  # noqa: E402
 
 SUMMARY: dict = {"sections": {}}
@@ -130,8 +132,10 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
     tile0, loop0 = dict(scan_triton.TILE), dict(scan_triton.LOOP)
     rows, best = [], None
     for cand in chunk_kernel + loop_kernel:
-        scan_triton.TILE.clear(); scan_triton.TILE.update(tile0)
-        scan_triton.LOOP.clear(); scan_triton.LOOP.update(loop0)
+        scan_triton.TILE.clear()
+        scan_triton.TILE.update(tile0)
+        scan_triton.LOOP.clear()
+        scan_triton.LOOP.update(loop0)
         scan_triton.TILE["kernel"] = cand["kernel"]
         if cand["kernel"] == "chunk":
             scan_triton.TILE.update(elements=cand["elements"], chunk=cand["chunk"], num_warps=cand["num_warps"])
@@ -149,7 +153,8 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
         print("  ", row, flush=True)
         if "fwdbwd_ms" in row and (best is None or row["fwdbwd_ms"] < best["fwdbwd_ms"]):
             best = (row, dict(scan_triton.TILE), dict(scan_triton.LOOP))
-    scan_triton.TILE.clear(); scan_triton.LOOP.clear()
+    scan_triton.TILE.clear()
+    scan_triton.LOOP.clear()
     scan_triton.TILE.update(best[1] if best else tile0)
     scan_triton.LOOP.update(best[2] if best else loop0)
     scan_bench.write_csv(rows, out / "triton_tile_sweep.csv")
@@ -188,7 +193,7 @@ def model_checks(device: torch.device, out: Path, batch: int) -> dict:
     base_loss, base_grads = grads["reference"]
     for name, (loss, gs) in grads.items():
         scale = max(float(g.abs().max()) for g in base_grads)  # relative to the largest entry
-        rel = max(float((a - b).abs().max()) for a, b in zip(gs, base_grads)) / scale
+        rel = max(float((a - b).abs().max()) for a, b in zip(gs, base_grads, strict=True)) / scale
         result[f"{name}_vs_reference"] = {"loss_diff": float((loss - base_loss).abs()),
                                           "max_grad_diff_rel_to_largest": rel}
     print(json.dumps(result, indent=1), flush=True)

@@ -52,7 +52,7 @@ def test_chunked_gradcheck_float64():
     names = [k for k, v in inputs.items() if v is not None]
 
     def fn(*tensors):
-        kw = dict(zip(names, tensors))
+        kw = dict(zip(names, tensors, strict=True))
         y, last = selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"], z=kw["z"],
                                  delta_bias=kw["delta_bias"], delta_softplus=True,
                                  return_last_state=True, backend="chunked")
@@ -62,7 +62,7 @@ def test_chunked_gradcheck_float64():
     from mvlab.ops.scan.chunked import selective_scan_chunked
 
     def fn_chunked(*tensors):  # two chunks of 2 and a padded one
-        kw = dict(zip(names, tensors))
+        kw = dict(zip(names, tensors, strict=True))
         return selective_scan_chunked(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"],
                                       z=kw["z"], delta_bias=kw["delta_bias"], delta_softplus=True,
                                       return_last_state=True, chunk=2)
@@ -70,7 +70,7 @@ def test_chunked_gradcheck_float64():
     assert torch.autograd.gradcheck(fn_chunked, tuple(inputs[k] for k in names))
 
     def fn_two_level(*tensors):
-        kw = dict(zip(names, tensors))
+        kw = dict(zip(names, tensors, strict=True))
         return selective_scan_chunked(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], D=kw["D"],
                                       z=kw["z"], delta_bias=kw["delta_bias"], delta_softplus=True,
                                       return_last_state=True, chunk=2, method="two_level")

@@ -81,7 +81,7 @@ def run_backend(name: str, inputs: dict, case: Case, **backend_kwargs):
     loss = (y.float() * weights).sum() + last.float().square().sum() * 0.5
     present = [k for k in INPUT_NAMES if inputs[k] is not None]
     grads = torch.autograd.grad(loss, [inputs[k] for k in present])
-    return y.detach(), last.detach(), dict(zip(present, grads))
+    return y.detach(), last.detach(), dict(zip(present, grads, strict=True))
 
 
 def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -35,7 +35,13 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from mvlab.ops.scan.args import ScanArgumentError, compute_dtype, epilogue, expand_groups, prepare_delta
+from mvlab.ops.scan.args import (
+    ScanArgumentError,
+    compute_dtype,
+    epilogue,
+    expand_groups,
+    prepare_delta,
+)
 
 LOG2_E = 1.0 / math.log(2.0)
 # One loop step on fewer state elements than this is dispatch-bound: chunking would only add the
