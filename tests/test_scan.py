@@ -118,6 +118,28 @@ def test_unknown_chunked_method_is_a_user_error():
                                method="fast")
 
 
+def test_autocast_is_off_inside_the_backends(monkeypatch):
+    """Under AMP a backend's matmuls would run in bf16/fp16; selective_scan switches autocast off
+    around the backend so its arithmetic stays fp32, and the output keeps u's dtype."""
+    from mvlab.ops.scan import BACKENDS
+    seen = []
+    original = BACKENDS["chunked"]
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(BACKENDS, "chunked", spy)
+    inputs = make_inputs(Case(batch=2, dim=8, length=40, d_state=8), torch.float32)
+    args = [inputs[k] for k in ("u", "delta", "A", "B", "C")]
+    plain = selective_scan(*args, backend="chunked")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = selective_scan(*args, backend="chunked")
+    assert seen == [False, False]
+    assert under_amp.dtype == torch.float32
+    torch.testing.assert_close(under_amp, plain, rtol=0, atol=0)
+
+
 def test_auto_resolves_to_chunked_on_cpu_and_reports_it():
     assert resolve_backend("auto", "cpu") == "chunked"
     assert available_backends("cpu")[:2] == ["chunked", "reference"]

@@ -94,15 +94,21 @@ def resolve_backend(backend: str, device: torch.device | str | None = None) -> s
     return backend
 
 
+# Compiled models run the scan eagerly (a graph break): the backends are custom autograd
+# Functions with Python loops, buffer pools and Triton launches that Dynamo should not trace.
+@torch.compiler.disable
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend="auto"):
     """mamba-ssm's selective scan (semantics in this module's docstring) on the chosen backend.
 
-    Returns y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``."""
+    Returns y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``.
+    Autocast is switched off inside: the arithmetic stays fp32 under AMP (a matmul in a backend
+    would otherwise run in fp16/bf16)."""
     check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
     fn = BACKENDS[resolve_backend(backend, u.device)]
-    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
-              return_last_state=return_last_state)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                  delta_softplus=delta_softplus, return_last_state=return_last_state)
 
 
 __all__ = ["selective_scan", "available_backends", "resolve_backend", "BACKENDS", "BACKEND_NAMES",
