@@ -95,6 +95,20 @@ def test_second_backward_through_retained_graph_recomputes_recycled_states(metho
     torch.testing.assert_close(first, second)
 
 
+def test_buffer_pool_keeps_at_most_its_byte_budget_dropping_old_shapes_first():
+    from mvlab.ops.scan.chunked import _BufferPool
+    pool = _BufferPool(max_free_bytes=3 * 4096)
+    like = torch.empty(0)
+    old, _ = pool.take((1024,), like)
+    new = [pool.take((512,), like)[0] for _ in range(5)]
+    pool.give(old)
+    pool.give(*new)  # 4096 + 5 * 2048 bytes > the budget: the oldest shape goes first
+    assert pool.free_bytes <= 3 * 4096
+    assert pool.take((1024,), like)[0] is not old
+    reused, _ = pool.take((512,), like)
+    assert any(reused is b for b in new)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", ["reference", "chunked"])
 def test_low_precision_inputs_keep_fp32_state(dtype, backend):
