@@ -96,8 +96,8 @@ def test_second_backward_through_retained_graph_recomputes_recycled_states(metho
 
 
 def test_buffer_pool_keeps_at_most_its_byte_budget_dropping_old_shapes_first():
-    from mvlab.ops.scan.chunked import _BufferPool
-    pool = _BufferPool(max_free_bytes=3 * 4096)
+    from mvlab.ops.scan.pool import BufferPool
+    pool = BufferPool(max_free_bytes=3 * 4096)
     like = torch.empty(0)
     old, _ = pool.take((1024,), like)
     new = [pool.take((512,), like)[0] for _ in range(5)]

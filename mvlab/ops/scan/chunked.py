@@ -1,37 +1,30 @@
-"""The selective scan vectorised in chunks, with a hand-written backward (the CPU default).
+"""The selective scan in chunks of tokens, with a hand-written backward (the CPU default).
 
-The recurrence h_t = a_t * h_{t-1} + x_t (a_t = exp(delta_t * A) in (0, 1], x_t = delta_t B_t u_t)
-runs as a two-level scan. The sequence of L tokens is cut into K chunks of T tokens:
+The recurrence h_t = a_t * h_{t-1} + x_t, with a_t = exp(delta_t * A) in (0, 1] and
+x_t = delta_t B_t u_t, is computed by multiplying decay factors and their products only: nothing is
+divided by a cumulative decay (exp(-cumsum) forms overflow at large delta*|A|) and nothing runs in
+log space, so the result stays finite and matches the token loop to rounding. The backward runs the
+adjoint recurrence g_t = C_t dy_t + a_{t+1} g_{t+1} in reverse; every input gradient is then a
+product or a reduction. Two methods:
 
-1. a local scan inside every chunk, all chunks at once: T vectorised steps, each started from a
-   zero state;
-2. a carry pass over the K chunk boundaries: K small steps;
-3. one fused correction h += P * h_in, where P is the within-chunk running product of a.
+``blocked`` (the CPU default, ``_BlockedScan``): large tensors are time-major,
+(L, 1, batch, N, dim), so one token's state is one contiguous slice; the sequence is walked in
+blocks small enough that a block's decays, states and adjoints stay in cache; every elementwise
+pass and reduction runs once per block over all its tokens, and inside a block the recurrence is one
+fused multiply-add per token over (batch, N, dim).
 
-Only products of decay factors in (0, 1] are ever formed: nothing is divided by a cumulative decay
-(exp(-cumsum) forms overflow at large delta*|A|) and nothing runs in log space, so the result stays
-finite and matches the sequential loop to rounding. For short sequences on small tensors K = 1 (a
-plain loop over tokens) is fastest: every step is then overhead-bound, not arithmetic-bound.
+``two_level`` (the default on GPUs, ``_ChunkedScan``): K chunks of T ~ sqrt(L) tokens, layout
+(T, K, batch, N, dim): (1) a local scan inside every chunk, all chunks at once, T steps; (2) a carry
+over the K chunk boundaries; (3) one correction h += P * h_in with P the within-chunk running
+product of a. About 2 sqrt(L) launches instead of L.
 
-What makes it fast on a CPU is the memory traffic, not the arithmetic:
-
-- every large tensor lives in a "time-major" layout (T, K, batch, N, dim): the slice one step of
-  the loop touches, and the chunk boundaries the carry touches, are contiguous;
-- the reductions over N are matmuls (B, C shared by all channels) or short addcmul loops, never a
-  strided reduction over a materialised product;
-- large intermediates come from a small buffer pool instead of fresh allocations: first touch of
-  freshly mapped memory costs a page fault per 4 KiB, more than the arithmetic done in it.
-  The states saved for backward are pool buffers too; they are handed back once the backward has
-  run, and a stale hand-back (a second backward through a retained graph) recomputes them.
-
-The backward is the same two-level scan run in reverse over the adjoint g_t = dL/dh_t:
-g_t = C_t dy_t + a_{t+1} g_{t+1}; every input gradient is then a product or a reduction.
+Both reduce over N with matmuls when B/C are shared by all channels (or short addcmul loops), take
+their large buffers from ``mvlab.ops.scan.pool`` and keep only the inputs and the states for the
+backward; a second backward through a retained graph notices recycled states and recomputes them.
 """
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +36,7 @@ from mvlab.ops.scan.args import (
     expand_groups,
     prepare_delta,
 )
+from mvlab.ops.scan.pool import POOL, release_workspace  # noqa: F401 - re-exported
 
 LOG2_E = 1.0 / math.log(2.0)
 # One loop step on fewer state elements than this is dispatch-bound: chunking would only add the
@@ -58,91 +52,6 @@ def chunk_length(length: int, step_elements: int) -> int:
     if length <= 1 or step_elements < _SEQUENTIAL_BELOW:
         return max(length, 1)
     return math.isqrt(length - 1) + 1
-
-
-class _BufferPool:
-    """Large scratch and saved-state tensors recycled across calls (CPU only).
-
-    ``take`` hands out a buffer and a generation number; ``reclaim`` tells whether a buffer was
-    handed out again since (its contents may then be overwritten). Free buffers are kept up to
-    ``max_free_bytes`` in all, least recently used shapes dropped first, so a sweep that trains
-    many different widths in one process does not accumulate them."""
-
-    def __init__(self, max_free_bytes: int = 1 << 30) -> None:
-        self._free: OrderedDict[tuple, list[torch.Tensor]] = OrderedDict()
-        self._free_bytes = 0
-        self._generation: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self.max_free_bytes = max_free_bytes
-
-    @staticmethod
-    def _key(buffer: torch.Tensor) -> tuple:
-        return tuple(buffer.shape), buffer.dtype
-
-    def take(self, shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, int]:
-        if like.device.type != "cpu":  # the CUDA caching allocator already recycles memory
-            return torch.empty(shape, dtype=like.dtype, device=like.device), 0
-        with self._lock:
-            free = self._free.get((tuple(shape), like.dtype))
-            buffer = free.pop() if free else None
-            if buffer is not None:
-                self._free_bytes -= buffer.nbytes
-        if buffer is None:
-            buffer = torch.empty(shape, dtype=like.dtype)
-        with self._lock:
-            generation = self._generation.get(buffer.data_ptr(), 0) + 1
-            self._generation[buffer.data_ptr()] = generation
-        return buffer, generation
-
-    def reclaim(self, buffer: torch.Tensor, generation: int) -> bool:
-        """Whether ``buffer`` still holds what it held at ``take`` time; if so it is taken out of
-        the free list again (a backward run twice hands its saved states back twice)."""
-        if buffer.device.type != "cpu":
-            return True
-        with self._lock:
-            if self._generation.get(buffer.data_ptr()) != generation:
-                return False
-            free = self._free.get(self._key(buffer), [])
-            if any(b is buffer for b in free):
-                free[:] = [b for b in free if b is not buffer]
-                self._free_bytes -= buffer.nbytes
-            return True
-
-    def give(self, *buffers: torch.Tensor) -> None:
-        for buffer in buffers:
-            if buffer.device.type != "cpu":
-                continue
-            with self._lock:
-                key = self._key(buffer)
-                free = self._free.setdefault(key, [])
-                self._free.move_to_end(key)
-                if any(b is buffer for b in free):
-                    continue
-                free.append(buffer)
-                self._free_bytes += buffer.nbytes
-                while self._free_bytes > self.max_free_bytes and self._free:
-                    oldest_key, oldest = next(iter(self._free.items()))
-                    if not oldest:
-                        del self._free[oldest_key]
-                        continue
-                    self._free_bytes -= oldest.pop(0).nbytes
-
-    @property
-    def free_bytes(self) -> int:
-        return self._free_bytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-            self._free_bytes = 0
-
-
-_POOL = _BufferPool()
-
-
-def release_workspace() -> None:
-    """Free the buffers the chunked scan keeps for reuse between calls (at most 1 GiB)."""
-    _POOL.clear()
 
 
 # ---- layout ---------------------------------------------------------------------------------------
@@ -260,10 +169,10 @@ def _states(delta_tm, du_tm, A_tm, B_tm, a, h) -> None:
     """Fill a = exp(delta A) and h = the scan states, both (T, K, batch, N, dim)."""
     _decays(delta_tm, A_tm, a)
     torch.mul(du_tm, B_tm, out=h)
-    scratch, _ = _POOL.take(h.shape, h) if h.shape[1] > 1 else (h, 0)
+    scratch, _ = POOL.take(h.shape, h) if h.shape[1] > 1 else (h, 0)
     _scan_forward_(a, h, scratch)
     if scratch is not h:
-        _POOL.give(scratch)
+        POOL.give(scratch)
 
 
 class _ChunkedScan(torch.autograd.Function):
@@ -287,7 +196,7 @@ class _ChunkedScan(torch.autograd.Function):
         B_tm, C_tm = _bc_time_major(B, dim, K * T, T), _bc_time_major(C, dim, K * T, T)
 
         shape = (T, K, batch, N, dim)
-        (a, gen_a), (h, gen_h) = _POOL.take(shape, u), _POOL.take(shape, u)
+        (a, gen_a), (h, gen_h) = POOL.take(shape, u), POOL.take(shape, u)
         _states(delta_tm, du_tm, A_tm, B_tm, a, h)
         y = _from_time_major(_sum_over_state(h, C_tm)[..., 0, :])[..., :L]
         last = h[(L - 1) % T, (L - 1) // T].transpose(-1, -2).contiguous()  # (batch, dim, N)
@@ -307,11 +216,11 @@ class _ChunkedScan(torch.autograd.Function):
         a, gen_a, h, gen_h = ctx.states
         T, K, batch, _, dim = u_tm.shape
         du_tm = delta_tm * u_tm
-        if not (_POOL.reclaim(a, gen_a) & _POOL.reclaim(h, gen_h)):
+        if not (POOL.reclaim(a, gen_a) & POOL.reclaim(h, gen_h)):
             # The buffers were recycled since the forward (a retained graph run twice): recompute.
-            (a, gen_a), (h, gen_h) = _POOL.take(a.shape, a), _POOL.take(h.shape, h)
+            (a, gen_a), (h, gen_h) = POOL.take(a.shape, a), POOL.take(h.shape, h)
             _states(delta_tm, du_tm, A_tm, B_tm, a, h)
-        (g, _), (scratch, _) = _POOL.take(h.shape, h), _POOL.take(h.shape, h)
+        (g, _), (scratch, _) = POOL.take(h.shape, h), POOL.take(h.shape, h)
 
         dC = None
         if dy is not None:
@@ -333,7 +242,7 @@ class _ChunkedScan(torch.autograd.Function):
         da[0, 0].zero_()
         ddelta_tm = _sum_over_state(da, A_tm).addcmul_(gB, u_tm)
         dA = torch.mul(da, delta_tm, out=g).sum((0, 1, 2)).t()  # g is free again by now
-        _POOL.give(g, scratch, a, h)
+        POOL.give(g, scratch, a, h)
 
         ddelta = _from_time_major(ddelta_tm[..., 0, :])[..., :L]
         du = _from_time_major((gB * delta_tm)[..., 0, :])[..., :L]
@@ -364,7 +273,7 @@ class _BlockedScan(torch.autograd.Function):
         B_tm, C_tm = _bc_time_major(B, dim, L, L), _bc_time_major(C, dim, L, L)
 
         shape = (L, 1, batch, N, dim)
-        (a, gen_a), (h, gen_h) = _POOL.take(shape, u), _POOL.take(shape, u)
+        (a, gen_a), (h, gen_h) = POOL.take(shape, u), POOL.take(shape, u)
         y_tm = torch.empty(L, 1, batch, 1, dim, dtype=u.dtype)
         for s in range(0, L, T):
             e = min(s + T, L)
@@ -394,12 +303,12 @@ class _BlockedScan(torch.autograd.Function):
         L, T, B_shape, C_shape = ctx.layout
         a, gen_a, h, gen_h = ctx.states
         du_tm = delta_tm * u_tm
-        if not (_POOL.reclaim(a, gen_a) & _POOL.reclaim(h, gen_h)):
+        if not (POOL.reclaim(a, gen_a) & POOL.reclaim(h, gen_h)):
             # The buffers were recycled since the forward (a retained graph run twice): recompute.
-            (a, gen_a), (h, gen_h) = _POOL.take(a.shape, a), _POOL.take(h.shape, h)
+            (a, gen_a), (h, gen_h) = POOL.take(a.shape, a), POOL.take(h.shape, h)
             _states(delta_tm, du_tm, A_tm, B_tm, a, h)
         block_shape = (T, *h.shape[1:])
-        (g_buf, _), (s_buf, _) = _POOL.take(block_shape, h), _POOL.take(block_shape, h)
+        (g_buf, _), (s_buf, _) = POOL.take(block_shape, h), POOL.take(block_shape, h)
         dy_tm = _to_time_major(dy.to(h.dtype), L)[..., None, :] if dy is not None else None
 
         ddelta_tm, gBu_tm = torch.empty_like(delta_tm), torch.empty_like(delta_tm)
@@ -436,7 +345,7 @@ class _BlockedScan(torch.autograd.Function):
                 da[0].zero_()
             _sum_over_state(da, A_tm, out=ddelta_tm[s:e]).addcmul_(gB, u_tm[s:e])
             dA += torch.mul(da, delta_tm[s:e], out=gb).sum((0, 1, 2))
-        _POOL.give(g_buf, s_buf, a, h)
+        POOL.give(g_buf, s_buf, a, h)
 
         ddelta = _from_time_major(ddelta_tm[..., 0, :])
         du = _from_time_major((gBu_tm * delta_tm)[..., 0, :])
