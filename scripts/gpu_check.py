@@ -151,7 +151,7 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)
         print("  ", row, flush=True)
-        if "fwdbwd_ms" in row and (best is None or row["fwdbwd_ms"] < best["fwdbwd_ms"]):
+        if "fwdbwd_ms" in row and (best is None or row["fwdbwd_ms"] < best[0]["fwdbwd_ms"]):
             best = (row, dict(scan_triton.TILE), dict(scan_triton.LOOP))
     scan_triton.TILE.clear()
     scan_triton.LOOP.clear()

@@ -198,11 +198,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_csv(rows: list[dict], path: str | Path) -> Path:
-    """Write ``rows`` to ``path`` (creating folders), columns in first-row order."""
+    """Write ``rows`` to ``path`` (creating folders); columns are every key, in first-seen order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     return path
