@@ -34,6 +34,7 @@ from mvlab.training.models import make_model
 from mvlab.training.runtime import (
     autocast,
     compile_mode,
+    cpu_threads,
     device_name,
     free_memory,
     is_out_of_memory,
@@ -63,16 +64,27 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
                        precision: str | None = "auto", channels_last: bool | None = None,
                        compile: bool | str = False, warmup: int = 10, steps: int = 40,
                        repeats: int = 5, scan_backend: str = "auto", num_classes: int = 1000,
-                       in_chans: int = 3, complexity: bool = True) -> dict[str, Any]:
+                       in_chans: int = 3, complexity: bool = True,
+                       threads: int | None = None) -> dict[str, Any]:
     """Images/s of one model in one setting, as one CSV row (a dict with ``COLUMNS``).
 
     ``model_or_name``: an mvlab preset or spec string, any timm model name, or a built module
-    (its weights are not changed by ``infer``; ``train`` runs SGD steps on a copy-free module,
-    so pass a throwaway). ``precision``: ``auto`` (bf16/fp16 autocast on GPUs, fp32 on the CPU),
+    (``infer`` leaves its weights alone; ``train`` updates them with SGD steps, so pass a
+    throwaway). ``precision``: ``auto`` (bf16/fp16 autocast on GPUs, fp32 on the CPU),
     ``fp32``, ``fp16`` (= timm's ``amp``) or ``bf16``. ``channels_last``: ``None`` = on (CUDA, CPU).
     ``compile``: ``False`` or a ``torch.compile`` mode. ``status`` is ``ok`` or ``oom`` (no batch
-    size fitted). Cheap enough to call before a trial with small ``warmup/steps/repeats``.
+    size fitted). ``threads``: CPU threads while measuring (``None``: torch's current setting).
+    Cheap enough to call before a trial with small ``warmup/steps/repeats``.
     """
+    with cpu_threads(threads):
+        return _measure(model_or_name, mode, batch_size, img_size, device, precision,
+                        channels_last, compile, warmup, steps, repeats, scan_backend,
+                        num_classes, in_chans, complexity)
+
+
+def _measure(model_or_name, mode, batch_size, img_size, device, precision, channels_last,
+             compile, warmup, steps, repeats, scan_backend, num_classes, in_chans,
+             complexity) -> dict[str, Any]:
     if mode not in MODES:
         raise UserError(f"bench mode {mode!r}: use one of {', '.join(MODES)}")
     for key, value in (("batch_size", batch_size), ("img_size", img_size), ("steps", steps),

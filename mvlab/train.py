@@ -44,6 +44,7 @@ from mvlab.training.runtime import (
     autocast,
     capture_rng_state,
     compile_mode,
+    cpu_threads,
     free_memory,
     is_out_of_memory,
     resolve_channels_last,
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 OnEpoch = Callable[[int, dict], "bool | None"]
 
 # Settings that do not change what a run computes; a checkpoint may be resumed under other values.
-_RESUME_NEUTRAL = ("device", "checkpoint_dir", "resume", "progress", "sync_every")
+_RESUME_NEUTRAL = ("device", "threads", "checkpoint_dir", "resume", "progress", "sync_every")
 
 
 class TrainConfigError(UserError, ValueError):
@@ -77,7 +78,8 @@ class TrainConfig:
     ``ema``: keep an EMA of the weights (timm ModelEmaV3, decay warming up to ``ema_decay``); the
     EMA weights are then the ones reported. ``checkpoint_dir``: write ``last.pt`` each epoch and
     ``result.json`` at the end; with ``resume`` the run continues from ``last.pt`` when present.
-    ``sync_every``: how many steps' losses are checked for NaN/inf at once on accelerators (each
+    ``threads``: CPU threads for this run (``None``: torch's default, one per core); on a
+    machine shared with other jobs ``1`` is often fastest. ``sync_every``: how many steps' losses are checked for NaN/inf at once on accelerators (each
     check waits for the device); on the CPU every step is checked.
     """
 
@@ -107,6 +109,7 @@ class TrainConfig:
     compile: bool | str = False
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None
     scan_backend: str = "auto"
     checkpoint_dir: str | None = None
     resume: bool = False
@@ -123,6 +126,8 @@ class TrainConfig:
         def bad(key: str, why: str) -> TrainConfigError:
             return TrainConfigError(f"train.{key}={getattr(self, key)!r}: {why}")
 
+        if self.threads is not None and int(self.threads) < 1:
+            raise bad("threads", "must be a positive integer, or null for torch's default")
         for key in ("epochs", "batch_size", "sync_every"):
             if int(getattr(self, key)) < 1:
                 raise bad(key, "must be a positive integer")
@@ -262,8 +267,9 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
                          compile=compile_mode(cfg.compile) or "none")
     trainer: _Trainer | None = None
     try:
-        trainer = _Trainer(spec, data, cfg, device, result)
-        trainer.fit(on_epoch)
+        with cpu_threads(cfg.threads):
+            trainer = _Trainer(spec, data, cfg, device, result)
+            trainer.fit(on_epoch)
     except _CallbackRaised as wrapped:
         raise wrapped.exc  # noqa: B904 - the callback's own exception, with its own traceback
     except LossNotFinite as exc:

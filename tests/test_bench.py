@@ -55,8 +55,10 @@ def test_rows_carry_every_setting_and_append_to_a_csv_named_by_them(tmp_path):
 
     run_benchmarks(["tiny"], modes=("infer",), out_dir=tmp_path, batch_size=2, num_classes=10, **QUICK)
     assert [r["batch_size"] for r in read_csv(tmp_path / names[0])] == ["4", "2"]
-    row = measure_throughput("tiny", batch_size=2, num_classes=10, channels_last=False, **QUICK)
+    row = measure_throughput("tiny", batch_size=2, num_classes=10, channels_last=False, threads=2,
+                             **QUICK)
     assert row["channels_last"] is False and "-nchw-" in csv_name(row)
+    assert row["threads"] == 2 and torch.get_num_threads() == 1  # restored after measuring
 
 
 def test_timm_models_are_measured_alongside_with_counted_macs():

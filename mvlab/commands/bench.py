@@ -58,6 +58,8 @@ def _add_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     add("--warmup", type=int, default=default(10), help="untimed steps first (default: 10)")
     add("--steps", type=int, default=default(40), help="timed steps per repeat (default: 40)")
     add("--repeats", type=int, default=default(5), help="timed repeats (default: 5)")
+    add("--threads", type=int, default=default(None),
+        help="CPU threads (default: torch's, one per core; 1 is often fastest on a busy machine)")
     add("--scan-backend", default=default("auto"), help="scan backend for mvlab models (default: auto)")
     add("--num-classes", type=int, default=default(1000), help="classifier size (default: 1000)")
     add("--out", default=default("results/bench"), help="CSV directory (default: results/bench)")
@@ -87,7 +89,7 @@ def handle(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, img_size=args.img_size, device=args.device,
         precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         warmup=args.warmup, steps=args.steps, repeats=args.repeats,
-        scan_backend=args.scan_backend, num_classes=args.num_classes)
+        scan_backend=args.scan_backend, num_classes=args.num_classes, threads=args.threads)
     print(format_table(rows))
     first = rows[0]
     print(f"device: {first['device_name']}  torch {first['torch']}  cuda {first['cuda']}  "

@@ -173,3 +173,25 @@ def scan_backend_of(model: torch.nn.Module, device: torch.device) -> str:
         return resolve_backend(str(name), device)
     except (ValueError, KeyError):
         return str(name)
+
+
+class cpu_threads(contextlib.ContextDecorator):
+    """``torch.set_num_threads(n)`` inside the block, the previous count restored after; ``None``
+    leaves torch's setting alone. On a machine shared with other jobs, one thread per process is
+    often several times faster than one per core: OpenMP threads that lose their core to another
+    process stall each other at every parallel region."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+        self.previous: int | None = None
+
+    def __enter__(self) -> cpu_threads:
+        if self.n:
+            self.previous = torch.get_num_threads()
+            torch.set_num_threads(int(self.n))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            torch.set_num_threads(self.previous)
+            self.previous = None
