@@ -20,6 +20,7 @@ import pandas as pd
 
 PARAM = "params."  # column prefix of trial params in mvlab.analysis tables
 SEED_COLUMN = f"{PARAM}seed"
+MAX_CHOICES = 12  # knobs with more distinct values get no per-choice table
 
 
 def trials_table(study: optuna.Study, storage: Any, tracking_uri: str | None = None,
@@ -140,6 +141,8 @@ def build_report(study_name: str, storage: Any, out_dir: Path,
     summaries: dict[str, pd.DataFrame] = {}
     if len(done):
         for knob in knobs:
+            if done[knob].nunique(dropna=True) > MAX_CHOICES:
+                continue  # a continuous knob (a float range): see the trials table instead
             summary = choice_summary(done, knob, metrics, config=("spec", "fidelity"))
             path = out_dir / f"choices_{knob[len(PARAM):].replace('.', '_')}.csv"
             summary.to_csv(path)

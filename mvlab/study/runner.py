@@ -358,13 +358,20 @@ def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSumma
     from mvlab.study import report
 
     config = prepared.config
-    out_dir = config.workdir / "sweep"
-    written = report.write_sweep_artifacts(study, prepared.storage_url, out_dir)
-    tracking.log_artifacts(prepared.target.uri, prepared.target.parent_run_id or "", written)
+    uri, parent = prepared.target.uri, prepared.target.parent_run_id or ""
     totals = counts(study)
-    tracking.log_parent_metrics(prepared.target.uri, prepared.target.parent_run_id or "",
-                                {f"trials_{k.lower()}": v for k, v in totals.items()})
-    tracking.end_run(prepared.target.uri, prepared.target.parent_run_id or "", status)
+    written: list[Path] = []
+    try:
+        written = report.write_sweep_artifacts(study, prepared.storage_url,
+                                               config.workdir / "sweep")
+        tracking.log_artifacts(uri, parent, written)
+        tracking.log_parent_metrics(uri, parent,
+                                    {f"trials_{k.lower()}": v for k, v in totals.items()})
+    except Exception as exc:  # noqa: BLE001 - the trials are safe in storage; say so, go on
+        print(f"mvlab sweep: warning: could not write the sweep summary ({type(exc).__name__}: "
+              f"{exc}); rebuild it with `mvlab report {config.source}`", file=sys.stderr)
+        status = "FAILED" if status == "FINISHED" else status
+    tracking.end_run(uri, parent, status)
     pareto = report.pareto_records(study, config)
     return SweepSummary(config.name, prepared.storage_url, prepared.target.uri,
                         prepared.target.parent_run_id or "", totals, pareto, written)
