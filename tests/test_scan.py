@@ -154,9 +154,12 @@ def test_autocast_is_off_inside_the_backends(monkeypatch):
     torch.testing.assert_close(under_amp, plain, rtol=0, atol=0)
 
 
-def test_auto_resolves_to_chunked_on_cpu_and_reports_it():
-    assert resolve_backend("auto", "cpu") == "chunked"
-    assert available_backends("cpu")[:2] == ["chunked", "reference"]
+def test_auto_resolves_to_the_fastest_available_cpu_backend():
+    """cpu_c (compiled) when it builds, else chunked; the token loop only after both."""
+    order = available_backends("cpu")
+    assert resolve_backend("auto", "cpu") == order[0]
+    assert [b for b in order if b in ("cpu_c", "chunked", "reference")][-2:] == ["chunked", "reference"]
+    assert order[0] in ("cpu_c", "chunked")
 
 
 def test_unknown_or_unavailable_backend_is_a_user_error():

@@ -10,10 +10,11 @@
     y <- y * silu(z) when z is given.  Output in u's dtype, arithmetic and state in fp32
     (float64 for float64 inputs); ``return_last_state`` also returns h_{L-1}, (batch, dim, d_state).
 
-Backends (one module each): ``reference`` (the token loop, ground truth), ``chunked`` (CPU
-default, GPU fallback), ``triton`` (GPU default; CPU only under TRITON_INTERPRET=1), ``mamba_ssm``
-(CUDA, when mamba-ssm imports). ``auto`` picks the fastest one that can run on the inputs' device;
-``resolve_backend`` says which.
+Backends (one module each): ``reference`` (the token loop, ground truth), ``cpu_c`` (compiled
+C loops: the CPU default where a C compiler exists, built on first use), ``chunked`` (PyTorch: CPU
+fallback, GPU fallback), ``triton`` (GPU default; CPU only under TRITON_INTERPRET=1),
+``mamba_ssm`` (CUDA, when mamba-ssm imports). ``auto`` picks the fastest one that can run on the
+inputs' device; ``resolve_backend`` says which (and why a faster one was skipped).
 """
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from collections.abc import Callable
 
 import torch
 
+from mvlab.ops.scan import cpu_c as _cpu_c
 from mvlab.ops.scan import mamba_ssm as _mamba_ssm
 from mvlab.ops.scan import triton as _triton
 from mvlab.ops.scan.args import ScanArgumentError, ScanBackendUnavailable, check_args
 from mvlab.ops.scan.chunked import selective_scan_chunked
+from mvlab.ops.scan.cpu_c import selective_scan_cpu_c
 from mvlab.ops.scan.mamba_ssm import selective_scan_mamba_ssm
 from mvlab.ops.scan.reference import selective_scan_reference
 from mvlab.ops.scan.triton import selective_scan_triton
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 BACKENDS: dict[str, Callable] = {
     "reference": selective_scan_reference,
     "chunked": selective_scan_chunked,
+    "cpu_c": selective_scan_cpu_c,
     "triton": selective_scan_triton,
     "mamba_ssm": selective_scan_mamba_ssm,
 }
@@ -46,6 +50,8 @@ def _runs_on(name: str, device: torch.device) -> bool:
         return _triton.is_available(device)
     if name == "mamba_ssm":
         return _mamba_ssm.is_available(device)
+    if name == "cpu_c":  # builds the kernels on the first call, never at import
+        return _cpu_c.is_available(device)
     return True
 
 
@@ -55,7 +61,7 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     if device.type == "cuda":
         order = ["triton", "mamba_ssm", "chunked", "reference"]
     else:  # Triton's interpreter is a correctness tool, far slower than the token loop
-        order = ["chunked", "reference", "triton"]
+        order = ["cpu_c", "chunked", "reference", "triton"]
     return [name for name in order if _runs_on(name, device)]
 
 
@@ -82,14 +88,17 @@ def resolve_backend(backend: str, device: torch.device | str | None = None) -> s
         name = available_backends(device)[0]
         if (name, device.type) not in _announced:
             _announced.add((name, device.type))
-            log.info("selective_scan: backend 'auto' uses %r on %s", name, device.type)
+            skipped = ("" if device.type != "cpu" or name == "cpu_c"
+                       else f" (cpu_c is unavailable: {_cpu_c.unavailable_reason(device)})")
+            log.info("selective_scan: backend 'auto' uses %r on %s%s", name, device.type, skipped)
         return name
     if backend not in BACKENDS:
         raise ScanArgumentError(
             f"unknown scan backend {backend!r}; choose one of: {', '.join(BACKEND_NAMES)}")
     if not _runs_on(backend, device):
+        why = f" ({_cpu_c.unavailable_reason(device)})" if backend == "cpu_c" else ""
         raise ScanBackendUnavailable(
-            f"scan backend {backend!r} cannot run on {device.type}; available there: "
+            f"scan backend {backend!r} cannot run on {device.type}{why}; available there: "
             f"{', '.join(available_backends(device))} (or 'auto')")
     return backend
 
@@ -113,4 +122,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 __all__ = ["selective_scan", "available_backends", "resolve_backend", "BACKENDS", "BACKEND_NAMES",
            "ScanArgumentError", "ScanBackendUnavailable", "selective_scan_reference",
-           "selective_scan_chunked", "selective_scan_triton", "selective_scan_mamba_ssm"]
+           "selective_scan_chunked", "selective_scan_cpu_c", "selective_scan_triton",
+           "selective_scan_mamba_ssm"]

@@ -1,0 +1,305 @@
+"""The selective scan as compiled C loops: ``cpu_c``, the CPU default where a C compiler exists.
+
+The kernels (``cpu_c.c`` + ``cpu_c_kernels.h`` next to this file) walk one (batch, channel) row
+at a time with its (d_state) state in registers, fuse delta_bias, softplus, D and the SiLU(z)
+gate, and have a hand-written backward that recomputes each row's decays and states in
+cache-sized segments and runs the adjoint recurrence in reverse. Like ``chunked`` they only ever
+multiply decay factors exp(delta*A) in (0, 1]: nothing is divided by a cumulative decay and
+nothing runs in log space. Rows are split over ``torch.get_num_threads()`` OpenMP threads.
+
+The source is compiled on first use (not at import) with the system compiler (``$MVLAB_CC``,
+else ``$CC``, else ``cc``) into ``$MVLAB_CACHE/kernels`` (default ``~/.cache/mvlab/kernels``),
+keyed by a hash of the source, the compiler, its flags and the CPU; the library is written under
+a temporary name and renamed, so concurrent processes never load a half-written file. No torch
+headers are involved: a build takes a few seconds, a cached load milliseconds. Without a working
+compiler the backend reports itself unavailable, says why once in the log, and ``auto`` uses
+``chunked``.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from mvlab.ops.scan.args import ScanBackendUnavailable, check_args, compute_dtype
+
+log = logging.getLogger(__name__)
+
+_SOURCE_DIR = Path(__file__).resolve().parent
+_SOURCES = ("cpu_c.c", "cpu_c_kernels.h")
+_ABI = 1
+# Tried in order until one compiles: OpenMP threads and the host's vector units first; the
+# plain build still vectorises the inner loops (omp simd) but runs on one thread. Without
+# -fno-trapping-math GCC will not turn the selects in the exp into vector blends (nothing here
+# reads floating-point exception flags).
+_BASE_FLAGS = ("-O3", "-fno-trapping-math")
+_FLAG_SETS: tuple[tuple[str, ...], ...] = (
+    (*_BASE_FLAGS, "-march=native", "-fopenmp"),
+    (*_BASE_FLAGS, "-march=native", "-fopenmp-simd"),
+    (*_BASE_FLAGS, "-fopenmp-simd"),
+    _BASE_FLAGS,
+)
+_COMPILE_TIMEOUT_S = 300
+
+
+def compiler() -> str:
+    """The C compiler used: ``$MVLAB_CC``, else ``$CC``, else ``cc``."""
+    return os.environ.get("MVLAB_CC") or os.environ.get("CC") or "cc"
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels live: ``$MVLAB_CACHE/kernels``, else ``$XDG_CACHE_HOME/mvlab/kernels``,
+    else ``~/.cache/mvlab/kernels`` (the data cache's root, see ``mvlab.data``)."""
+    if os.environ.get("MVLAB_CACHE"):
+        root = Path(os.environ["MVLAB_CACHE"]).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mvlab"
+    return root / "kernels"
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine() + " " + platform.processor()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    return platform.machine() + "\n" + "\n".join(dict.fromkeys(keep))
+
+
+def _compiler_identity(cc_path: str) -> str:
+    try:
+        out = subprocess.run([cc_path, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    return out.stdout.strip()
+
+
+def _build(cc_path: str) -> tuple[Path | None, str]:
+    """Compile the kernels (or find them in the cache): (path of the library, "") or (None, why)."""
+    source = b"".join((_SOURCE_DIR / name).read_bytes() for name in _SOURCES)
+    identity = "\0".join([_compiler_identity(cc_path), _cpu_identity(), str(_ABI)])
+    errors = []
+    for flags in _FLAG_SETS:
+        key = hashlib.sha256(source + b"\0" + identity.encode() + b"\0" + " ".join(flags).encode())
+        target = cache_dir() / f"scan_cpu_c-{key.hexdigest()[:20]}.so"
+        if target.exists():
+            return target, ""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".so", dir=target.parent)
+            os.close(fd)
+        except OSError as exc:
+            return None, f"cannot write to the kernel cache {target.parent}: {exc} (set $MVLAB_CACHE)"
+        cmd = [cc_path, *flags, "-shared", "-fPIC", "-I", str(_SOURCE_DIR),
+               str(_SOURCE_DIR / "cpu_c.c"), "-o", tmp, "-lm"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            done, why = None, f"{type(exc).__name__}: {exc}"
+        if done is not None and done.returncode == 0:
+            os.replace(tmp, target)  # atomic: other processes see no file or the whole file
+            log.debug("selective_scan: compiled the cpu_c kernels with %s", " ".join(flags))
+            return target, ""
+        Path(tmp).unlink(missing_ok=True)
+        if done is not None:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        errors.append(f"{' '.join(flags)}: {why}")
+    return None, f"compiling {_SOURCE_DIR / 'cpu_c.c'} with {cc_path} failed ({'; '.join(errors)})"
+
+
+class _Layout(ctypes.Structure):
+    """bc_layout in cpu_c.c: where channel d of batch element b reads B or C at token t."""
+
+    _fields_ = [("batch_stride", ctypes.c_int64), ("group_stride", ctypes.c_int64),
+                ("token_stride", ctypes.c_int64), ("channels_per_group", ctypes.c_int64)]
+
+
+_P = ctypes.c_void_p
+
+
+class _Problem(ctypes.Structure):
+    """scan_problem in cpu_c.c, field for field."""
+
+    _fields_ = [
+        ("batch", ctypes.c_int64), ("dim", ctypes.c_int64), ("length", ctypes.c_int64),
+        ("d_state", ctypes.c_int64), ("threads", ctypes.c_int64), ("softplus", ctypes.c_int64),
+        ("segment_tokens", ctypes.c_int64),
+        ("u", _P), ("delta", _P), ("z", _P), ("A", _P), ("D", _P), ("delta_bias", _P),
+        ("B", _P), ("C", _P), ("B_layout", _Layout), ("C_layout", _Layout),
+        ("y", _P), ("y_pregate", _P), ("last_state", _P), ("dy", _P), ("dlast", _P),
+        ("du", _P), ("ddelta", _P), ("dz", _P), ("dA", _P), ("dB", _P), ("dC", _P), ("dD", _P),
+        ("ddelta_bias", _P),
+    ]
+
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> tuple[ctypes.CDLL | None, str]:
+    """The loaded kernels, or (None, why not). Built and loaded once per process."""
+    with _lock:
+        cc_path = shutil.which(compiler())
+        if cc_path is None:
+            reason = (f"no C compiler: {compiler()!r} is not on PATH (install gcc or clang, "
+                      "or point $MVLAB_CC at one)")
+        else:
+            path, reason = _build(cc_path)
+            if path is not None:
+                try:
+                    lib = ctypes.CDLL(str(path))
+                    if lib.mvlab_scan_abi() != _ABI or lib.mvlab_scan_problem_size() != ctypes.sizeof(_Problem):
+                        raise OSError("the library's ABI does not match cpu_c.py")
+                except (OSError, AttributeError) as exc:
+                    reason = f"loading {path} failed: {exc}"
+                else:
+                    lib.mvlab_scan_problem_size.restype = ctypes.c_int64
+                    for name in ("forward", "backward"):
+                        for suffix in ("f32", "f64"):
+                            fn = getattr(lib, f"mvlab_scan_{name}_{suffix}")
+                            fn.argtypes, fn.restype = [ctypes.POINTER(_Problem)], ctypes.c_int
+                    return lib, ""
+    log.warning("selective_scan: the 'cpu_c' backend is unavailable: %s. 'auto' uses 'chunked' "
+                "on the CPU instead.", reason)
+    return None, reason
+
+
+def unavailable_reason(device: torch.device | str = "cpu") -> str:
+    """Why ``cpu_c`` cannot run on ``device`` ("" when it can). Builds the kernels on first call."""
+    if torch.device(device).type != "cpu":
+        return f"it runs on the CPU only, not on {torch.device(device).type}"
+    return _library()[1]
+
+
+def is_available(device: torch.device | str = "cpu") -> bool:
+    """The kernels compiled and load here, and ``device`` is the CPU."""
+    return not unavailable_reason(device)
+
+
+def has_openmp() -> bool:
+    """Whether the loaded kernels split rows over threads (built with OpenMP)."""
+    lib = _library()[0]
+    return bool(lib is not None and lib.mvlab_scan_has_openmp())
+
+
+# ---- the autograd function ------------------------------------------------------------------------
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _kernel_layout(BC: torch.Tensor, dtype: torch.dtype, dim: int) -> tuple[torch.Tensor, tuple]:
+    """B or C with the d_state values of a token contiguous, and its ``_Layout`` fields."""
+    if BC.dim() == 2:  # constant (dim, N)
+        return BC.to(dtype).contiguous(), (0, BC.shape[1], 0, 1)
+    N, L = BC.shape[-2:]
+    if BC.dim() == 3:  # (batch, N, L) shared by every channel
+        return BC.to(dtype).transpose(1, 2).contiguous(), (L * N, 0, N, dim)
+    groups = BC.shape[1]  # (batch, G, N, L): channel d reads group d // (dim / G)
+    return BC.to(dtype).transpose(2, 3).contiguous(), (groups * L * N, L * N, N, dim // groups)
+
+
+class _CpuScan(torch.autograd.Function):
+    """(y, last_state) of the scan with D, z, delta_bias and softplus fused. All tensors are
+    contiguous in the compute dtype; B and C are in the kernel layout described by the layouts."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, threads,
+                segment):
+        batch, dim, length = u.shape
+        N = A.shape[1]
+        y = torch.empty_like(u)
+        last = u.new_empty(batch, dim, N)
+        keep_pregate = z is not None and ctx.needs_input_grad[6]
+        pregate = torch.empty_like(u) if keep_pregate else None
+        problem = _Problem(batch, dim, length, N, threads, int(softplus), segment,
+                           _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
+                           _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
+                           _ptr(y), _ptr(pregate), _ptr(last))
+        _call("forward", u.dtype, problem)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pregate)
+        ctx.config = (B_layout, C_layout, softplus, threads, segment)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        if dy is None and dlast is None:
+            return (None,) * 13
+        u, delta, A, B, C, D, z, delta_bias, pregate = ctx.saved_tensors
+        B_layout, C_layout, softplus, threads, segment = ctx.config
+        needs = ctx.needs_input_grad
+
+        def grad_like(t, index, wanted=True):
+            return torch.empty_like(t) if t is not None and needs[index] and wanted else None
+
+        du, ddelta, dA = grad_like(u, 0), grad_like(delta, 1), grad_like(A, 2)
+        dB, dC = grad_like(B, 3), grad_like(C, 4, wanted=dy is not None)
+        dD, dz = grad_like(D, 5), grad_like(z, 6, wanted=dy is not None)
+        dbias = grad_like(delta_bias, 7)
+        dy = dy.to(u.dtype).contiguous() if dy is not None else None
+        dlast = dlast.to(u.dtype).contiguous() if dlast is not None else None
+        batch, dim, length = u.shape
+        problem = _Problem(batch, dim, length, A.shape[1], threads, int(softplus), segment,
+                           _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
+                           _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
+                           None, _ptr(pregate), None, _ptr(dy), _ptr(dlast),
+                           _ptr(du), _ptr(ddelta), _ptr(dz), _ptr(dA), _ptr(dB), _ptr(dC),
+                           _ptr(dD), _ptr(dbias))
+        _call("backward", u.dtype, problem)
+        return du, ddelta, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
+
+
+def _call(name: str, dtype: torch.dtype, problem: _Problem) -> None:
+    lib, reason = _library()
+    if lib is None:
+        raise ScanBackendUnavailable(f"selective_scan: the 'cpu_c' backend is unavailable: {reason}")
+    fn = getattr(lib, f"mvlab_scan_{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+    if fn(ctypes.byref(problem)):
+        raise MemoryError(f"selective_scan (cpu_c): out of memory in the {name} pass")
+
+
+def selective_scan_cpu_c(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         return_last_state=False, threads: int | None = None,
+                         segment: int | None = None):
+    """The selective scan as compiled C loops on the CPU (see ``selective_scan`` for the arguments).
+
+    ``threads``: rows are split over this many threads (default ``torch.get_num_threads()``; the
+    result depends on it only through rounding). ``segment``: tokens per recomputed segment in
+    the backward (tests force small ones to exercise the checkpoints; default: cache-sized).
+    Raises ``ScanBackendUnavailable`` when the kernels could not be built or the tensors are not
+    on the CPU."""
+    why = unavailable_reason(u.device)
+    if why:
+        raise ScanBackendUnavailable(f"selective_scan: the 'cpu_c' backend cannot run: {why}. "
+                                     "Use backend='auto' or 'chunked'.")
+    check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)  # the C code trusts the shapes
+    batch, dim, length = u.shape
+    if batch * dim * length * A.shape[1] == 0:  # nothing to scan: the loop's empty answer
+        from mvlab.ops.scan.reference import selective_scan_reference
+        return selective_scan_reference(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                        delta_softplus=delta_softplus,
+                                        return_last_state=return_last_state)
+    dtype = compute_dtype(u)
+
+    def ready(t):
+        return None if t is None else t.to(dtype).contiguous()
+
+    B_kernel, B_layout = _kernel_layout(B, dtype, dim)
+    C_kernel, C_layout = _kernel_layout(C, dtype, dim)
+    y, last = _CpuScan.apply(ready(u), ready(delta), ready(A), B_kernel, C_kernel, ready(D), ready(z),
+                             ready(delta_bias), B_layout, C_layout, bool(delta_softplus),
+                             threads or torch.get_num_threads(), segment or 0)
+    y = y.to(u.dtype)
+    return (y, last) if return_last_state else y
