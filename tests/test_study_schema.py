@@ -165,3 +165,16 @@ def test_stale_detection_uses_the_owner_process():
         state=optuna.trial.TrialState.RUNNING,
         user_attrs={HOST_ATTR: "elsewhere", PID_ATTR: 1, "heartbeat": 0.0})
     assert "no heartbeat" in stale_reason(remote, stale_after_s=60)
+
+
+def test_cli_check_prints_the_plan_and_errors_exit_2(tmp_path, capsys):
+    from mvlab.cli import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(BASE)
+    assert main(["sweep", str(path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "study t: grid (grid), 8 trials" in out and "pattern: 2 choices" in out
+    assert main(["sweep", str(path), "--check", "--set", "train.lr=-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mvlab sweep: error: --set train.lr: train.lr:") and "must be >= 0" in err
