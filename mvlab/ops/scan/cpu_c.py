@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _SOURCE_DIR = Path(__file__).resolve().parent
 _SOURCES = ("cpu_c.c", "cpu_c_kernels.h")
 _ABI = 1
+_LANES = 8  # rows per vector block in the kernels (MVLAB_LANES)
 # Tried in order until one compiles: OpenMP threads and the host's vector units first; the
 # plain build still vectorises the inner loops (omp simd) but runs on one thread. Without
 # -fno-trapping-math GCC will not turn the selects in the exp into vector blends (nothing here
@@ -137,7 +138,8 @@ class _Problem(ctypes.Structure):
         ("segment_tokens", ctypes.c_int64),
         ("u", _P), ("delta", _P), ("z", _P), ("A", _P), ("D", _P), ("delta_bias", _P),
         ("B", _P), ("C", _P), ("B_layout", _Layout), ("C_layout", _Layout),
-        ("y", _P), ("y_pregate", _P), ("last_state", _P), ("dy", _P), ("dlast", _P),
+        ("y", _P), ("y_pregate", _P), ("last_state", _P), ("u_lanes", _P), ("x_lanes", _P),
+        ("dy", _P), ("dlast", _P),
         ("du", _P), ("ddelta", _P), ("dz", _P), ("dA", _P), ("dB", _P), ("dC", _P), ("dD", _P),
         ("ddelta_bias", _P),
     ]
@@ -223,13 +225,18 @@ class _CpuScan(torch.autograd.Function):
         last = u.new_empty(batch, dim, N)
         keep_pregate = z is not None and ctx.needs_input_grad[6]
         pregate = torch.empty_like(u) if keep_pregate else None
+        # u and the step sizes in the kernels' lane layout, so the backward neither transposes
+        # nor recomputes softplus (2 * batch * dim * L values, only when gradients are wanted)
+        lanes = (u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES)
+                 if any(ctx.needs_input_grad) else None)
         problem = _Problem(batch, dim, length, N, threads, int(softplus), segment,
                            _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
                            _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
-                           _ptr(y), _ptr(pregate), _ptr(last))
+                           _ptr(y), _ptr(pregate), _ptr(last),
+                           *((_ptr(lanes[0]), _ptr(lanes[1])) if lanes is not None else (None, None)))
         _call("forward", u.dtype, problem)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pregate)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pregate, lanes)
         ctx.config = (B_layout, C_layout, softplus, threads, segment)
         return y, last
 
@@ -237,7 +244,7 @@ class _CpuScan(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         if dy is None and dlast is None:
             return (None,) * 13
-        u, delta, A, B, C, D, z, delta_bias, pregate = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, pregate, lanes = ctx.saved_tensors
         B_layout, C_layout, softplus, threads, segment = ctx.config
         needs = ctx.needs_input_grad
 
@@ -254,7 +261,8 @@ class _CpuScan(torch.autograd.Function):
         problem = _Problem(batch, dim, length, A.shape[1], threads, int(softplus), segment,
                            _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
                            _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
-                           None, _ptr(pregate), None, _ptr(dy), _ptr(dlast),
+                           None, _ptr(pregate), None, _ptr(lanes[0]), _ptr(lanes[1]),
+                           _ptr(dy), _ptr(dlast),
                            _ptr(du), _ptr(ddelta), _ptr(dz), _ptr(dA), _ptr(dB), _ptr(dC),
                            _ptr(dD), _ptr(dbias))
         _call("backward", u.dtype, problem)

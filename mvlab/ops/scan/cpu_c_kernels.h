@@ -7,12 +7,21 @@
  *   g_tn = dys_t C_tn + a_{t+1,n} g_{t+1,n}
  *   dB_tn += g_tn x_t u_t ; dC_tn += dys_t h_tn ; dA_n += g_tn a_tn h_{t-1,n} x_t
  *   dx_t = sum_n g_tn (u_t B_tn + A_n a_tn h_{t-1,n}) ; du_t = x_t sum_n g_tn B_tn + D dys_t
+ *
+ * Rows are processed LANES at a time, one row per vector lane: a block's inputs are transposed
+ * into token-major scratch (token t of all lanes contiguous), so every step is lane-parallel
+ * arithmetic with no reduction across lanes, whatever d_state is. B and C values of a token are
+ * spread over the lanes (one broadcast when all lanes read the same B row, the usual case);
+ * gradients of B and C are summed per lane and reduced across lanes only when the block's rows
+ * move to another B/C row (once per batch element for shared B/C).
  */
 
-/* Tokens per recomputed segment in the backward: a segment's decays and states (2 * T * N values)
- * stay in the L1/L2 cache; longer rows are recomputed segment by segment from checkpoints. */
-#ifndef MVLAB_SEGMENT_VALUES
-#define MVLAB_SEGMENT_VALUES 8192
+#ifndef MVLAB_KERNEL_HELPERS
+#define MVLAB_KERNEL_HELPERS
+#define MVLAB_LANES 8
+/* Values of the decays and states of one segment of a block in the backward (2 T N LANES);
+ * longer rows are recomputed segment by segment from checkpoints. */
+#define MVLAB_SEGMENT_VALUES 32768
 #define MVLAB_ALWAYS_INLINE inline __attribute__((always_inline))
 
 static int64_t mvlab_bc_numel(const bc_layout *l, int64_t batch, int64_t dim, int64_t length,
@@ -22,19 +31,31 @@ static int64_t mvlab_bc_numel(const bc_layout *l, int64_t batch, int64_t dim, in
            + (length - 1) * l->token_stride + d_state;
 }
 
-static int64_t mvlab_bc_offset(const bc_layout *l, int64_t b, int64_t d) {
-    return b * l->batch_stride + (d / l->channels_per_group) * l->group_stride;
+static int64_t mvlab_bc_offset(const bc_layout *l, int64_t row, int64_t dim) {
+    return (row / dim) * l->batch_stride + ((row % dim) / l->channels_per_group) * l->group_stride;
 }
 
-/* The rows [*lo, *hi) of thread `tid` in a team of `team`: contiguous, equal shares. */
-static void mvlab_rows_of(int64_t rows, int tid, int team, int64_t *lo, int64_t *hi) {
-    *lo = rows * tid / team;
-    *hi = rows * (tid + 1) / team;
+/* Offsets of B (or C) for the lanes of the block starting at row r0 with `active` rows (padding
+ * lanes read lane 0's); returns whether all lanes read the same row. */
+static int mvlab_lane_offsets(const bc_layout *l, int64_t r0, int active, int64_t dim,
+                              int64_t *off) {
+    int uniform = 1;
+    for (int j = 0; j < MVLAB_LANES; ++j) {
+        off[j] = mvlab_bc_offset(l, j < active ? r0 + j : r0, dim);
+        uniform &= off[j] == off[0];
+    }
+    return uniform;
 }
 
-static int mvlab_team_size(int64_t requested, int64_t rows) {
+/* Blocks [*lo, *hi) of thread `tid` in a team of `team`: contiguous, equal shares. */
+static void mvlab_blocks_of(int64_t blocks, int tid, int team, int64_t *lo, int64_t *hi) {
+    *lo = blocks * tid / team;
+    *hi = blocks * (tid + 1) / team;
+}
+
+static int mvlab_team_size(int64_t requested, int64_t blocks) {
     int64_t t = requested < 1 ? 1 : requested;
-    return (int)(t > rows ? (rows > 0 ? rows : 1) : t);
+    return (int)(t > blocks ? (blocks > 0 ? blocks : 1) : t);
 }
 
 #ifdef _OPENMP
@@ -44,121 +65,190 @@ static int mvlab_team_size(int64_t requested, int64_t rows) {
 #define MVLAB_THREAD_ID() 0
 #define MVLAB_TEAM_SIZE() 1
 #endif
-#endif /* MVLAB_SEGMENT_VALUES */
+#endif /* MVLAB_KERNEL_HELPERS */
+
+#define LANES MVLAB_LANES
 
 static inline REAL SFX(sigmoid)(REAL x) { return (REAL)1 / ((REAL)1 + EXP(-x)); }
 
-/* x_t = softplus?(delta_t + bias) for one row. */
-static MVLAB_ALWAYS_INLINE void SFX(step_sizes)(const scan_problem *p, int64_t row, int64_t d,
-                                                REAL *restrict x) {
+/* Token-major lane scratch <-> rows. */
+static void SFX(to_lanes)(const REAL *src, int64_t r0, int active, int64_t L, REAL *restrict dst) {
+    for (int j = 0; j < LANES; ++j) {
+        const REAL *restrict row = src + (r0 + j) * L;
+        if (j < active) {
+            for (int64_t t = 0; t < L; ++t) dst[t * LANES + j] = row[t];
+        } else {
+            for (int64_t t = 0; t < L; ++t) dst[t * LANES + j] = 0;
+        }
+    }
+}
+
+static void SFX(from_lane)(const REAL *restrict src, int j, int64_t L, REAL *restrict row) {
+    for (int64_t t = 0; t < L; ++t) row[t] = src[t * LANES + j];
+}
+
+/* The lanes' A (N x LANES; padding lanes 0). */
+static void SFX(load_A)(const scan_problem *p, int64_t r0, int active, REAL *restrict At) {
+    const int64_t N = p->d_state;
+    for (int j = 0; j < LANES; ++j) {
+        const int64_t d = (r0 + (j < active ? j : 0)) % p->dim;
+        for (int64_t n = 0; n < N; ++n) At[n * LANES + j] = j < active ? ((const REAL *)p->A)[d * N + n] : 0;
+    }
+}
+
+/* u and x = softplus?(delta + bias) of a block, token-major (L x LANES). */
+static void SFX(load_lanes)(const scan_problem *p, int64_t r0, int active, REAL *restrict U,
+                            REAL *restrict X) {
     const int64_t L = p->length;
-    const REAL *restrict delta = (const REAL *)p->delta + row * L;
-    const REAL bias = p->delta_bias ? ((const REAL *)p->delta_bias)[d] : (REAL)0;
+    SFX(to_lanes)((const REAL *)p->u, r0, active, L, U);
+    SFX(to_lanes)((const REAL *)p->delta, r0, active, L, X);
+    REAL bias[LANES];
+    for (int j = 0; j < LANES; ++j) {
+        const int64_t d = (r0 + (j < active ? j : 0)) % p->dim;
+        bias[j] = p->delta_bias ? ((const REAL *)p->delta_bias)[d] : (REAL)0;
+    }
     if (p->softplus) {
+        for (int64_t t = 0; t < L; ++t) {
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) x[t] = SOFTPLUS(delta[t] + bias);
+            for (int j = 0; j < LANES; ++j) X[t * LANES + j] = SOFTPLUS(X[t * LANES + j] + bias[j]);
+        }
     } else {
+        for (int64_t t = 0; t < L; ++t) {
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) x[t] = delta[t] + bias;
+            for (int j = 0; j < LANES; ++j) X[t * LANES + j] += bias[j];
+        }
     }
 }
 
-/* One row forward: y (and y before the gate, when kept) and the last state. */
-static MVLAB_ALWAYS_INLINE void SFX(forward_row)(const scan_problem *p, int64_t row, const int64_t N,
-                                                 REAL *restrict ws) {
-    const int64_t L = p->length, d = row % p->dim, b = row / p->dim;
-    const REAL *restrict u = (const REAL *)p->u + row * L;
-    const REAL *restrict A = (const REAL *)p->A + d * N;
-    const REAL *restrict Bp = (const REAL *)p->B + mvlab_bc_offset(&p->B_layout, b, d);
-    const REAL *restrict Cp = (const REAL *)p->C + mvlab_bc_offset(&p->C_layout, b, d);
-    const int64_t bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
-    REAL *restrict y = (REAL *)p->y + row * L;
-    REAL *restrict x = ws, *restrict h = ws + L;
-
-    SFX(step_sizes)(p, row, d, x);
-    for (int64_t n = 0; n < N; ++n) h[n] = 0;
-    for (int64_t t = 0; t < L; ++t) {
-        const REAL xt = x[t], xu = xt * u[t];
-        const REAL *restrict Bt = Bp + t * bst, *restrict Ct = Cp + t * cst;
-        REAL acc = 0;
-#pragma omp simd reduction(+ : acc)
+/* B or C values of token t for every lane into V (N x LANES). */
+static MVLAB_ALWAYS_INLINE void SFX(spread)(const REAL *restrict base, const int64_t *off, int uniform,
+                                            int64_t t, int64_t stride, const int64_t N,
+                                            REAL *restrict V) {
+    if (uniform) {
+        const REAL *restrict src = base + off[0] + t * stride;
         for (int64_t n = 0; n < N; ++n) {
-            h[n] = EXP(xt * A[n]) * h[n] + xu * Bt[n];
-            acc += h[n] * Ct[n];
-        }
-        y[t] = acc;
-    }
-    if (p->last_state) {
-        REAL *restrict last = (REAL *)p->last_state + row * N;
-        for (int64_t n = 0; n < N; ++n) last[n] = h[n];
-    }
-    if (p->D) {
-        const REAL Dd = ((const REAL *)p->D)[d];
+            const REAL v = src[n];
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) y[t] += Dd * u[t];
-    }
-    if (p->z) {
-        const REAL *restrict z = (const REAL *)p->z + row * L;
-        if (p->y_pregate) {
-            REAL *restrict pre = (REAL *)p->y_pregate + row * L;
-            for (int64_t t = 0; t < L; ++t) pre[t] = y[t];
+            for (int j = 0; j < LANES; ++j) V[n * LANES + j] = v;
         }
-#pragma omp simd
-        for (int64_t t = 0; t < L; ++t) y[t] *= z[t] * SFX(sigmoid)(z[t]);
+    } else {
+        for (int j = 0; j < LANES; ++j) {
+            const REAL *restrict src = base + off[j] + t * stride;
+            for (int64_t n = 0; n < N; ++n) V[n * LANES + j] = src[n];
+        }
     }
 }
 
-/* Decays and states of tokens [s, e) of a row into a, h ((e - s) x N), from the state h_in
- * entering token s. */
-static MVLAB_ALWAYS_INLINE void SFX(recompute)(const REAL *restrict x, const REAL *restrict u,
-                                               const REAL *restrict A, const REAL *restrict Bp,
-                                               int64_t bst, const REAL *restrict h_in, int64_t s,
-                                               int64_t e, const int64_t N, REAL *restrict a,
-                                               REAL *restrict h) {
+/* Decays and states of tokens [s, e) of a block into a, h ((e - s) x N x LANES), from the state
+ * h_in entering token s. */
+static MVLAB_ALWAYS_INLINE void SFX(recompute)(const scan_problem *p, const REAL *restrict X,
+                                               const REAL *restrict U, const REAL *restrict At,
+                                               const int64_t *offB, int uniformB,
+                                               const REAL *restrict h_in, int64_t s, int64_t e,
+                                               const int64_t N, REAL *restrict Bv,
+                                               REAL *restrict a, REAL *restrict h) {
+    const int64_t bst = p->B_layout.token_stride;
+    if (bst == 0) SFX(spread)((const REAL *)p->B, offB, uniformB, 0, 0, N, Bv);
     for (int64_t t = s; t < e; ++t) {
-        const REAL xt = x[t], xu = xt * u[t];
-        const REAL *restrict Bt = Bp + t * bst;
-        const REAL *restrict hp = t == s ? h_in : h + (t - s - 1) * N;
-        REAL *restrict at = a + (t - s) * N, *restrict ht = h + (t - s) * N;
+        if (bst) SFX(spread)((const REAL *)p->B, offB, uniformB, t, bst, N, Bv);
+        const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
+        const REAL *restrict hp = t == s ? h_in : h + (t - s - 1) * N * LANES;
+        REAL *restrict at = a + (t - s) * N * LANES, *restrict ht = h + (t - s) * N * LANES;
+        REAL xu[LANES];
 #pragma omp simd
+        for (int j = 0; j < LANES; ++j) xu[j] = xt[j] * ut[j];
         for (int64_t n = 0; n < N; ++n) {
-            at[n] = EXP(xt * A[n]);
-            ht[n] = at[n] * hp[n] + xu * Bt[n];
+#pragma omp simd
+            for (int j = 0; j < LANES; ++j) {
+                const int64_t i = n * LANES + j;
+                at[i] = EXP(xt[j] * At[i]);
+                ht[i] = at[i] * hp[i] + xu[j] * Bv[i];
+            }
         }
     }
 }
 
-/* Per-thread sums of the gradients shared between rows. */
-typedef struct {
-    REAL *dA, *dB, *dC, *dD, *dbias;
-} SFX(partials);
-
-/* One row backward. T: tokens per segment; ws: 3 L + 2 T N + (segments + 3) N values. */
-static MVLAB_ALWAYS_INLINE void SFX(backward_row)(const scan_problem *p, int64_t row, const int64_t N,
-                                                  int64_t T, REAL *restrict ws,
-                                                  const SFX(partials) *part) {
-    const int64_t L = p->length, d = row % p->dim, b = row / p->dim;
-    const int64_t segments = (L + T - 1) / T;
-    const REAL *restrict u = (const REAL *)p->u + row * L;
-    const REAL *restrict A = (const REAL *)p->A + d * N;
-    const int64_t boff = mvlab_bc_offset(&p->B_layout, b, d), coff = mvlab_bc_offset(&p->C_layout, b, d);
-    const REAL *restrict Bp = (const REAL *)p->B + boff, *restrict Cp = (const REAL *)p->C + coff;
-    REAL *restrict dBp = part->dB + boff, *restrict dCp = part->dC + coff;
+/* The forward of one block of rows [r0, r0 + active). */
+static MVLAB_ALWAYS_INLINE void SFX(forward_block)(const scan_problem *p, int64_t r0, int active,
+                                                   const int64_t N, REAL *restrict ws) {
+    const int64_t L = p->length, dim = p->dim;
     const int64_t bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
-    const REAL Dd = p->D ? ((const REAL *)p->D)[d] : (REAL)0;
-    REAL *restrict du = p->du ? (REAL *)p->du + row * L : NULL;
-    REAL *restrict x = ws, *restrict dys = ws + L, *restrict dx = ws + 2 * L;
-    REAL *restrict a = ws + 3 * L, *restrict h = a + T * N, *restrict checkpoints = h + T * N;
-    REAL *restrict g = checkpoints + segments * N, *restrict dA_row = g + N, *restrict hz = dA_row + N;
+    REAL *restrict U = ws, *restrict X = U + L * LANES, *restrict Y = X + L * LANES;
+    REAL *restrict H = Y + L * LANES, *restrict At = H + N * LANES;
+    if (p->x_lanes) { /* kept for the backward */
+        U = (REAL *)p->u_lanes + (r0 / LANES) * L * LANES;
+        X = (REAL *)p->x_lanes + (r0 / LANES) * L * LANES;
+    }
+    REAL *restrict Bv = At + N * LANES, *restrict Cv = Bv + N * LANES;
+    int64_t offB[LANES], offC[LANES];
+    const int uniformB = mvlab_lane_offsets(&p->B_layout, r0, active, dim, offB);
+    const int uniformC = mvlab_lane_offsets(&p->C_layout, r0, active, dim, offC);
+    const REAL *Bbase = (const REAL *)p->B, *Cbase = (const REAL *)p->C;
 
-    SFX(step_sizes)(p, row, d, x);
+    SFX(load_lanes)(p, r0, active, U, X);
+    SFX(load_A)(p, r0, active, At);
+    for (int64_t i = 0; i < N * LANES; ++i) H[i] = 0;
+    if (bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
+    if (cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
+    for (int64_t t = 0; t < L; ++t) {
+        if (bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
+        if (cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+        const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
+        REAL acc[LANES], xu[LANES];
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) {
+            acc[j] = 0;
+            xu[j] = xt[j] * ut[j];
+        }
+        for (int64_t n = 0; n < N; ++n) {
+#pragma omp simd
+            for (int j = 0; j < LANES; ++j) {
+                const int64_t i = n * LANES + j;
+                H[i] = EXP(xt[j] * At[i]) * H[i] + xu[j] * Bv[i];
+                acc[j] += H[i] * Cv[i];
+            }
+        }
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) Y[t * LANES + j] = acc[j];
+    }
 
-    /* d loss / d ys, the scan's own output, through the gate and the D term. */
-    REAL dD_row = 0;
+    for (int j = 0; j < active; ++j) {
+        const int64_t row = r0 + j, d = row % dim;
+        const REAL *restrict u = (const REAL *)p->u + row * L;
+        REAL *restrict y = (REAL *)p->y + row * L;
+        SFX(from_lane)(Y, j, L, y);
+        if (p->last_state) {
+            REAL *restrict last = (REAL *)p->last_state + row * N;
+            for (int64_t n = 0; n < N; ++n) last[n] = H[n * LANES + j];
+        }
+        if (p->D) {
+            const REAL Dd = ((const REAL *)p->D)[d];
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) y[t] += Dd * u[t];
+        }
+        if (p->z) {
+            const REAL *restrict z = (const REAL *)p->z + row * L;
+            if (p->y_pregate) {
+                REAL *restrict pre = (REAL *)p->y_pregate + row * L;
+                for (int64_t t = 0; t < L; ++t) pre[t] = y[t];
+            }
+#pragma omp simd
+            for (int64_t t = 0; t < L; ++t) y[t] *= z[t] * SFX(sigmoid)(z[t]);
+        }
+    }
+}
+
+/* d loss / d ys (the scan's own output) of one row, through the gate; returns its dot with u
+ * (d loss / d D). Writes dz when wanted. */
+static REAL SFX(output_grad_row)(const scan_problem *p, int64_t row, REAL *restrict dys) {
+    const int64_t L = p->length;
+    const REAL *restrict u = (const REAL *)p->u + row * L;
     if (!p->dy) {
         for (int64_t t = 0; t < L; ++t) dys[t] = 0;
-    } else if (p->z && p->dz) { /* dz needs y before the gate, kept by the forward */
-        const REAL *restrict dy = (const REAL *)p->dy + row * L;
+        return 0;
+    }
+    const REAL *restrict dy = (const REAL *)p->dy + row * L;
+    if (p->z && p->dz) { /* dz needs y before the gate, kept by the forward */
         const REAL *restrict z = (const REAL *)p->z + row * L;
         const REAL *restrict pre = (const REAL *)p->y_pregate + row * L;
         REAL *restrict dz = (REAL *)p->dz + row * L;
@@ -169,117 +259,249 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_row)(const scan_problem *p, int64_t
             dz[t] = dy[t] * pre[t] * s * ((REAL)1 + z[t] * ((REAL)1 - s));
         }
     } else if (p->z) {
-        const REAL *restrict dy = (const REAL *)p->dy + row * L;
         const REAL *restrict z = (const REAL *)p->z + row * L;
 #pragma omp simd
         for (int64_t t = 0; t < L; ++t) dys[t] = dy[t] * z[t] * SFX(sigmoid)(z[t]);
     } else {
-        const REAL *restrict dy = (const REAL *)p->dy + row * L;
         for (int64_t t = 0; t < L; ++t) dys[t] = dy[t];
     }
-    if (p->D) {
-#pragma omp simd reduction(+ : dD_row)
-        for (int64_t t = 0; t < L; ++t) dD_row += dys[t] * u[t];
+    REAL dD = 0;
+#pragma omp simd reduction(+ : dD)
+    for (int64_t t = 0; t < L; ++t) dD += dys[t] * u[t];
+    return dD;
+}
+
+/* Per-thread sums of the gradients shared between rows, and the per-lane sums of dB and dC not
+ * yet added to them. */
+typedef struct {
+    REAL *dA, *dB, *dC, *dD, *dbias;
+    REAL *lanes_dB, *lanes_dC; /* (L or 1) x N x LANES */
+    int64_t pending_dB, pending_dC; /* offset of the uniform row the lane sums belong to; -1: none */
+} SFX(partials);
+
+/* Add per-lane sums of dB (or dC) into the thread's partial sums and clear them. Uniform: all
+ * lanes belong to the row at offset off[0], reduce across lanes; else scatter each lane. */
+static void SFX(flush_lanes)(REAL *restrict lanes, REAL *restrict partial, const int64_t *off,
+                             int uniform, int active, int64_t tokens, int64_t stride, int64_t N) {
+    if (uniform) {
+        for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t n = 0; n < N; ++n) {
+                REAL *restrict v = lanes + (t * N + n) * LANES;
+                REAL sum = 0;
+                for (int j = 0; j < LANES; ++j) sum += v[j];
+                partial[off[0] + t * stride + n] += sum;
+            }
+        }
+    } else {
+        for (int j = 0; j < active; ++j) {
+            for (int64_t t = 0; t < tokens; ++t) {
+                for (int64_t n = 0; n < N; ++n)
+                    partial[off[j] + t * stride + n] += lanes[(t * N + n) * LANES + j];
+            }
+        }
+    }
+    for (int64_t i = 0; i < tokens * N * LANES; ++i) lanes[i] = 0;
+}
+
+/* The backward of one block of rows [r0, r0 + active). T: tokens per segment. */
+static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64_t r0, int active,
+                                                    const int64_t N, int64_t T, REAL *restrict ws,
+                                                    SFX(partials) *part) {
+    const int64_t L = p->length, dim = p->dim, segments = (L + T - 1) / T;
+    const int64_t bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
+    const int64_t NL = N * LANES;
+    REAL *restrict U = ws, *restrict X = U + L * LANES, *restrict DYS = X + L * LANES;
+    REAL *restrict DX = DYS + L * LANES, *restrict DU = DX + L * LANES;
+    REAL *restrict row_buf = DU + L * LANES, *restrict At = row_buf + L;
+    REAL *restrict G = At + NL, *restrict dAl = G + NL, *restrict Bv = dAl + NL;
+    REAL *restrict Cv = Bv + NL, *restrict a = Cv + NL;
+    REAL *restrict h = a + T * NL, *restrict checkpoints = h + T * NL;
+    int64_t offB[LANES], offC[LANES];
+    const int uniformB = mvlab_lane_offsets(&p->B_layout, r0, active, dim, offB);
+    const int uniformC = mvlab_lane_offsets(&p->C_layout, r0, active, dim, offC);
+    const int64_t tokensB = bst ? L : 1, tokensC = cst ? L : 1;
+
+    /* Lane sums of another B/C row are complete: add them before this block adds its own. */
+    if (part->pending_dB >= 0 && !(uniformB && offB[0] == part->pending_dB)) {
+        const int64_t pend[LANES] = {part->pending_dB};
+        SFX(flush_lanes)(part->lanes_dB, part->dB, pend, 1, LANES, tokensB, bst, N);
+        part->pending_dB = -1;
+    }
+    if (part->pending_dC >= 0 && !(uniformC && offC[0] == part->pending_dC)) {
+        const int64_t pend[LANES] = {part->pending_dC};
+        SFX(flush_lanes)(part->lanes_dC, part->dC, pend, 1, LANES, tokensC, cst, N);
+        part->pending_dC = -1;
+    }
+
+    if (p->x_lanes) { /* written by the forward */
+        U = (REAL *)p->u_lanes + (r0 / LANES) * L * LANES;
+        X = (REAL *)p->x_lanes + (r0 / LANES) * L * LANES;
+    } else {
+        SFX(load_lanes)(p, r0, active, U, X);
+    }
+    SFX(load_A)(p, r0, active, At);
+    REAL Dl[LANES];
+    for (int j = 0; j < LANES; ++j) Dl[j] = 0;
+    for (int j = 0; j < active; ++j) {
+        const int64_t row = r0 + j, d = row % dim;
+        const REAL dD = SFX(output_grad_row)(p, row, row_buf);
+        if (p->D) {
+            part->dD[d] += dD;
+            Dl[j] = ((const REAL *)p->D)[d];
+        }
+        for (int64_t t = 0; t < L; ++t) DYS[t * LANES + j] = row_buf[t];
+    }
+    for (int j = active; j < LANES; ++j) {
+        for (int64_t t = 0; t < L; ++t) DYS[t * LANES + j] = 0;
     }
 
     /* The state entering every segment (segment 0: zero). */
-    for (int64_t n = 0; n < N; ++n) hz[n] = checkpoints[n] = 0;
+    for (int64_t i = 0; i < NL; ++i) checkpoints[i] = 0;
     for (int64_t k = 1; k < segments; ++k) {
         const int64_t s = (k - 1) * T;
-        SFX(recompute)(x, u, A, Bp, bst, checkpoints + (k - 1) * N, s, s + T, N, a, h);
-        for (int64_t n = 0; n < N; ++n) checkpoints[k * N + n] = h[(T - 1) * N + n];
+        SFX(recompute)(p, X, U, At, offB, uniformB, checkpoints + (k - 1) * NL, s, s + T, N, Bv, a, h);
+        for (int64_t i = 0; i < NL; ++i) checkpoints[k * NL + i] = h[(T - 1) * NL + i];
     }
 
-    const REAL *restrict dlast = p->dlast ? (const REAL *)p->dlast + row * N : hz;
-    for (int64_t n = 0; n < N; ++n) {
-        g[n] = dlast[n];
-        dA_row[n] = 0;
+    for (int64_t i = 0; i < NL; ++i) G[i] = dAl[i] = 0;
+    if (p->dlast) {
+        for (int j = 0; j < active; ++j) {
+            const REAL *restrict dlast = (const REAL *)p->dlast + (r0 + j) * N;
+            for (int64_t n = 0; n < N; ++n) G[n * LANES + j] = dlast[n];
+        }
     }
+    REAL *restrict lanes_dB = part->lanes_dB, *restrict lanes_dC = part->lanes_dC;
+    const REAL *Bbase = (const REAL *)p->B, *Cbase = (const REAL *)p->C;
+    if (cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
     for (int64_t k = segments - 1; k >= 0; --k) {
         const int64_t s = k * T, e = s + T < L ? s + T : L;
-        const REAL *restrict h_in = checkpoints + k * N;
-        SFX(recompute)(x, u, A, Bp, bst, h_in, s, e, N, a, h);
+        const REAL *restrict h_in = checkpoints + k * NL;
+        SFX(recompute)(p, X, U, At, offB, uniformB, h_in, s, e, N, Bv, a, h);
+        if (bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
         for (int64_t t = e - 1; t >= s; --t) {
-            const REAL xt = x[t], ut = u[t], xu = xt * ut, dyst = dys[t];
-            const REAL *restrict Bt = Bp + t * bst, *restrict Ct = Cp + t * cst;
-            REAL *restrict dBt = dBp + t * bst, *restrict dCt = dCp + t * cst;
-            const REAL *restrict at = a + (t - s) * N, *restrict ht = h + (t - s) * N;
-            const REAL *restrict hp = t == s ? h_in : ht - N;
-            REAL dx_decay = 0, gB = 0;
-#pragma omp simd reduction(+ : dx_decay, gB)
-            for (int64_t n = 0; n < N; ++n) {
-                const REAL gn = g[n] + dyst * Ct[n];
-                const REAL ddecay = gn * at[n] * hp[n]; /* d loss / d (x_t A_n) */
-                dCt[n] += dyst * ht[n];
-                dBt[n] += gn * xu;
-                dA_row[n] += ddecay * xt;
-                dx_decay += ddecay * A[n];
-                gB += gn * Bt[n];
-                g[n] = at[n] * gn;
+            if (bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
+            if (cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+            const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
+            const REAL *restrict dyst = DYS + t * LANES;
+            const REAL *restrict at = a + (t - s) * NL, *restrict ht = h + (t - s) * NL;
+            const REAL *restrict hp = t == s ? h_in : ht - NL;
+            REAL *restrict dBt = lanes_dB + (bst ? t : 0) * NL, *restrict dCt = lanes_dC + (cst ? t : 0) * NL;
+            REAL dx_decay[LANES], gB[LANES], xu[LANES];
+#pragma omp simd
+            for (int j = 0; j < LANES; ++j) {
+                dx_decay[j] = gB[j] = 0;
+                xu[j] = xt[j] * ut[j];
             }
-            dx[t] = dx_decay + gB * ut;
-            if (du) du[t] = xt * gB + Dd * dyst;
+            for (int64_t n = 0; n < N; ++n) {
+#pragma omp simd
+                for (int j = 0; j < LANES; ++j) {
+                    const int64_t i = n * LANES + j;
+                    const REAL gn = G[i] + dyst[j] * Cv[i];
+                    const REAL ddecay = gn * at[i] * hp[i]; /* d loss / d (x_t A_n) */
+                    dCt[i] += dyst[j] * ht[i];
+                    dBt[i] += gn * xu[j];
+                    dAl[i] += ddecay * xt[j];
+                    dx_decay[j] += ddecay * At[i];
+                    gB[j] += gn * Bv[i];
+                    G[i] = at[i] * gn;
+                }
+            }
+#pragma omp simd
+            for (int j = 0; j < LANES; ++j) {
+                DX[t * LANES + j] = dx_decay[j] + gB[j] * ut[j];
+                DU[t * LANES + j] = xt[j] * gB[j] + Dl[j] * dyst[j];
+            }
         }
     }
 
-    REAL *restrict pdA = part->dA + d * N;
-    for (int64_t n = 0; n < N; ++n) pdA[n] += dA_row[n];
-    if (p->D) part->dD[d] += dD_row;
-
-    /* Through softplus and the bias: d loss / d delta. */
-    const REAL bias = p->delta_bias ? ((const REAL *)p->delta_bias)[d] : (REAL)0;
-    REAL *restrict ddelta = p->ddelta ? (REAL *)p->ddelta + row * L : dx;
-    if (p->softplus) {
-        const REAL *restrict delta = (const REAL *)p->delta + row * L;
+    for (int j = 0; j < active; ++j) {
+        const int64_t row = r0 + j, d = row % dim;
+        for (int64_t n = 0; n < N; ++n) part->dA[d * N + n] += dAl[n * LANES + j];
+        if (p->du) SFX(from_lane)(DU, j, L, (REAL *)p->du + row * L);
+        /* Through softplus and the bias: d loss / d delta. */
+        REAL *restrict ddelta = p->ddelta ? (REAL *)p->ddelta + row * L : row_buf;
+        SFX(from_lane)(DX, j, L, ddelta);
+        if (p->softplus) {
+            const REAL *restrict delta = (const REAL *)p->delta + row * L;
+            const REAL bias = p->delta_bias ? ((const REAL *)p->delta_bias)[d] : (REAL)0;
 #pragma omp simd
-        for (int64_t t = 0; t < L; ++t) ddelta[t] = dx[t] * SFX(sigmoid)(delta[t] + bias);
-    } else if (ddelta != dx) {
-        for (int64_t t = 0; t < L; ++t) ddelta[t] = dx[t];
+            for (int64_t t = 0; t < L; ++t) ddelta[t] *= SFX(sigmoid)(delta[t] + bias);
+        }
+        if (p->delta_bias) {
+            REAL dbias = 0;
+#pragma omp simd reduction(+ : dbias)
+            for (int64_t t = 0; t < L; ++t) dbias += ddelta[t];
+            part->dbias[d] += dbias;
+        }
     }
-    if (p->delta_bias) {
-        REAL dbias_row = 0;
-#pragma omp simd reduction(+ : dbias_row)
-        for (int64_t t = 0; t < L; ++t) dbias_row += ddelta[t];
-        part->dbias[d] += dbias_row;
+
+    if (uniformB) {
+        part->pending_dB = offB[0];
+    } else {
+        SFX(flush_lanes)(lanes_dB, part->dB, offB, 0, active, tokensB, bst, N);
+    }
+    if (uniformC) {
+        part->pending_dC = offC[0];
+    } else {
+        SFX(flush_lanes)(lanes_dC, part->dC, offC, 0, active, tokensC, cst, N);
     }
 }
 
-/* The row loops, with d_state a compile-time constant for the common sizes (the inner loop over
- * the state then becomes straight-line vector code). */
-static void SFX(forward_rows)(const scan_problem *p, int64_t lo, int64_t hi, REAL *ws) {
-    switch (p->d_state) {
-    case 4: for (int64_t r = lo; r < hi; ++r) SFX(forward_row)(p, r, 4, ws); break;
-    case 8: for (int64_t r = lo; r < hi; ++r) SFX(forward_row)(p, r, 8, ws); break;
-    case 16: for (int64_t r = lo; r < hi; ++r) SFX(forward_row)(p, r, 16, ws); break;
-    default: for (int64_t r = lo; r < hi; ++r) SFX(forward_row)(p, r, p->d_state, ws);
+/* The block loops, with d_state a compile-time constant for the common sizes. */
+static void SFX(forward_blocks)(const scan_problem *p, int64_t lo, int64_t hi, REAL *ws) {
+    const int64_t rows = p->batch * p->dim;
+    for (int64_t blk = lo; blk < hi; ++blk) {
+        const int64_t r0 = blk * LANES;
+        const int active = (int)(rows - r0 < LANES ? rows - r0 : LANES);
+        switch (p->d_state) {
+        case 4: SFX(forward_block)(p, r0, active, 4, ws); break;
+        case 8: SFX(forward_block)(p, r0, active, 8, ws); break;
+        case 16: SFX(forward_block)(p, r0, active, 16, ws); break;
+        default: SFX(forward_block)(p, r0, active, p->d_state, ws);
+        }
     }
 }
 
-static void SFX(backward_rows)(const scan_problem *p, int64_t lo, int64_t hi, int64_t T, REAL *ws,
-                               const SFX(partials) *part) {
-    switch (p->d_state) {
-    case 4: for (int64_t r = lo; r < hi; ++r) SFX(backward_row)(p, r, 4, T, ws, part); break;
-    case 8: for (int64_t r = lo; r < hi; ++r) SFX(backward_row)(p, r, 8, T, ws, part); break;
-    case 16: for (int64_t r = lo; r < hi; ++r) SFX(backward_row)(p, r, 16, T, ws, part); break;
-    default: for (int64_t r = lo; r < hi; ++r) SFX(backward_row)(p, r, p->d_state, T, ws, part);
+static void SFX(backward_blocks)(const scan_problem *p, int64_t lo, int64_t hi, int64_t T, REAL *ws,
+                                 SFX(partials) *part) {
+    const int64_t rows = p->batch * p->dim;
+    for (int64_t blk = lo; blk < hi; ++blk) {
+        const int64_t r0 = blk * LANES;
+        const int active = (int)(rows - r0 < LANES ? rows - r0 : LANES);
+        switch (p->d_state) {
+        case 4: SFX(backward_block)(p, r0, active, 4, T, ws, part); break;
+        case 8: SFX(backward_block)(p, r0, active, 8, T, ws, part); break;
+        case 16: SFX(backward_block)(p, r0, active, 16, T, ws, part); break;
+        default: SFX(backward_block)(p, r0, active, p->d_state, T, ws, part);
+        }
+    }
+    const int64_t N = p->d_state, bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
+    if (part->pending_dB >= 0) {
+        const int64_t pend[LANES] = {part->pending_dB};
+        SFX(flush_lanes)(part->lanes_dB, part->dB, pend, 1, LANES, bst ? p->length : 1, bst, N);
+    }
+    if (part->pending_dC >= 0) {
+        const int64_t pend[LANES] = {part->pending_dC};
+        SFX(flush_lanes)(part->lanes_dC, part->dC, pend, 1, LANES, cst ? p->length : 1, cst, N);
     }
 }
 
 /* Forward over all rows. Returns 0, or 1 when memory ran out. */
 int SFX(mvlab_scan_forward)(const scan_problem *p) {
-    const int64_t rows = p->batch * p->dim;
-    const int threads = mvlab_team_size(p->threads, rows);
+    const int64_t blocks = (p->batch * p->dim + LANES - 1) / LANES;
+    const int threads = mvlab_team_size(p->threads, blocks);
+    const int64_t ws_size = (3 * p->length + 4 * p->d_state) * LANES;
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        REAL *ws = (REAL *)malloc((size_t)(p->length + p->d_state) * sizeof(REAL));
+        REAL *ws = (REAL *)malloc((size_t)ws_size * sizeof(REAL));
         if (!ws) {
 #pragma omp atomic write
             failed = 1;
         } else {
             int64_t lo, hi;
-            mvlab_rows_of(rows, MVLAB_THREAD_ID(), MVLAB_TEAM_SIZE(), &lo, &hi);
-            SFX(forward_rows)(p, lo, hi, ws);
+            mvlab_blocks_of(blocks, MVLAB_THREAD_ID(), MVLAB_TEAM_SIZE(), &lo, &hi);
+            SFX(forward_blocks)(p, lo, hi, ws);
         }
         free(ws);
     }
@@ -289,15 +511,18 @@ int SFX(mvlab_scan_forward)(const scan_problem *p) {
 /* Backward over all rows; gradients shared between rows are summed per thread, then in thread
  * order. Returns 0, or 1 when memory ran out. */
 int SFX(mvlab_scan_backward)(const scan_problem *p) {
-    const int64_t rows = p->batch * p->dim, L = p->length, N = p->d_state, dim = p->dim;
-    const int threads = mvlab_team_size(p->threads, rows);
-    int64_t T = p->segment_tokens > 0 ? p->segment_tokens : MVLAB_SEGMENT_VALUES / N;
+    const int64_t L = p->length, N = p->d_state, dim = p->dim, NL = N * LANES;
+    const int64_t blocks = (p->batch * dim + LANES - 1) / LANES;
+    const int threads = mvlab_team_size(p->threads, blocks);
+    int64_t T = p->segment_tokens > 0 ? p->segment_tokens : MVLAB_SEGMENT_VALUES / (2 * NL);
     T = T < 1 ? 1 : (T > L ? L : T);
     const int64_t segments = (L + T - 1) / T;
     const int64_t nB = mvlab_bc_numel(&p->B_layout, p->batch, dim, L, N);
     const int64_t nC = mvlab_bc_numel(&p->C_layout, p->batch, dim, L, N);
-    const int64_t per_thread = dim * N + nB + nC + 2 * dim;
-    const int64_t ws_size = 3 * L + 2 * T * N + (segments + 3) * N;
+    const int64_t lanesB = (p->B_layout.token_stride ? L : 1) * NL;
+    const int64_t lanesC = (p->C_layout.token_stride ? L : 1) * NL;
+    const int64_t per_thread = dim * N + nB + nC + 2 * dim + lanesB + lanesC;
+    const int64_t ws_size = 5 * L * LANES + L + 5 * NL + 2 * T * NL + segments * NL;
     REAL *partials = (REAL *)calloc((size_t)(threads * per_thread), sizeof(REAL));
     if (!partials) return 1;
     int failed = 0;
@@ -306,15 +531,16 @@ int SFX(mvlab_scan_backward)(const scan_problem *p) {
         const int tid = MVLAB_THREAD_ID();
         REAL *base = partials + tid * per_thread;
         SFX(partials) part = {base, base + dim * N, base + dim * N + nB, base + dim * N + nB + nC,
-                              base + dim * N + nB + nC + dim};
+                              base + dim * N + nB + nC + dim, base + dim * N + nB + nC + 2 * dim,
+                              base + dim * N + nB + nC + 2 * dim + lanesB, -1, -1};
         REAL *ws = (REAL *)malloc((size_t)ws_size * sizeof(REAL));
         if (!ws) {
 #pragma omp atomic write
             failed = 1;
         } else {
             int64_t lo, hi;
-            mvlab_rows_of(rows, tid, MVLAB_TEAM_SIZE(), &lo, &hi);
-            SFX(backward_rows)(p, lo, hi, T, ws, &part);
+            mvlab_blocks_of(blocks, tid, MVLAB_TEAM_SIZE(), &lo, &hi);
+            SFX(backward_blocks)(p, lo, hi, T, ws, &part);
         }
         free(ws);
     }
@@ -335,3 +561,5 @@ int SFX(mvlab_scan_backward)(const scan_problem *p) {
     free(partials);
     return failed;
 }
+
+#undef LANES
