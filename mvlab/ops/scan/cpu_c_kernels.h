@@ -23,6 +23,9 @@
  * longer rows are recomputed segment by segment from checkpoints. */
 #define MVLAB_SEGMENT_VALUES 32768
 #define MVLAB_ALWAYS_INLINE inline __attribute__((always_inline))
+/* Sums over the state are kept in this many partial sums (breaks the dependency chain). */
+#define MVLAB_SPLIT 4
+#define MVLAB_SUM_SPLIT(acc, j) (((acc)[0][j] + (acc)[1][j]) + ((acc)[2][j] + (acc)[3][j]))
 
 static int64_t mvlab_bc_numel(const bc_layout *l, int64_t batch, int64_t dim, int64_t length,
                               int64_t d_state) {
@@ -71,20 +74,37 @@ static int mvlab_team_size(int64_t requested, int64_t blocks) {
 
 static inline REAL SFX(sigmoid)(REAL x) { return (REAL)1 / ((REAL)1 + EXP(-x)); }
 
-/* Token-major lane scratch <-> rows. */
+/* Rows <-> token-major lane scratch (token t of all lanes contiguous). Full blocks go through
+ * 8 x 8 tiles, which the compiler turns into vector loads and shuffles. */
 static void SFX(to_lanes)(const REAL *src, int64_t r0, int active, int64_t L, REAL *restrict dst) {
-    for (int j = 0; j < LANES; ++j) {
-        const REAL *restrict row = src + (r0 + j) * L;
-        if (j < active) {
-            for (int64_t t = 0; t < L; ++t) dst[t * LANES + j] = row[t];
-        } else {
-            for (int64_t t = 0; t < L; ++t) dst[t * LANES + j] = 0;
+    const REAL *rows = src + r0 * L;
+    int64_t t = 0;
+    if (active == LANES) {
+        for (; t + 8 <= L; t += 8) {
+            REAL tile[LANES][8];
+            for (int j = 0; j < LANES; ++j)
+                for (int k = 0; k < 8; ++k) tile[j][k] = rows[j * L + t + k];
+            for (int k = 0; k < 8; ++k)
+                for (int j = 0; j < LANES; ++j) dst[(t + k) * LANES + j] = tile[j][k];
         }
     }
+    for (; t < L; ++t)
+        for (int j = 0; j < LANES; ++j) dst[t * LANES + j] = j < active ? rows[j * L + t] : 0;
 }
 
-static void SFX(from_lane)(const REAL *restrict src, int j, int64_t L, REAL *restrict row) {
-    for (int64_t t = 0; t < L; ++t) row[t] = src[t * LANES + j];
+static void SFX(from_lanes)(const REAL *restrict src, int active, int64_t L, REAL *restrict rows) {
+    int64_t t = 0;
+    if (active == LANES) {
+        for (; t + 8 <= L; t += 8) {
+            REAL tile[8][LANES];
+            for (int k = 0; k < 8; ++k)
+                for (int j = 0; j < LANES; ++j) tile[k][j] = src[(t + k) * LANES + j];
+            for (int j = 0; j < LANES; ++j)
+                for (int k = 0; k < 8; ++k) rows[j * L + t + k] = tile[k][j];
+        }
+    }
+    for (; t < L; ++t)
+        for (int j = 0; j < active; ++j) rows[j * L + t] = src[t * LANES + j];
 }
 
 /* The lanes' A (N x LANES; padding lanes 0). */
@@ -157,7 +177,7 @@ static MVLAB_ALWAYS_INLINE void SFX(recompute)(const scan_problem *p, const REAL
         REAL xu[LANES];
 #pragma omp simd
         for (int j = 0; j < LANES; ++j) xu[j] = xt[j] * ut[j];
-        for (int64_t n = 0; n < N; ++n) {
+        _Pragma("GCC unroll 16") for (int64_t n = 0; n < N; ++n) {
 #pragma omp simd
             for (int j = 0; j < LANES; ++j) {
                 const int64_t i = n * LANES + j;
@@ -194,29 +214,32 @@ static MVLAB_ALWAYS_INLINE void SFX(forward_block)(const scan_problem *p, int64_
         if (bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
         if (cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
         const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
-        REAL acc[LANES], xu[LANES];
+        /* ys = sum_n h_n C_n in MVLAB_SPLIT partial sums: one chain of N dependent additions
+         * per token would be the critical path of the whole loop */
+        REAL acc[MVLAB_SPLIT][LANES], xu[LANES];
+        for (int k = 0; k < MVLAB_SPLIT; ++k) {
 #pragma omp simd
-        for (int j = 0; j < LANES; ++j) {
-            acc[j] = 0;
-            xu[j] = xt[j] * ut[j];
+            for (int j = 0; j < LANES; ++j) acc[k][j] = 0;
         }
-        for (int64_t n = 0; n < N; ++n) {
+#pragma omp simd
+        for (int j = 0; j < LANES; ++j) xu[j] = xt[j] * ut[j];
+        _Pragma("GCC unroll 16") for (int64_t n = 0; n < N; ++n) {
 #pragma omp simd
             for (int j = 0; j < LANES; ++j) {
                 const int64_t i = n * LANES + j;
                 H[i] = EXP(xt[j] * At[i]) * H[i] + xu[j] * Bv[i];
-                acc[j] += H[i] * Cv[i];
+                acc[n % MVLAB_SPLIT][j] += H[i] * Cv[i];
             }
         }
 #pragma omp simd
-        for (int j = 0; j < LANES; ++j) Y[t * LANES + j] = acc[j];
+        for (int j = 0; j < LANES; ++j) Y[t * LANES + j] = MVLAB_SUM_SPLIT(acc, j);
     }
 
+    SFX(from_lanes)(Y, active, L, (REAL *)p->y + r0 * L);
     for (int j = 0; j < active; ++j) {
         const int64_t row = r0 + j, d = row % dim;
         const REAL *restrict u = (const REAL *)p->u + row * L;
         REAL *restrict y = (REAL *)p->y + row * L;
-        SFX(from_lane)(Y, j, L, y);
         if (p->last_state) {
             REAL *restrict last = (REAL *)p->last_state + row * N;
             for (int64_t n = 0; n < N; ++n) last[n] = H[n * LANES + j];
@@ -386,13 +409,14 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
             const REAL *restrict at = a + (t - s) * NL, *restrict ht = h + (t - s) * NL;
             const REAL *restrict hp = t == s ? h_in : ht - NL;
             REAL *restrict dBt = lanes_dB + (bst ? t : 0) * NL, *restrict dCt = lanes_dC + (cst ? t : 0) * NL;
-            REAL dx_decay[LANES], gB[LANES], xu[LANES];
+            REAL dx_decay[MVLAB_SPLIT][LANES], gB[MVLAB_SPLIT][LANES], xu[LANES];
+            for (int k = 0; k < MVLAB_SPLIT; ++k) {
 #pragma omp simd
-            for (int j = 0; j < LANES; ++j) {
-                dx_decay[j] = gB[j] = 0;
-                xu[j] = xt[j] * ut[j];
+                for (int j = 0; j < LANES; ++j) dx_decay[k][j] = gB[k][j] = 0;
             }
-            for (int64_t n = 0; n < N; ++n) {
+#pragma omp simd
+            for (int j = 0; j < LANES; ++j) xu[j] = xt[j] * ut[j];
+            _Pragma("GCC unroll 16") for (int64_t n = 0; n < N; ++n) {
 #pragma omp simd
                 for (int j = 0; j < LANES; ++j) {
                     const int64_t i = n * LANES + j;
@@ -401,26 +425,30 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
                     dCt[i] += dyst[j] * ht[i];
                     dBt[i] += gn * xu[j];
                     dAl[i] += ddecay * xt[j];
-                    dx_decay[j] += ddecay * At[i];
-                    gB[j] += gn * Bv[i];
+                    dx_decay[n % MVLAB_SPLIT][j] += ddecay * At[i];
+                    gB[n % MVLAB_SPLIT][j] += gn * Bv[i];
                     G[i] = at[i] * gn;
                 }
             }
 #pragma omp simd
             for (int j = 0; j < LANES; ++j) {
-                DX[t * LANES + j] = dx_decay[j] + gB[j] * ut[j];
-                DU[t * LANES + j] = xt[j] * gB[j] + Dl[j] * dyst[j];
+                const REAL gBj = MVLAB_SUM_SPLIT(gB, j);
+                DX[t * LANES + j] = MVLAB_SUM_SPLIT(dx_decay, j) + gBj * ut[j];
+                DU[t * LANES + j] = xt[j] * gBj + Dl[j] * dyst[j];
             }
         }
     }
 
+    if (p->du) SFX(from_lanes)(DU, active, L, (REAL *)p->du + r0 * L);
+    if (p->ddelta) SFX(from_lanes)(DX, active, L, (REAL *)p->ddelta + r0 * L);
     for (int j = 0; j < active; ++j) {
         const int64_t row = r0 + j, d = row % dim;
         for (int64_t n = 0; n < N; ++n) part->dA[d * N + n] += dAl[n * LANES + j];
-        if (p->du) SFX(from_lane)(DU, j, L, (REAL *)p->du + row * L);
         /* Through softplus and the bias: d loss / d delta. */
         REAL *restrict ddelta = p->ddelta ? (REAL *)p->ddelta + row * L : row_buf;
-        SFX(from_lane)(DX, j, L, ddelta);
+        if (!p->ddelta) {
+            for (int64_t t = 0; t < L; ++t) ddelta[t] = DX[t * LANES + j];
+        }
         if (p->softplus) {
             const REAL *restrict delta = (const REAL *)p->delta + row * L;
             const REAL bias = p->delta_bias ? ((const REAL *)p->delta_bias)[d] : (REAL)0;
