@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from mvlab.errors import DataError, TrainingFailed, UserError
+from mvlab.training import ddp
 from mvlab.training.checkpoint import load_checkpoint, save_checkpoint, write_json
 from mvlab.training.complexity import model_complexity
 from mvlab.training.evaluate import evaluate
@@ -260,7 +261,8 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     cfg.validate()
     started = time.perf_counter()
-    device = resolve_device(cfg.device)
+    # Under torchrun with several processes: data-parallel (mvlab/training/ddp.py).
+    dist_ctx, device = ddp.setup(resolve_device(cfg.device))
     result = TrainResult(config=cfg.to_dict(), device=str(device),
                          precision=resolve_precision(cfg.amp, device),
                          channels_last=resolve_channels_last(cfg.channels_last, device),
@@ -268,7 +270,7 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
     trainer: _Trainer | None = None
     try:
         with cpu_threads(cfg.threads):
-            trainer = _Trainer(spec, data, cfg, device, result)
+            trainer = _Trainer(spec, data, cfg, device, result, dist_ctx)
             trainer.fit(on_epoch)
     except _CallbackRaised as wrapped:
         raise wrapped.exc  # noqa: B904 - the callback's own exception, with its own traceback
@@ -293,7 +295,7 @@ def train(spec: str | nn.Module, data: Any, cfg: TrainConfig | None = None,
         trainer = None  # drop the model and optimiser before returning the cached blocks
         free_memory(device)
     result.wall_time_s = time.perf_counter() - started
-    if cfg.checkpoint_dir:
+    if cfg.checkpoint_dir and (dist_ctx is None or dist_ctx.is_main):
         write_json(Path(cfg.checkpoint_dir) / "result.json", result.to_dict())
     return result
 
@@ -314,8 +316,9 @@ class _Trainer:
     """One run's state; ``fit`` fills ``result``."""
 
     def __init__(self, spec: str | nn.Module, data: Any, cfg: TrainConfig, device: torch.device,
-                 result: TrainResult):
+                 result: TrainResult, dist_ctx: ddp.DistContext | None = None):
         self.cfg, self.device, self.result = cfg, device, result
+        self.dist = dist_ctx
         self.precision = result.precision
         self.channels_last = bool(result.channels_last)
         self.epoch: int | None = None
@@ -325,6 +328,9 @@ class _Trainer:
         self.start_epoch = 0
 
         self.bundle = _data_bundle(data, cfg, device)
+        if self.dist is not None:
+            ddp.check_batch(cfg.batch_size, self.dist)
+            self.bundle = ddp.shard_bundle(self.bundle, self.dist)
         self.steps_per_epoch = _length(self.bundle.train)
         result.data_manifest = getattr(self.bundle, "manifest", None)
 
@@ -332,6 +338,8 @@ class _Trainer:
         # give the same initial weights.
         seed_everything(cfg.seed)
         self.model, result.spec = _build_model(spec, self.bundle, cfg.scan_backend)
+        if self.dist is not None:
+            self.model = ddp.convert_batchnorm(self.model, device)
         self.model.to(device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -377,7 +385,8 @@ class _Trainer:
             if state is not None:
                 self._restore(state)
         mode = compile_mode(cfg.compile)
-        self.run_model = torch.compile(self.model, mode=mode) if mode else self.model
+        parallel = ddp.wrap(self.model, self.dist, device) if self.dist else self.model
+        self.run_model = torch.compile(parallel, mode=mode) if mode else parallel
 
     def where(self) -> str:
         """Where the run is, for failure messages: ``epoch 2, step 17`` or a phase name."""
@@ -401,18 +410,19 @@ class _Trainer:
             metrics["epoch_time_s"] = time.perf_counter() - epoch_start
             self.history.append(metrics)
             self._record_progress()
-            if cfg.checkpoint_dir:
+            if cfg.checkpoint_dir and (self.dist is None or self.dist.is_main):
                 self.phase = f"saving the checkpoint after epoch {epoch}"
                 result.checkpoint = str(save_checkpoint(cfg.checkpoint_dir, self._state()))
             log.info("epoch %d/%d: %s", epoch + 1, cfg.epochs, _fmt(metrics))
-            if on_epoch is not None:
+            stop = None
+            if on_epoch is not None and (self.dist is None or self.dist.is_main):
                 try:
                     stop = on_epoch(epoch, dict(metrics))
                 except BaseException as exc:  # noqa: BLE001 - re-raised unchanged by train()
                     raise _CallbackRaised(exc) from exc
-                if stop:
-                    result.stopped_early = epoch + 1 < cfg.epochs
-                    break
+            if ddp.from_main(bool(stop), self.dist):
+                result.stopped_early = epoch + 1 < cfg.epochs
+                break
         self.epoch, self.phase = None, "the final val evaluation"
         self._record_progress()
         val = getattr(self.bundle, "val", None)
@@ -438,7 +448,7 @@ class _Trainer:
             self.step = step
             loss = self._train_step(x, y)
             pending.append(loss.detach())
-            images += x.shape[0]
+            images += x.shape[0] * (self.dist.world_size if self.dist else 1)
             steps += 1
             if len(pending) >= check_every:
                 loss_sum += self._check_losses(pending, epoch, step)
@@ -493,7 +503,7 @@ class _Trainer:
 
     def _check_losses(self, pending: list[torch.Tensor], epoch: int, last_step: int) -> float:
         """Sum of the pending losses; raise ``LossNotFinite`` naming the first bad step."""
-        values = torch.stack(pending).float().cpu()
+        values = ddp.average(torch.stack(pending).float(), self.dist).cpu()
         finite = torch.isfinite(values)
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0])
