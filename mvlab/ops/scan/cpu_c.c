@@ -122,7 +122,9 @@ static inline double mvlab_softplus(double x) { return x > 20.0 ? x : log1p(exp(
 #define SFX(name) name##_f32
 #define EXP mvlab_expf
 #define SOFTPLUS mvlab_softplusf
+#define SPECIALISED 1
 #include "cpu_c_kernels.h"
+#undef SPECIALISED
 #undef REAL
 #undef SFX
 #undef EXP
@@ -133,7 +135,9 @@ static inline double mvlab_softplus(double x) { return x > 20.0 ? x : log1p(exp(
 #define SFX(name) name##_f64
 #define EXP exp
 #define SOFTPLUS mvlab_softplus
+#define SPECIALISED 0
 #include "cpu_c_kernels.h"
+#undef SPECIALISED
 #undef REAL
 #undef SFX
 #undef EXP

@@ -1,5 +1,6 @@
 /* The selective-scan kernels, written once for a compute type REAL and instantiated by cpu_c.c
- * (float and double). Expects REAL, SFX(name) (name with a type suffix), EXP(x), SOFTPLUS(x).
+ * (float and double). Expects REAL, SFX(name) (name with a type suffix), EXP(x), SOFTPLUS(x) and
+ * SPECIALISED (whether to compile the common d_state values as constants).
  *
  * Per row (batch element b, channel d), with x_t = softplus?(delta_t + bias) and a_tn = exp(x_t A_n):
  *   h_tn = a_tn h_{t-1,n} + x_t u_t B_tn ;  ys_t = sum_n h_tn C_tn ;  y_t = (ys_t + D u_t) silu(z_t)
@@ -11,7 +12,8 @@
  * Rows are processed LANES at a time, one row per vector lane: a block's inputs are transposed
  * into token-major scratch (token t of all lanes contiguous), so every step is lane-parallel
  * arithmetic with no reduction across lanes, whatever d_state is. B and C values of a token are
- * spread over the lanes (one broadcast when all lanes read the same B row, the usual case);
+ * broadcast from memory when all lanes read the same B and C rows (the usual case), else spread
+ * over the lanes first;
  * gradients of B and C are summed per lane and reduced across lanes only when the block's rows
  * move to another B/C row (once per batch element for shared B/C).
  */
@@ -165,12 +167,13 @@ static MVLAB_ALWAYS_INLINE void SFX(recompute)(const scan_problem *p, const REAL
                                                const REAL *restrict U, const REAL *restrict At,
                                                const int64_t *offB, int uniformB,
                                                const REAL *restrict h_in, int64_t s, int64_t e,
-                                               const int64_t N, REAL *restrict Bv,
+                                               const int64_t N, const int bcast, REAL *restrict Bv,
                                                REAL *restrict a, REAL *restrict h) {
     const int64_t bst = p->B_layout.token_stride;
-    if (bst == 0) SFX(spread)((const REAL *)p->B, offB, uniformB, 0, 0, N, Bv);
+    if (!bcast && bst == 0) SFX(spread)((const REAL *)p->B, offB, uniformB, 0, 0, N, Bv);
     for (int64_t t = s; t < e; ++t) {
-        if (bst) SFX(spread)((const REAL *)p->B, offB, uniformB, t, bst, N, Bv);
+        if (!bcast && bst) SFX(spread)((const REAL *)p->B, offB, uniformB, t, bst, N, Bv);
+        const REAL *restrict Bs = (const REAL *)p->B + offB[0] + t * bst; /* bcast: all lanes */
         const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
         const REAL *restrict hp = t == s ? h_in : h + (t - s - 1) * N * LANES;
         REAL *restrict at = a + (t - s) * N * LANES, *restrict ht = h + (t - s) * N * LANES;
@@ -182,7 +185,7 @@ static MVLAB_ALWAYS_INLINE void SFX(recompute)(const scan_problem *p, const REAL
             for (int j = 0; j < LANES; ++j) {
                 const int64_t i = n * LANES + j;
                 at[i] = EXP(xt[j] * At[i]);
-                ht[i] = at[i] * hp[i] + xu[j] * Bv[i];
+                ht[i] = at[i] * hp[i] + xu[j] * (bcast ? Bs[n] : Bv[i]);
             }
         }
     }
@@ -190,7 +193,8 @@ static MVLAB_ALWAYS_INLINE void SFX(recompute)(const scan_problem *p, const REAL
 
 /* The forward of one block of rows [r0, r0 + active). */
 static MVLAB_ALWAYS_INLINE void SFX(forward_block)(const scan_problem *p, int64_t r0, int active,
-                                                   const int64_t N, REAL *restrict ws) {
+                                                   const int64_t N, const int bcast,
+                                                   REAL *restrict ws) {
     const int64_t L = p->length, dim = p->dim;
     const int64_t bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
     REAL *restrict U = ws, *restrict X = U + L * LANES, *restrict Y = X + L * LANES;
@@ -208,11 +212,12 @@ static MVLAB_ALWAYS_INLINE void SFX(forward_block)(const scan_problem *p, int64_
     SFX(load_lanes)(p, r0, active, U, X);
     SFX(load_A)(p, r0, active, At);
     for (int64_t i = 0; i < N * LANES; ++i) H[i] = 0;
-    if (bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
-    if (cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
+    if (!bcast && bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
+    if (!bcast && cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
     for (int64_t t = 0; t < L; ++t) {
-        if (bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
-        if (cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+        if (!bcast && bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
+        if (!bcast && cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+        const REAL *restrict Bs = Bbase + offB[0] + t * bst, *restrict Cs = Cbase + offC[0] + t * cst;
         const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
         /* ys = sum_n h_n C_n in MVLAB_SPLIT partial sums: one chain of N dependent additions
          * per token would be the critical path of the whole loop */
@@ -227,8 +232,8 @@ static MVLAB_ALWAYS_INLINE void SFX(forward_block)(const scan_problem *p, int64_
 #pragma omp simd
             for (int j = 0; j < LANES; ++j) {
                 const int64_t i = n * LANES + j;
-                H[i] = EXP(xt[j] * At[i]) * H[i] + xu[j] * Bv[i];
-                acc[n % MVLAB_SPLIT][j] += H[i] * Cv[i];
+                H[i] = EXP(xt[j] * At[i]) * H[i] + xu[j] * (bcast ? Bs[n] : Bv[i]);
+                acc[n % MVLAB_SPLIT][j] += H[i] * (bcast ? Cs[n] : Cv[i]);
             }
         }
 #pragma omp simd
@@ -328,8 +333,8 @@ static void SFX(flush_lanes)(REAL *restrict lanes, REAL *restrict partial, const
 
 /* The backward of one block of rows [r0, r0 + active). T: tokens per segment. */
 static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64_t r0, int active,
-                                                    const int64_t N, int64_t T, REAL *restrict ws,
-                                                    SFX(partials) *part) {
+                                                    const int64_t N, const int bcast, int64_t T,
+                                                    REAL *restrict ws, SFX(partials) *part) {
     const int64_t L = p->length, dim = p->dim, segments = (L + T - 1) / T;
     const int64_t bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
     const int64_t NL = N * LANES;
@@ -382,7 +387,8 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
     for (int64_t i = 0; i < NL; ++i) checkpoints[i] = 0;
     for (int64_t k = 1; k < segments; ++k) {
         const int64_t s = (k - 1) * T;
-        SFX(recompute)(p, X, U, At, offB, uniformB, checkpoints + (k - 1) * NL, s, s + T, N, Bv, a, h);
+        SFX(recompute)(p, X, U, At, offB, uniformB, checkpoints + (k - 1) * NL, s, s + T, N, bcast,
+                       Bv, a, h);
         for (int64_t i = 0; i < NL; ++i) checkpoints[k * NL + i] = h[(T - 1) * NL + i];
     }
 
@@ -395,15 +401,16 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
     }
     REAL *restrict lanes_dB = part->lanes_dB, *restrict lanes_dC = part->lanes_dC;
     const REAL *Bbase = (const REAL *)p->B, *Cbase = (const REAL *)p->C;
-    if (cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
+    if (!bcast && cst == 0) SFX(spread)(Cbase, offC, uniformC, 0, 0, N, Cv);
     for (int64_t k = segments - 1; k >= 0; --k) {
         const int64_t s = k * T, e = s + T < L ? s + T : L;
         const REAL *restrict h_in = checkpoints + k * NL;
-        SFX(recompute)(p, X, U, At, offB, uniformB, h_in, s, e, N, Bv, a, h);
-        if (bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
+        SFX(recompute)(p, X, U, At, offB, uniformB, h_in, s, e, N, bcast, Bv, a, h);
+        if (!bcast && bst == 0) SFX(spread)(Bbase, offB, uniformB, 0, 0, N, Bv);
         for (int64_t t = e - 1; t >= s; --t) {
-            if (bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
-            if (cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+            if (!bcast && bst) SFX(spread)(Bbase, offB, uniformB, t, bst, N, Bv);
+            if (!bcast && cst) SFX(spread)(Cbase, offC, uniformC, t, cst, N, Cv);
+            const REAL *restrict Bs = Bbase + offB[0] + t * bst, *restrict Cs = Cbase + offC[0] + t * cst;
             const REAL *restrict xt = X + t * LANES, *restrict ut = U + t * LANES;
             const REAL *restrict dyst = DYS + t * LANES;
             const REAL *restrict at = a + (t - s) * NL, *restrict ht = h + (t - s) * NL;
@@ -420,13 +427,13 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
 #pragma omp simd
                 for (int j = 0; j < LANES; ++j) {
                     const int64_t i = n * LANES + j;
-                    const REAL gn = G[i] + dyst[j] * Cv[i];
+                    const REAL gn = G[i] + dyst[j] * (bcast ? Cs[n] : Cv[i]);
                     const REAL ddecay = gn * at[i] * hp[i]; /* d loss / d (x_t A_n) */
                     dCt[i] += dyst[j] * ht[i];
                     dBt[i] += gn * xu[j];
                     dAl[i] += ddecay * xt[j];
                     dx_decay[n % MVLAB_SPLIT][j] += ddecay * At[i];
-                    gB[n % MVLAB_SPLIT][j] += gn * Bv[i];
+                    gB[n % MVLAB_SPLIT][j] += gn * (bcast ? Bs[n] : Bv[i]);
                     G[i] = at[i] * gn;
                 }
             }
@@ -475,17 +482,27 @@ static MVLAB_ALWAYS_INLINE void SFX(backward_block)(const scan_problem *p, int64
     }
 }
 
-/* The block loops, with d_state a compile-time constant for the common sizes. */
+/* Whether all lanes of the block at r0 read the same B row and the same C row: then B and C
+ * values are broadcast straight from memory instead of spread over the lanes first. */
+static int SFX(broadcast_block)(const scan_problem *p, int64_t r0, int active) {
+    int64_t off[LANES];
+    return mvlab_lane_offsets(&p->B_layout, r0, active, p->dim, off)
+           && mvlab_lane_offsets(&p->C_layout, r0, active, p->dim, off);
+}
+
+/* The block loops. With SPECIALISED (float; double is for checks), MambaVision's d_state 8 is
+ * compiled as a constant, with and without the broadcast of B and C; other sizes take the
+ * generic loops. Every specialisation costs seconds of compile time. */
 static void SFX(forward_blocks)(const scan_problem *p, int64_t lo, int64_t hi, REAL *ws) {
     const int64_t rows = p->batch * p->dim;
     for (int64_t blk = lo; blk < hi; ++blk) {
         const int64_t r0 = blk * LANES;
         const int active = (int)(rows - r0 < LANES ? rows - r0 : LANES);
-        switch (p->d_state) {
-        case 4: SFX(forward_block)(p, r0, active, 4, ws); break;
-        case 8: SFX(forward_block)(p, r0, active, 8, ws); break;
-        case 16: SFX(forward_block)(p, r0, active, 16, ws); break;
-        default: SFX(forward_block)(p, r0, active, p->d_state, ws);
+        const int bc = SFX(broadcast_block)(p, r0, active);
+        switch (SPECIALISED ? p->d_state * 2 + bc : 0) {
+        case 16: SFX(forward_block)(p, r0, active, 8, 0, ws); break;
+        case 17: SFX(forward_block)(p, r0, active, 8, 1, ws); break;
+        default: SFX(forward_block)(p, r0, active, p->d_state, 0, ws);
         }
     }
 }
@@ -496,11 +513,11 @@ static void SFX(backward_blocks)(const scan_problem *p, int64_t lo, int64_t hi, 
     for (int64_t blk = lo; blk < hi; ++blk) {
         const int64_t r0 = blk * LANES;
         const int active = (int)(rows - r0 < LANES ? rows - r0 : LANES);
-        switch (p->d_state) {
-        case 4: SFX(backward_block)(p, r0, active, 4, T, ws, part); break;
-        case 8: SFX(backward_block)(p, r0, active, 8, T, ws, part); break;
-        case 16: SFX(backward_block)(p, r0, active, 16, T, ws, part); break;
-        default: SFX(backward_block)(p, r0, active, p->d_state, T, ws, part);
+        const int bc = SFX(broadcast_block)(p, r0, active);
+        switch (SPECIALISED ? p->d_state * 2 + bc : 0) {
+        case 16: SFX(backward_block)(p, r0, active, 8, 0, T, ws, part); break;
+        case 17: SFX(backward_block)(p, r0, active, 8, 1, T, ws, part); break;
+        default: SFX(backward_block)(p, r0, active, p->d_state, 0, T, ws, part);
         }
     }
     const int64_t N = p->d_state, bst = p->B_layout.token_stride, cst = p->C_layout.token_stride;
