@@ -190,3 +190,13 @@ def test_build_into_an_empty_cache_is_atomic_and_reused(fresh_build, monkeypatch
     assert (fresh_build / built[0]).stat().st_mtime_ns == mtime
     case = Case(batch=2, dim=4, length=7, d_state=3)
     assert compare("cpu_c", case, torch.float64)["max_error"] <= F64_TOLERANCE
+
+
+def test_second_order_gradients_are_refused_not_silently_wrong():
+    case = Case(batch=1, dim=2, length=4, d_state=2)
+    inputs = make_inputs(case, torch.float64)
+    y = selective_scan(inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
+                       backend="cpu_c")
+    (du,) = torch.autograd.grad(y.square().sum(), inputs["u"], create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        du.sum().backward()

@@ -241,6 +241,7 @@ class _CpuScan(torch.autograd.Function):
         return y, last
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the C backward is not itself differentiable
     def backward(ctx, dy, dlast):
         if dy is None and dlast is None:
             return (None,) * 13
