@@ -24,8 +24,8 @@ def num_classes_of(data_cfg: Any) -> int:
     return len(select_subset(data_cfg).classes)
 
 
-def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: int
-                  ) -> dict[str, Any]:
+def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: int,
+                  train_threads: int | None = None) -> dict[str, Any]:
     """Images/s of ``spec`` under ``bench`` (mvlab.bench: warm-up, then timed, synchronised
     steps). The returned row is the benchmark's CSV row (it carries the settings it was measured
     with) plus ``throughput`` (median img/s) and ``latency_ms`` (median time of one batch)."""
@@ -33,6 +33,10 @@ def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: i
 
     settings = dataclasses.asdict(bench)
     settings["img_size"] = img_size
+    # Measure with the threads the trial trains with: on a shared CPU two threads can run
+    # several times slower than one, so a bench on other settings ranks a different machine.
+    if settings.get("threads") is None:
+        settings["threads"] = train_threads
     row = dict(measure_throughput(spec, num_classes=num_classes, complexity=False, **settings))
     if row.get("status") != "ok":
         row["throughput"], row["latency_ms"] = float("nan"), float("nan")
@@ -48,6 +52,7 @@ def warm_up(config: Any) -> None:
     be charged to the first trial's throughput."""
     bench = dataclasses.replace(config.bench, warmup=1, steps=1, repeats=1)
     try:
-        throughput_of(config.model, bench, config.bench.img_size or config.data.resolution, 10)
+        throughput_of(config.model, bench, config.bench.img_size or config.data.resolution, 10,
+                      train_threads=config.train.threads)
     except Exception:  # noqa: BLE001 - a warm-up failure shows up again in the trial itself
         pass

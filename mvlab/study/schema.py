@@ -82,11 +82,12 @@ class BenchSettings:
     img_size: int | None = None  # None: the data resolution
     device: str = "cpu"
     precision: str = "auto"  # fp32 on a CPU, bf16/fp16 autocast on a GPU
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (CUDA and CPU alike)
     compile: bool = False
     warmup: int = 2
     steps: int = 5
     repeats: int = 1
+    threads: int | None = None  # CPU threads; None: the same as train.threads
 
 
 @dataclass(frozen=True)

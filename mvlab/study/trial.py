@@ -162,7 +162,8 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     _check_constraints(config, cost, ("max_params", "params"), ("max_macs", "macs"))
 
     img_size = config.bench.img_size or plan.data.resolution
-    bench_row = throughput_of(plan.spec, config.bench, img_size, num_classes)
+    bench_row = throughput_of(plan.spec, config.bench, img_size, num_classes,
+                              train_threads=plan.train.threads)
     if bench_row.get("status") != "ok":
         raise _Pruned(f"infeasible: throughput could not be measured ({bench_row.get('status')}: "
                       f"no batch size fitted on {config.bench.device})")
