@@ -140,7 +140,8 @@ def test_sweep_records_resumes_after_a_kill_and_reports(tmp_path, monkeypatch, t
     # mvlab report rebuilds the tables from storage alone.
     out = tmp_path / "results" / "tiny_grid"
     written = {p.name for p in build_report("tiny_grid", storage_url_for(config), out)}
-    assert {"pareto.csv", "pareto.png", "choices_pattern.csv", "failed.csv", "README.md"} <= written
+    assert {"pareto.csv", "pareto.png", "choices_pattern.csv", "edf.png", "failed.csv",
+            "README.md"} <= written
     failed = pd.read_csv(out / "failed.csv")
     assert list(failed["trial"]) == [victim.number] and "stale" in failed["reason"][0]
     assert set(pd.read_csv(out / "pareto.csv")["trial"]) == front

@@ -8,7 +8,8 @@ this module picks what a sweep's report shows and where the files go:
   ``trials.csv``;
 * ``build_report``: ``mvlab report STUDY`` -> ``results/<study>/``: the above plus
   ``choices_<knob>.csv`` (accuracy and throughput per design choice, with seed spread),
-  ``choices.png``, ``seed_spread.csv``, ``failed.csv`` and a ``README.md`` that ties them up."""
+  ``choices.png``, ``edf.png`` (error EDFs per design choice), ``seed_spread.csv``,
+  ``failed.csv`` and a ``README.md`` that ties them up."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -157,6 +158,7 @@ def build_report(study_name: str, storage: Any, out_dir: Path,
         written.append(path)
         if summaries:
             written.append(_choices_png(summaries, goals, out_dir / "choices.png"))
+            written.append(_edf_png(done, accuracy, list(summaries), out_dir / "edf.png"))
     failed = table[table["state"].isin(["FAIL", "PRUNED"])]
     cols = [c for c in ("trial", "state", "label", "reason", "spec", "mlflow_run_id")
             if c in failed.columns]
@@ -165,6 +167,42 @@ def build_report(study_name: str, storage: Any, out_dir: Path,
     written.append(path)
     written.append(_readme(study_name, table, goals, summaries, failed[cols], out_dir))
     return written
+
+
+def _edf_png(done: pd.DataFrame, accuracy: str, knobs: list[str], path: Path) -> Path:
+    """Error EDFs of ``accuracy`` per value of each knob (pycls's view of a design space):
+    plain, and normalised by params where the knob changes the model's size."""
+    from mvlab.analysis import plots, with_error
+
+    frame = with_error(done, accuracy)
+    error = f"{accuracy}_error"
+    figures = [plots.plot_edf_pair(frame, error, by=knob, title=knob[len(PARAM):])
+               for knob in knobs]
+    if len(figures) == 1:
+        figures[0].savefig(path, dpi=120)
+        return path
+    # Stack the per-knob figures into one PNG: one file per report keeps results/ browsable.
+    import io
+
+    import matplotlib.image as mpimg
+    from matplotlib.figure import Figure
+
+    images = []
+    for figure in figures:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=120)
+        buffer.seek(0)
+        images.append(mpimg.imread(buffer))
+    height = sum(im.shape[0] for im in images) / 120
+    width = max(im.shape[1] for im in images) / 120
+    combined = Figure(figsize=(width, height))
+    axes = combined.subplots(len(images), 1, squeeze=False)[:, 0]
+    for ax, image in zip(axes, images, strict=True):
+        ax.imshow(image)
+        ax.set_axis_off()
+    combined.subplots_adjust(0, 0, 1, 1, 0, 0)
+    combined.savefig(path, dpi=120)
+    return path
 
 
 def _choices_png(summaries: Mapping[str, pd.DataFrame], goals: Mapping[str, str],
@@ -210,7 +248,9 @@ def _readme(name: str, table: pd.DataFrame, goals: Mapping[str, str],
                 c in ("trials", "tied_with_best")]
         lines += [f"## {knob[len(PARAM):]}", "", _markdown(summary[keep].reset_index()), ""]
     if summaries:
-        lines += ["![Per design choice](choices.png)", ""]
+        lines += ["![Per design choice](choices.png)", "",
+                  "Error EDFs per design choice (left plain, right normalised by params):", "",
+                  "![Error EDFs](edf.png)", ""]
     lines += ["## Failed and pruned trials", "",
               _markdown(failed) if len(failed) else "None.", ""]
     path = out_dir / "README.md"
