@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 DESCRIPTION = """\
 Run the study in FILE: train every grid point / sampled model / optimiser trial on the proxy,
@@ -59,7 +60,12 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     options = SweepOptions(workers=args.workers, storage=args.storage, n_trials=args.n_trials,
                            retry_failed=args.retry_failed, progress=not args.no_progress)
-    summary = run_sweep(config, options)
+    try:
+        summary = run_sweep(config, options)
+    except KeyboardInterrupt:
+        print("mvlab sweep: interrupted: the running trial is recorded as failed (interrupted) "
+              "and queued again; run the same command to resume", file=sys.stderr)
+        return 130
     states = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items() if v)
     print(f"study {summary.study}: {states}")
     print(f"Pareto front ({len(summary.pareto)} trials):")

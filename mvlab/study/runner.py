@@ -7,9 +7,11 @@ the study (or ``--n-trials``) is done; ``finalize`` writes the Pareto table, plo
 table to the parent run. Rerunning the same command resumes: finished trials are never redone."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
 import time
@@ -95,7 +97,7 @@ def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
 # ---------------------------------------------------------------------------------- prepare
 def open_study(config: StudyConfig, storage_url: str, workers: int = 1,
                create: bool = True) -> optuna.Study:
-    storage = st.open_storage(storage_url, workers)
+    storage = st.open_storage(storage_url, workers, config.stale_after_s)
     if create:
         study = optuna.create_study(study_name=config.name, storage=storage,
                                     directions=config.directions, sampler=make_sampler(config),
@@ -112,26 +114,31 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
     check_runnable(config)
     config.workdir.mkdir(parents=True, exist_ok=True)
     url = storage_url_for(config, options.storage)
-    study = open_study(config, url, options.workers)
-    _check_same_study(study, config, url)
-    if list(study.directions) != [optuna.study.StudyDirection[d.upper()]
-                                  for d in config.directions]:
-        raise StudyError(f"{config.source}: objectives: the stored study {config.name!r} has "
-                         f"other objectives; rename the study (--set name=...) to start anew")
-    with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the analysis needs it
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(config.objective_names)
-
-    stale = st.fail_stale_trials(study, config.stale_after_s)
-    queued = _queue_points(study, config, options.retry_failed)
-    planned = config.n_trials if config.kind == "optimize" else len(planned_points(config) or [])
-
     uri = tracking_uri_for(config)
     experiment = config.experiment or config.name
-    experiment_id = tracking.prepare_tracking(uri, experiment, _artifact_root(config, uri))
+    # Sweeps started together (N hosts, or N shells) prepare one at a time: each point is
+    # queued once, and the MLflow database and experiment are created once.
+    with st.prepare_lock(url, config.name):
+        study = open_study(config, url, options.workers)
+        _check_same_study(study, config, url)
+        if list(study.directions) != [optuna.study.StudyDirection[d.upper()]
+                                      for d in config.directions]:
+            raise StudyError(f"{config.source}: objectives: the stored study {config.name!r} "
+                             f"has other objectives; rename the study (--set name=...) to "
+                             f"start anew")
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the analysis needs it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(config.objective_names)
+
+        stale = st.fail_stale_trials(study, config.stale_after_s)
+        queued = _queue_points(study, config, options.retry_failed)
+        experiment_id = tracking.prepare_tracking(uri, experiment, _artifact_root(config, uri))
+    planned = config.n_trials if config.kind == "optimize" else len(planned_points(config) or [])
+    close_orphaned_runs(study, config, uri, experiment_id)
     parent = tracking.start_parent_run(
         uri, experiment_id, name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={"study": config.name, "kind": config.kind, "host": socket.gethostname(),
+              "pid": str(os.getpid()), "pid_start": str(st.process_start_time(os.getpid())),
               "command": " ".join(argv or sys.argv), "storage": st.describe_storage(url)},
         params={"study": config.name, "kind": config.kind, "sampler": config.sampler,
                 "model": config.model, "workers": options.workers,
@@ -147,6 +154,57 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
     study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
     target = tracking.TrackingTarget(uri, experiment_id, parent)
     return Prepared(config, url, target, planned, queued), study
+
+
+def run_status(trial: optuna.trial.FrozenTrial) -> tuple[str, str | None]:
+    """The MLflow status (and reason) a finished trial's run should end with."""
+    reason = trial.user_attrs.get(st.REASON_ATTR)
+    if trial.state == TrialState.COMPLETE:
+        return "FINISHED", None
+    if trial.state == TrialState.PRUNED or "interrupted" in str(reason or ""):
+        return "KILLED", reason
+    return "FAILED", reason or f"trial {trial.state.name}"
+
+
+def close_orphaned_runs(study: optuna.Study, config: StudyConfig, uri: str,
+                        experiment_id: str) -> list[str]:
+    """End the MLflow runs killed processes left RUNNING: a trial's run once its trial is
+    finished (stale trials are FAIL by now), a sweep's parent run once its process on this
+    host is gone. Returns the ids of the runs closed."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    closed = []
+    for run in tracking.running_runs(uri, experiment_id):
+        tags = run.data.tags
+        if tags.get("study") != config.name:
+            continue
+        if "mlflow.parentRunId" in tags:
+            number = tags.get("trial_number", "")
+            trial = trials.get(int(number)) if number.isdigit() else None
+            if trial is None or not trial.state.is_finished():
+                continue  # still running in a live worker
+            status, reason = run_status(trial)
+        else:
+            owner = {st.HOST_ATTR: tags.get("host"), st.PID_ATTR: tags.get("pid"),
+                     st.START_ATTR: tags.get("pid_start")}
+            if owner[st.PID_ATTR] is None or st.owner_alive(owner) is not False:
+                continue
+            status, reason = "KILLED", "the sweep process was killed"
+        tracking.close_run(uri, run.info.run_id, status, reason)
+        closed.append(run.info.run_id)
+    return closed
+
+
+def recover_stale_trials(study: optuna.Study, prepared: Prepared) -> list[int]:
+    """Fail the trials of dead workers and close their MLflow runs (FAILED, with the reason)."""
+    failed = st.fail_stale_trials(study, prepared.config.stale_after_s)
+    for number in failed:
+        trial = study.get_trials(deepcopy=False)[number]
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            status, reason = run_status(trial)
+            with contextlib.suppress(Exception):  # the rerun's close_orphaned_runs retries
+                tracking.close_run(prepared.target.uri, run_id, status, reason)
+    return failed
 
 
 def check_runnable(config: StudyConfig) -> None:
@@ -255,8 +313,12 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
     config = prepared.config
     study = open_study(config, prepared.storage_url, create=False)
     data = DataCache()
+    interval = st.heartbeat_interval(config.stale_after_s)
     ran = 0
     while _take_budget(budget):
+        recover_stale_trials(study, prepared)  # a killed worker's trial fails while we run
+        if ran == 0:
+            warm_up(config)  # before claiming: a Ctrl-C here leaves no trial behind
         if config.kind == "optimize":
             if _optimize_done(study, config):
                 _give_back(budget)
@@ -267,9 +329,10 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
             if trial is None:
                 _give_back(budget)
                 break
-        if ran == 0:
-            warm_up(config)
-        run_trial(study, trial, config, prepared.target, data, progress)
+        for key, value in st.owner_attrs().items():  # from the claim on, a kill is detectable
+            trial.set_user_attr(key, value)
+        with st.heartbeat(study, trial, interval):
+            run_trial(study, trial, config, prepared.target, data, progress)
         ran += 1
     return ran
 
@@ -291,10 +354,19 @@ def _give_back(budget: Any) -> None:
 
 
 def _worker_main(prepared: Prepared, budget: Any, threads: int) -> None:
+    # A terminal's Ctrl-C reaches every process of the group; the main process relays it once
+    # as SIGTERM instead, so a second signal cannot cut the recording of the interrupted trial.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _interrupt_once)
     try:
         work(prepared, budget, threads=threads)
     except KeyboardInterrupt:
         pass
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -344,11 +416,21 @@ def _run_processes(prepared: Prepared, options: SweepOptions, display: _Display)
             time.sleep(1.0)
     except KeyboardInterrupt:
         for proc in procs:
-            proc.join(timeout=30)
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.join(timeout=60)
         raise
     finally:
         for proc in procs:
             proc.join()
+    for proc in procs:
+        if proc.exitcode not in (0, None):
+            how = (f"killed by signal {-proc.exitcode}" if proc.exitcode < 0
+                   else f"exit status {proc.exitcode}")
+            display.bar.write(f"mvlab sweep: warning: {proc.name} died ({how}); its trial is "
+                              f"marked failed and queued again on the next run")
     display.poll()
 
 
@@ -361,6 +443,9 @@ def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSumma
     uri, parent = prepared.target.uri, prepared.target.parent_run_id or ""
     totals = counts(study)
     written: list[Path] = []
+    if status == "KILLED":  # interrupted: close the run and get out; `mvlab report` rebuilds
+        tracking.end_run(uri, parent, status)
+        return SweepSummary(config.name, prepared.storage_url, uri, parent, totals, [], [])
     try:
         written = report.write_sweep_artifacts(study, prepared.storage_url,
                                                config.workdir / "sweep")

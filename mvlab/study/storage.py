@@ -4,15 +4,26 @@ Defaults, following Optuna's advice: a journal file ``<workdir>/optuna.journal``
 several processes on one host or NFS); ``sqlite:///...`` for a single worker when asked for;
 ``postgresql://...`` (or any SQLAlchemy URL) to share one study across hosts.
 
-Optuna's journal backend has no heartbeat, so every running trial records its host, process id
-and process start time, and refreshes a heartbeat timestamp each epoch. A RUNNING trial is stale
-when its process is gone (same host) or its heartbeat is older than ``stale_after_s`` (other
-hosts); stale trials are marked FAIL with the reason and flagged for re-queueing."""
+Every running trial records its host, process id and process start time, and a background
+thread beats while it runs (``heartbeat``): on a database storage through Optuna's own RDB
+heartbeat (``heartbeat_interval``/``grace_period``), on the journal file as the trial's
+``heartbeat`` user attribute. A RUNNING trial is stale when its process is gone (same host: checked
+at once) or it has not beaten for ``stale_after_s`` (other hosts); stale trials are marked FAIL
+with the reason and flagged for re-queueing. Preparing a study (queueing its points, creating the
+MLflow experiment) runs under ``prepare_lock``, so sweeps started at the same moment on one or
+many hosts queue every point once."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import logging
 import os
 import socket
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -22,6 +33,7 @@ from optuna.trial import TrialState
 
 from mvlab.errors import StudyError
 
+log = logging.getLogger(__name__)
 HOST_ATTR, PID_ATTR, START_ATTR, HEARTBEAT_ATTR = "host", "pid", "pid_start", "heartbeat"
 REQUEUE_ATTR = "requeue"  # set on trials that failed for reasons outside the trial itself
 REASON_ATTR = "reason"  # the name mvlab.analysis reads
@@ -32,9 +44,17 @@ def default_storage_url(workdir: Path) -> str:
     return str(workdir / "optuna.journal")
 
 
-def open_storage(url: str, workers: int = 1) -> BaseStorage:
+def heartbeat_interval(stale_after_s: float) -> int:
+    """Seconds between heartbeats: a minute, or a quarter of a shorter staleness limit."""
+    return int(max(1, min(60, stale_after_s // 4)))
+
+
+def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None) -> BaseStorage:
     """An Optuna storage for ``url``: ``journal:PATH`` (or a path ending in .journal/.log),
-    ``sqlite:///PATH`` (one worker only), or a SQLAlchemy URL such as ``postgresql://...``."""
+    ``sqlite:///PATH`` (one worker only), or a SQLAlchemy URL such as ``postgresql://...``.
+
+    With ``stale_after_s`` a database storage keeps Optuna's heartbeat: a trial that has not
+    beaten for that long is stale (``fail_stale_trials``)."""
     path = _journal_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,14 +71,35 @@ def open_storage(url: str, workers: int = 1) -> BaseStorage:
     if "://" not in url:
         raise StudyError(f"storage {url!r}: use journal:PATH, a file ending in .journal, "
                          f"sqlite:///PATH or postgresql://user@host/db")
+    beat: dict = {}
+    if stale_after_s is not None:
+        interval = heartbeat_interval(stale_after_s)
+        beat = {"heartbeat_interval": interval,
+                "grace_period": int(max(interval + 1, stale_after_s))}
     try:
-        return RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return _open_rdb(url, beat)
     except ImportError as exc:
         raise StudyError(f"storage {url}: the database driver is missing ({exc.name}); for "
                          f"PostgreSQL: pip install 'mvlab[postgres]'") from None
     except Exception as exc:  # connection refused, bad credentials, unknown database
         raise StudyError(f"storage {url}: cannot open it ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from None
+
+
+def _open_rdb(url: str, beat: dict, attempts: int = 5) -> RDBStorage:
+    """``RDBStorage``; workers opening an empty database at the same moment race to create
+    Optuna's tables ("already exists", "duplicate key"): the losers retry."""
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" (Optuna 2.9+)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
+        except Exception as exc:  # sqlalchemy's IntegrityError / ProgrammingError
+            text = str(exc).lower()
+            if attempt == attempts - 1 or not ("already exists" in text or "duplicate" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -96,15 +137,24 @@ def process_start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 def owner_attrs() -> dict[str, object]:
     pid = os.getpid()
     return {HOST_ATTR: socket.gethostname(), PID_ATTR: pid,
             START_ATTR: process_start_time(pid), HEARTBEAT_ATTR: time.time()}
 
 
-def _owner_alive(attrs: dict) -> bool | None:
-    """True/False when this host can tell, None when the owner ran on another host."""
-    if attrs.get(HOST_ATTR) != socket.gethostname() or PID_ATTR not in attrs:
+def owner_alive(attrs: dict) -> bool | None:
+    """Whether the process in ``attrs`` (host, pid, pid_start) lives: True/False when this host
+    can tell, None when it ran on another host."""
+    if attrs.get(HOST_ATTR) != socket.gethostname() or attrs.get(PID_ATTR) is None:
         return None
     pid = int(attrs[PID_ATTR])
     try:
@@ -113,19 +163,24 @@ def _owner_alive(attrs: dict) -> bool | None:
         return False
     except PermissionError:
         pass
+    if _is_zombie(pid):  # killed, not yet reaped by its parent: it will never beat again
+        return False
     started = attrs.get(START_ATTR)
-    return started is None or process_start_time(pid) in (None, started)
+    return started in (None, "None") or process_start_time(pid) in (None, str(started))
 
 
 def stale_reason(trial: optuna.trial.FrozenTrial, stale_after_s: float,
-                 now: float | None = None) -> str | None:
-    """Why a RUNNING trial's worker is gone, or None while it may still be alive."""
+                 now: float | None = None, attr_heartbeat: bool = True) -> str | None:
+    """Why a RUNNING trial's worker is gone, or None while it may still be alive.
+
+    ``attr_heartbeat``: judge other hosts by the ``heartbeat`` user attribute (the journal's
+    rule); False where Optuna's RDB heartbeat judges them instead."""
     attrs = trial.user_attrs
-    alive = _owner_alive(attrs)
+    alive = owner_alive(attrs)
     if alive is False:
         return (f"stale: worker process {attrs.get(PID_ATTR)} on {attrs.get(HOST_ATTR)} "
                 f"is gone (killed or crashed)")
-    if alive is None:
+    if alive is None and (attr_heartbeat or HOST_ATTR not in attrs):
         beat = attrs.get(HEARTBEAT_ATTR)
         if beat is None and trial.datetime_start is not None:
             beat = trial.datetime_start.timestamp()
@@ -138,9 +193,16 @@ def stale_reason(trial: optuna.trial.FrozenTrial, stale_after_s: float,
 def fail_stale_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Mark RUNNING trials of dead workers FAIL (reason + requeue flag); returns their numbers."""
     storage = study._storage  # the Study's public API cannot change another trial's state
+    rdb_beats = _rdb_heartbeat(storage)
+    # Optuna's own verdict (private helper of optuna.storages.fail_stale_trials, which we cannot
+    # call: it fails the trials without a reason, and a finished trial takes no more attributes).
+    beat_stale = set(storage._get_stale_trial_ids(study._study_id)) if rdb_beats else set()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = stale_reason(trial, stale_after_s)
+        reason = stale_reason(trial, stale_after_s, attr_heartbeat=not rdb_beats)
+        if reason is None and trial._trial_id in beat_stale:
+            reason = (f"stale: no heartbeat for over {storage.grace_period} s from "
+                      f"{trial.user_attrs.get(HOST_ATTR, 'an unknown host')}")
         if reason is None:
             continue
         try:
@@ -167,3 +229,80 @@ def claim_waiting_trial(study: optuna.Study) -> optuna.Trial | None:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     return None
+
+
+def _rdb_heartbeat(storage: BaseStorage) -> bool:
+    return isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: float) -> Iterator[None]:
+    """Beat for ``trial`` every ``interval`` seconds while the block runs (a daemon thread)."""
+    storage, trial_id = study._storage, trial._trial_id
+    rdb_beats = _rdb_heartbeat(storage)
+    stop = threading.Event()
+
+    def beat() -> bool:
+        try:
+            if rdb_beats:
+                storage.record_heartbeat(trial_id)
+            else:
+                storage.set_trial_user_attr(trial_id, HEARTBEAT_ATTR, time.time())
+            return True
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # failed as stale by another worker meanwhile (we were too slow)
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried, never fatal
+            log.debug("heartbeat of trial %s: %s", trial.number, exc)
+            return True
+
+    def run() -> None:
+        while not stop.wait(interval) and beat():
+            pass
+
+    beat()
+    thread = threading.Thread(target=run, name=f"mvlab-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval + 5)
+
+
+@contextlib.contextmanager
+def prepare_lock(url: str, study_name: str) -> Iterator[None]:
+    """Serialise the preparation of one study across processes and hosts.
+
+    Journal and SQLite storages: an exclusive ``flock`` on ``<file>.prepare.lock`` next to the
+    storage (local disks and NFS). PostgreSQL: a session advisory lock keyed by the study name.
+    Other databases: no lock (start the first sweep alone, then the others)."""
+    path = _journal_path(url)
+    if path is None and url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+    if path is not None:
+        lock_path = path.with_name(path.name + ".prepare.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(f"mvlab:{study_name}".encode()).digest()[:8],
+                             "big", signed=True)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+        return
+    yield

@@ -67,7 +67,29 @@ def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None) -> s
     location = artifact_root.resolve().as_uri() if artifact_root is not None else None
     if artifact_root is not None:
         artifact_root.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(experiment, artifact_location=location)
+    try:
+        return client.create_experiment(experiment, artifact_location=location)
+    except Exception:  # another host created it first (RESOURCE_ALREADY_EXISTS on a server)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def running_runs(uri: str, experiment_id: str) -> list[Any]:
+    """Runs of the experiment MLflow still shows as RUNNING."""
+    client = _client(uri)
+    return _retry(lambda: client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                             max_results=10_000), "search_runs")
+
+
+def close_run(uri: str, run_id: str, status: str, reason: str | None = None) -> None:
+    """End a run another process left open: ``status`` FINISHED/FAILED/KILLED, the reason in
+    tag ``fail_reason``."""
+    client = _client(uri)
+    if reason:
+        _retry(lambda: client.set_tag(run_id, "fail_reason", reason[:_PARAM_LIMIT]), "set_tag")
+    end_run(uri, run_id, status)
 
 
 def start_parent_run(uri: str, experiment_id: str, name: str, tags: dict[str, str],
