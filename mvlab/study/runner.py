@@ -112,7 +112,11 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
             ) -> tuple[Prepared, optuna.Study]:
     """Create/resume the study, recover stale trials, queue points, open the MLflow parent."""
     check_runnable(config)
-    config.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        config.workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"{config.source}: workdir: cannot create {config.workdir} "
+                         f"({exc.strerror or exc}); choose a writable folder") from None
     url = storage_url_for(config, options.storage)
     uri = tracking_uri_for(config)
     experiment = config.experiment or config.name

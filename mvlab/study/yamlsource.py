@@ -33,7 +33,10 @@ class Located:
 
 def load_located(text: str, source: str) -> Located:
     """Parse YAML ``text``; ``source`` (a file name) prefixes every location."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters already
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{source}:{_line_of(exc, text)}: not valid YAML: {_one_line(exc)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -41,13 +44,27 @@ def load_located(text: str, source: str) -> Located:
         where: dict[KeyPath, str] = {(): f"{source}:{node.start_mark.line + 1}"}
         _record_marks(node, (), source, where)
         value = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else "?"
-        raise StudyError(f"{source}:{line}: not valid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{source}:{_line_of(exc, text)}: not valid YAML: {_one_line(exc)}") from None
     finally:
         loader.dispose()
     return Located(value, source, where)
+
+
+def _line_of(exc: yaml.YAMLError, text: str) -> int:
+    """The 1-based line of a YAML error: from its mark, or from the character offset a
+    ``ReaderError`` (a forbidden control character) carries."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        return mark.line + 1
+    position = getattr(exc, "position", None)
+    return text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.character!r} is not allowed in YAML; remove it"
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def load_located_file(path: str | Path) -> Located:
