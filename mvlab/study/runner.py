@@ -434,7 +434,7 @@ def _run_processes(prepared: Prepared, options: SweepOptions, display: _Display)
             how = (f"killed by signal {-proc.exitcode}" if proc.exitcode < 0
                    else f"exit status {proc.exitcode}")
             display.bar.write(f"mvlab sweep: warning: {proc.name} died ({how}); its trial is "
-                              f"marked failed and queued again on the next run")
+                              f"marked failed and queued again on the next run", file=sys.stderr)
     display.poll()
 
 
