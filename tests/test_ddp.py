@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (gloo, CPU): two processes with half the batch each
-train the same run as one process with the whole batch (mvlab/training/ddp.py)."""
+train the same run as one process with the whole batch (mvlab/training/ddp.py), and a sweep
+started under torchrun trains its trial on both processes."""
 from __future__ import annotations
 
 import json
@@ -15,13 +16,14 @@ import pytest
 pytestmark = pytest.mark.slow
 
 # Trains the tiny model twice (SGD, then the default AdamW) on a few hundred built-in images and
-# writes each run's per-epoch curve; rank "single" when started without torchrun.
+# writes each run's per-epoch curve; rank "single" when started without torchrun. Under
+# torchrun it then runs `mvlab sweep` on a one-trial study with the SGD settings.
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from mvlab.data import DataConfig
     from mvlab.train import TrainConfig, train
 
-    out = sys.argv[1]
+    out, study = sys.argv[1], sys.argv[2]
     data = DataConfig(dataset="builtin", resolution=16, per_class=24, val_per_class=5,
                       heldout_fraction=0.25)
     runs = {}
@@ -35,7 +37,24 @@ SCRIPT = textwrap.dedent("""
     rank = os.environ.get("RANK", "single")
     with open(os.path.join(out, f"{rank}.json"), "w") as handle:
         json.dump(runs, handle)
+    if rank != "single":
+        from mvlab.cli import main
+        sys.exit(main(["sweep", study, "--no-progress"]))
 """)
+
+STUDY = """\
+name: ddp_sweep
+model: tiny
+data: {{dataset: builtin, resolution: 16, per_class: 24, val_per_class: 5,
+        heldout_fraction: 0.25}}
+train: {{epochs: 2, batch_size: 32, warmup_epochs: 0, device: cpu, threads: 1,
+         optimizer: sgd, lr: 2.0e-2}}
+study: {{kind: grid, seeds: [0]}}
+space: {{}}
+bench: {{batch_size: 4, warmup: 1, steps: 1, repeats: 1}}
+tracking: {{uri: "sqlite:///{root}/mlflow.db"}}
+workdir: "{root}/study"
+"""
 
 
 def _free_port() -> int:
@@ -57,17 +76,19 @@ def _curve(run: dict, key: str) -> list[float]:
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, monkeypatch):
     script = tmp_path / "train_both.py"
     script.write_text(SCRIPT)
+    study = tmp_path / "ddp_sweep.yaml"
+    study.write_text(STUDY.format(root=tmp_path))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     # The one-process reference runs here (torch is imported already); the pair under torchrun.
-    monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", [str(script), str(tmp_path), str(study)])
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     runpy.run_path(str(script), run_name="__main__")
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
-         str(tmp_path)], env=env, timeout=300, capture_output=True, text=True)
+         str(tmp_path), str(study)], env=env, timeout=300, capture_output=True, text=True)
     assert launched.returncode == 0, launched.stderr[-3000:]
 
     single = json.loads((tmp_path / "single.json").read_text())
@@ -98,6 +119,23 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, monke
     adam, ref = rank0["adamw"], single["adamw"]
     assert _curve(adam, "heldout_loss") == pytest.approx(_curve(ref, "heldout_loss"), rel=1e-2)
     assert adam["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-2)
+
+    # The sweep under torchrun: its one trial trained on both ranks, exactly like one process.
+    from mlflow import MlflowClient
+
+    from mvlab.study import load_study
+    from mvlab.study.runner import open_study, storage_url_for
+
+    config = load_study(study)
+    trials = open_study(config, storage_url_for(config), create=False).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"]
+    run = MlflowClient(config.tracking_uri).get_run(trials[0].user_attrs["mlflow_run_id"])
+    assert run.data.params["ddp.world_size"] == "2" and run.data.params["ddp.backend"] == "gloo"
+    history = MlflowClient(config.tracking_uri).get_metric_history(run.info.run_id,
+                                                                   "heldout_loss")
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+        _curve(single["sgd"], "heldout_loss"), rel=1e-5)
+    assert trials[0].values[0] == pytest.approx(single["sgd"]["history"][-1]["heldout_top1"])
 
 
 def test_global_batch_must_split_evenly():

@@ -66,6 +66,8 @@ def handle(args: argparse.Namespace) -> int:
         print("mvlab sweep: interrupted: the running trial is recorded as failed (interrupted) "
               "and queued again; run the same command to resume", file=sys.stderr)
         return 130
+    if summary is None:  # a torchrun rank other than 0: it trained, rank 0 reports
+        return 0
     states = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items() if v)
     print(f"study {summary.study}: {states}")
     print(f"Pareto front ({len(summary.pareto)} trials):")

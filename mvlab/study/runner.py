@@ -30,6 +30,7 @@ from mvlab.study.measure import warm_up
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import planned_points, point_key
 from mvlab.study.trial import DataCache, Progress, run_trial
+from mvlab.training import ddp
 
 # Study user attributes (names mvlab.analysis reads: mvlab/analysis/names.py).
 STUDY_KIND = "kind"                      # "population" (grid/random/QMC) or "optimisation"
@@ -338,7 +339,26 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
         with st.heartbeat(study, trial, interval):
             run_trial(study, trial, config, prepared.target, data, progress)
         ran += 1
+    ranks = ddp.current()
+    if ranks is not None:
+        ddp.broadcast_object(None, ranks)  # the other torchrun ranks stop following
     return ran
+
+
+def follow_trials(ranks: ddp.DistContext) -> int:
+    """A torchrun rank other than 0: train every plan rank 0 sends, until it sends None.
+    Results stay here; rank 0 records its own (identical) result."""
+    from mvlab.train import train
+
+    data = DataCache()
+    trained = 0
+    while True:
+        message = ddp.broadcast_object(None, ranks)
+        if message is None:
+            return trained
+        _, spec, data_cfg, train_cfg = message
+        train(spec, data.get(data_cfg, train_cfg), train_cfg)
+        trained += 1
 
 
 def _take_budget(budget: Any) -> bool:
@@ -375,10 +395,25 @@ def _interrupt_once(signum: int, frame: Any) -> None:
 
 # ---------------------------------------------------------------------------------- the sweep
 def run_sweep(config: StudyConfig, options: SweepOptions = SweepOptions(),
-              argv: list[str] | None = None) -> SweepSummary:
-    """Prepare, run (in-process for one worker, N processes otherwise) and finalize."""
+              argv: list[str] | None = None) -> SweepSummary | None:
+    """Prepare, run (in-process for one worker, N processes otherwise) and finalize.
+
+    Under ``torchrun --nproc_per_node K`` every trial trains data-parallel on K processes: rank
+    0 is the sweep's one worker (storage, MLflow, benchmark) and sends each trial's plan to the
+    other ranks, which only train; they return None."""
     if options.workers < 1:
         raise StudyError(f"--workers {options.workers}: needs at least 1")
+    if ddp.launched_world_size() > 1:
+        if options.workers != 1:
+            raise StudyError(f"--workers {options.workers} under torchrun: each trial already "
+                             f"uses every torchrun process; drop --workers (start more "
+                             f"torchrun sweeps to run trials side by side)")
+        from mvlab.training.runtime import resolve_device
+
+        ranks, _ = ddp.setup(resolve_device(config.train.device))
+        if ranks is not None and not ranks.is_main:
+            follow_trials(ranks)
+            return None
     prepared, study = prepare(config, options, argv)
     display = _Display(config, study, prepared, options.progress)
     status = "FAILED"

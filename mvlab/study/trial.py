@@ -31,6 +31,7 @@ from mvlab.study.measure import complexity_of, throughput_of
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import TrialPlan, resolve_point, suggest_point
 from mvlab.study.tracking import TrackingTarget, TrialRun, flatten
+from mvlab.training import ddp
 
 # Trial user attributes (the names mvlab.analysis reads; see mvlab/analysis/names.py).
 SPEC, SEED, FIDELITY, RUN_ID = "spec", "seed", "fidelity", "mlflow_run_id"
@@ -201,6 +202,10 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
                     return True
         return False
 
+    ranks = ddp.current()
+    if ranks is not None:  # under torchrun: the other ranks train this plan with us
+        run.log_params({"ddp.world_size": ranks.world_size, "ddp.backend": ranks.backend})
+        ddp.broadcast_object(("train", plan.spec, plan.data, plan.train), ranks)
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
     run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))

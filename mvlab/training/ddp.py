@@ -209,6 +209,21 @@ def average(values: torch.Tensor, ctx: DistContext | None) -> torch.Tensor:
     return (out / ctx.world_size).to(values.device, values.dtype)
 
 
+def current() -> DistContext | None:
+    """The context of the process group this process joined (None outside one)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return DistContext(dist.get_rank(), dist.get_world_size(),
+                       int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; for small messages such as a trial's plan)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def from_main(flag: bool, ctx: DistContext | None) -> bool:
     """Rank 0's ``flag`` on every rank (e.g. the early-stop verdict of its ``on_epoch``)."""
     if ctx is None:
