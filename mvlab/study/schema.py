@@ -118,7 +118,7 @@ class StudyConfig:
     band: dict[str, tuple[float, float]] = field(default_factory=dict)
     sampler_seed: int = 0
     population_size: int | None = None
-    stale_after_s: float = 6 * 3600.0
+    stale_after_s: float = 600.0  # trials beat every minute (storage.heartbeat)
     objectives: tuple[tuple[str, str], ...] = (("heldout_top1", "maximize"),
                                                ("throughput", "maximize"))
     constraints: dict[str, float] = field(default_factory=dict)
@@ -303,7 +303,7 @@ def _validate(located: Located) -> StudyConfig:
         sampler_seed=check.typed(study_raw.get("sampler_seed", 0), int, ("study", "sampler_seed")),
         population_size=check.typed(study_raw.get("population_size"), int | None,
                                     ("study", "population_size")),
-        stale_after_s=check.typed(study_raw.get("stale_after_s", 6 * 3600.0), float,
+        stale_after_s=check.typed(study_raw.get("stale_after_s", 600.0), float,
                                   ("study", "stale_after_s")),
         objectives=objectives,
         constraints=constraints,
