@@ -36,7 +36,7 @@ name: {name}
 model: tiny
 data: {{dataset: builtin, resolution: 16, per_class: 20, val_per_class: 5,
         heldout_fraction: 0.25}}
-train: {{epochs: 1, batch_size: 32, warmup_epochs: 0, device: cpu, threads: 1}}
+train: {{epochs: 2, batch_size: 32, warmup_epochs: 0, device: cpu, threads: 1}}
 study: {{kind: grid, seeds: [0], stale_after_s: 600}}
 space:
   pattern: [last_half, attn_only, mamba_only]
@@ -74,11 +74,14 @@ def sweep_env(tmp_path_factory) -> dict[str, str]:
         os.environ["MVLAB_CACHE"] = previous
 
 
-def _study_file(env: dict[str, str], tag: str) -> tuple[Path, str]:
+def _study_file(env: dict[str, str], tag: str, fresh_tracking: bool = False
+                ) -> tuple[Path, str]:
+    """A study file; ``fresh_tracking``: its own MLflow database, not created yet."""
     name = f"scaleout_{tag}_{uuid.uuid4().hex[:8]}"
-    workdir = Path(env["MVLAB_ROOT"]) / name
-    path = Path(env["MVLAB_ROOT"]) / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, tracking=env["MVLAB_TRACKING"], workdir=workdir))
+    root = Path(env["MVLAB_ROOT"])
+    tracking_uri = f"sqlite:///{root / name}-mlflow.db" if fresh_tracking else env["MVLAB_TRACKING"]
+    path = root / f"{name}.yaml"
+    path.write_text(STUDY.format(name=name, tracking=tracking_uri, workdir=root / name))
     return path, name
 
 
@@ -142,7 +145,6 @@ def _check_complete(config, url: str, stale_numbers: set[int], stale_word: str) 
     trials = study.get_trials()
     planned = Counter(point_key(p) for p in grid_points(config))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    print([(t.number, t.state.name, t.params, t.user_attrs.get("pid")) for t in trials])
     assert Counter(point_key(t.params) for t in complete) == planned
     failed = {t.number: t for t in trials if t.state == TrialState.FAIL}
     assert set(failed) == stale_numbers
@@ -189,16 +191,21 @@ def _kill_one_and_finish(config, url: str, procs: list[subprocess.Popen]
         proc.wait(timeout=300)
     errors = [_stderr(p)[-2000:] for p in procs if p.returncode not in (0, -signal.SIGKILL)]
     assert not errors, errors
-    killed = study.get_trials(deepcopy=False)[trial.number]
-    assert killed.state == TrialState.FAIL, "the surviving workers did not fail the dead trial"
-    assert "is gone" in killed.user_attrs["reason"]
-    return trial.number, victim
+    # The trial seen training is the one killed (unless it finished in the instant between
+    # seeing it and the kill; then the victim's next trial is): the survivors failed it.
+    dead = [t for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get(st.PID_ATTR) == victim and t.state != TrialState.COMPLETE]
+    assert [t.state for t in dead] == [TrialState.FAIL], "the survivors did not fail the dead trial"
+    assert "is gone" in dead[0].user_attrs["reason"]
+    return dead[0].number, victim
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server: run `make test` "
                                              "(scripts/test.sh starts one)")
 def test_three_sweeps_share_a_postgres_study_and_survive_a_kill(sweep_env):
-    path, _ = _study_file(sweep_env, "pg")
+    # Three sweeps start at once on an empty MLflow database: the first to take the prepare
+    # lock creates its schema and the experiment, the others wait and reuse them.
+    path, _ = _study_file(sweep_env, "pg", fresh_tracking=True)
     config = load_study(path)
     procs = [_sweep(sweep_env, path, "--storage", POSTGRES_URL) for _ in range(3)]
     killed, victim = _kill_one_and_finish(config, POSTGRES_URL, procs)
@@ -228,10 +235,11 @@ def test_ctrl_c_records_the_trial_closes_runs_and_the_same_command_resumes(sweep
     from mlflow import MlflowClient
 
     path, name = _study_file(sweep_env, "sigint")
-    config = load_study(path, ["space.train.lr=[1.0e-3]", "space.pattern=[last_half, attn_only]"])
+    overrides = ["space.train.lr=[1.0e-3]", "space.pattern=[last_half, attn_only]",
+                 "train.epochs=4"]  # a long enough training to interrupt
+    config = load_study(path, overrides)
     url = storage_url_for(config)
-    sweep = _sweep(sweep_env, path, "--set", "space.train.lr=[1.0e-3]",
-                   "space.pattern=[last_half, attn_only]")
+    sweep = _sweep(sweep_env, path, "--set", *overrides)
     study = _wait_for(lambda: _opened(config, url), "the study", [sweep])
     trial = _wait_for(lambda: _running_trial_of(study, sweep.pid, training=True),
                       "a trial in training", [sweep])
