@@ -322,3 +322,12 @@ def test_prepare_lock_excludes_a_second_holder(tmp_path):
         order.append("first done")
     thread.join(timeout=10)
     assert order == ["first done", "second"]
+
+
+def test_an_unreachable_database_is_one_line(sweep_env, tmp_path, capsys):
+    from mvlab.cli import main
+
+    path, _ = _study_file(sweep_env, "unreachable")
+    assert main(["sweep", str(path), "--storage", "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot open it" in err[0] and "127.0.0.1" in err[0], err

@@ -77,10 +77,11 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
         beat = {"heartbeat_interval": interval,
                 "grace_period": int(max(interval + 1, stale_after_s))}
     try:
-        return _open_rdb(url, beat)
+        return _open_rdb(engine_url(url), beat)
     except ImportError as exc:
-        raise StudyError(f"storage {url}: the database driver is missing ({exc.name}); for "
-                         f"PostgreSQL: pip install 'mvlab[postgres]'") from None
+        missing = exc.name or _first_line(exc)
+        raise StudyError(f"storage {describe_storage(url)}: the database driver is missing "
+                         f"({missing}); for PostgreSQL: pip install 'mvlab[postgres]'") from None
     except Exception as exc:  # connection refused, bad credentials, unknown database
         raise StudyError(f"storage {url}: cannot open it ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from None
@@ -100,6 +101,17 @@ def _open_rdb(url: str, beat: dict, attempts: int = 5) -> RDBStorage:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def engine_url(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load: a bare ``postgresql://`` means psycopg 3 to
+    SQLAlchemy 2.1, while ``mvlab[postgres]`` installs psycopg2; use whichever is installed."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -294,9 +306,15 @@ def prepare_lock(url: str, study_name: str) -> Iterator[None]:
 
         key = int.from_bytes(hashlib.sha256(f"mvlab:{study_name}".encode()).digest()[:8],
                              "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
-            with engine.connect() as conn:
+            engine = sqlalchemy.create_engine(engine_url(url), poolclass=sqlalchemy.pool.NullPool)
+            conn = engine.connect()
+        except Exception as exc:  # no driver, refused, bad credentials, no such database
+            hint = "; pip install 'mvlab[postgres]'" if isinstance(exc, ImportError) else ""
+            raise StudyError(f"storage {describe_storage(url)}: cannot open it "
+                             f"({type(exc).__name__}: {_first_line(exc)}){hint}") from None
+        try:
+            with conn:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
                 try:
                     yield
@@ -306,3 +324,8 @@ def prepare_lock(url: str, study_name: str) -> Iterator[None]:
             engine.dispose()
         return
     yield
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
