@@ -17,12 +17,7 @@ from mvlab.models import build_model, complexity
 QUICK = dict(img_size=32, device="cpu", warmup=1, steps=2, repeats=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_csv(path):

@@ -110,9 +110,13 @@ def test_buffer_pool_keeps_at_most_its_byte_budget_dropping_old_shapes_first():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("backend", ["reference", "chunked"])
+@pytest.mark.parametrize("backend", ["reference", "chunked", "cpu_c"])
 def test_low_precision_inputs_keep_fp32_state(dtype, backend):
     """Output in u's dtype, state in fp32: matches the fp32 computation on the same inputs."""
+    if backend == "cpu_c":
+        from mvlab.ops.scan import cpu_c
+        if not cpu_c.is_available():
+            pytest.skip(f"cpu_c unavailable: {cpu_c.unavailable_reason()}")
     case = Case(batch=2, dim=4, length=50, d_state=8, stress=True)
     low = make_inputs(case, dtype)
     y, last, grads = run_backend(backend, low, case)

@@ -20,13 +20,7 @@ from mvlab.training.optim import build_optimizer, param_groups
 TIMING_KEYS = {"train_time_s", "epoch_time_s", "images_per_s"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core machine stall each other (20x slower steps here).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
