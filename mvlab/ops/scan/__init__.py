@@ -103,16 +103,40 @@ def resolve_backend(backend: str, device: torch.device | str | None = None) -> s
     return backend
 
 
-# Compiled models run the scan eagerly (a graph break): the backends are custom autograd
-# Functions with Python loops, buffer pools and Triton launches that Dynamo should not trace.
-@torch.compiler.disable
+# Backends whose kernels are torch.library custom ops: torch.compile traces a model through them
+# as one graph. The others (Python loops, buffer pools, autograd Functions) run eagerly inside a
+# compiled model, at the price of a graph break per mixer.
+TRACEABLE = ("cpu_c", "triton")
+
+
+@torch.compiler.assume_constant_result
+def _resolve_for_trace(backend: str, device_type: str) -> str:
+    return resolve_backend(backend, device_type)
+
+
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False, backend="auto"):
     """mamba-ssm's selective scan (semantics in this module's docstring) on the chosen backend.
 
     Returns y (batch, dim, L) in u's dtype, or (y, last_state) with ``return_last_state``.
     Autocast is switched off inside: the arithmetic stays fp32 under AMP (a matmul in a backend
-    would otherwise run in fp16/bf16)."""
+    would otherwise run in fp16/bf16). Under torch.compile the ``TRACEABLE`` backends are traced
+    (no graph break); any other backend is called eagerly from the compiled graph."""
+    if torch.compiler.is_compiling():
+        name = _resolve_for_trace(backend, u.device.type)
+        if name in TRACEABLE:
+            check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
+            with torch.autocast(device_type=u.device.type, enabled=False):
+                return BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
+                                      delta_softplus=delta_softplus,
+                                      return_last_state=return_last_state)
+    return _selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                 return_last_state, backend)
+
+
+@torch.compiler.disable
+def _selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
+                          backend):
     check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
     fn = BACKENDS[resolve_backend(backend, u.device)]
     with torch.autocast(device_type=u.device.type, enabled=False):
@@ -121,6 +145,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 
 __all__ = ["selective_scan", "available_backends", "resolve_backend", "BACKENDS", "BACKEND_NAMES",
+           "TRACEABLE",
            "ScanArgumentError", "ScanBackendUnavailable", "selective_scan_reference",
            "selective_scan_chunked", "selective_scan_cpu_c", "selective_scan_triton",
            "selective_scan_mamba_ssm"]

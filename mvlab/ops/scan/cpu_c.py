@@ -212,29 +212,63 @@ def _kernel_layout(BC: torch.Tensor, dtype: torch.dtype, dim: int) -> tuple[torc
     return BC.to(dtype).transpose(2, 3).contiguous(), (groups * L * N, L * N, N, dim // groups)
 
 
+def _forward(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus: bool,
+             threads: int, segment: int, keep: bool, keep_pregate: bool):
+    """(y, last_state, pregate, lanes). All tensors contiguous in the compute dtype; B and C in
+    the kernel layout that ``B_layout``/``C_layout`` describe. ``keep``: gradients are wanted, so
+    u and the step sizes are also written in the kernels' lane layout (2 * batch * dim * L values)
+    and the backward neither transposes nor recomputes softplus; ``keep_pregate``: the gradient of
+    z is wanted, which needs y before the gate. Absent outputs are None."""
+    batch, dim, length = u.shape
+    N = A.shape[1]
+    y = torch.empty_like(u)
+    last = u.new_empty(batch, dim, N)
+    pregate = torch.empty_like(u) if keep_pregate and z is not None else None
+    lanes = u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES) if keep else None
+    problem = _Problem(batch, dim, length, N, threads or torch.get_num_threads(), int(softplus),
+                       segment, _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D),
+                       _ptr(delta_bias), _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
+                       _ptr(y), _ptr(pregate), _ptr(last),
+                       *((_ptr(lanes[0]), _ptr(lanes[1])) if lanes is not None else (None, None)))
+    _call("forward", u.dtype, problem)
+    return y, last, pregate, lanes
+
+
+def _backward(u, delta, A, B, C, D, z, delta_bias, pregate, lanes, dy, dlast, B_layout,
+              C_layout, softplus: bool, threads: int, segment: int, needs: tuple[bool, ...]):
+    """Gradients of (u, delta, A, B, C, D, z, delta_bias); None where ``needs`` says no, the
+    input is absent, or (for C and z) no gradient reaches y."""
+    def grad_like(t, index, wanted=True):
+        return torch.empty_like(t) if t is not None and needs[index] and wanted else None
+
+    du, ddelta, dA = grad_like(u, 0), grad_like(delta, 1), grad_like(A, 2)
+    dB, dC = grad_like(B, 3), grad_like(C, 4, wanted=dy is not None)
+    dD, dz = grad_like(D, 5), grad_like(z, 6, wanted=dy is not None)
+    dbias = grad_like(delta_bias, 7)
+    dy = dy.to(u.dtype).contiguous() if dy is not None else None
+    dlast = dlast.to(u.dtype).contiguous() if dlast is not None else None
+    batch, dim, length = u.shape
+    problem = _Problem(batch, dim, length, A.shape[1], threads or torch.get_num_threads(),
+                       int(softplus), segment,
+                       _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
+                       _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
+                       None, _ptr(pregate), None, _ptr(lanes[0]), _ptr(lanes[1]),
+                       _ptr(dy), _ptr(dlast),
+                       _ptr(du), _ptr(ddelta), _ptr(dz), _ptr(dA), _ptr(dB), _ptr(dC),
+                       _ptr(dD), _ptr(dbias))
+    _call("backward", u.dtype, problem)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
 class _CpuScan(torch.autograd.Function):
-    """(y, last_state) of the scan with D, z, delta_bias and softplus fused. All tensors are
-    contiguous in the compute dtype; B and C are in the kernel layout described by the layouts."""
+    """Eager autograd over ``_forward``/``_backward``: (y, last_state)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, threads,
                 segment):
-        batch, dim, length = u.shape
-        N = A.shape[1]
-        y = torch.empty_like(u)
-        last = u.new_empty(batch, dim, N)
-        keep_pregate = z is not None and ctx.needs_input_grad[6]
-        pregate = torch.empty_like(u) if keep_pregate else None
-        # u and the step sizes in the kernels' lane layout, so the backward neither transposes
-        # nor recomputes softplus (2 * batch * dim * L values, only when gradients are wanted)
-        lanes = (u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES)
-                 if any(ctx.needs_input_grad) else None)
-        problem = _Problem(batch, dim, length, N, threads, int(softplus), segment,
-                           _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
-                           _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
-                           _ptr(y), _ptr(pregate), _ptr(last),
-                           *((_ptr(lanes[0]), _ptr(lanes[1])) if lanes is not None else (None, None)))
-        _call("forward", u.dtype, problem)
+        y, last, pregate, lanes = _forward(
+            u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, threads, segment,
+            keep=any(ctx.needs_input_grad), keep_pregate=ctx.needs_input_grad[6])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pregate, lanes)
         ctx.config = (B_layout, C_layout, softplus, threads, segment)
@@ -245,29 +279,74 @@ class _CpuScan(torch.autograd.Function):
     def backward(ctx, dy, dlast):
         if dy is None and dlast is None:
             return (None,) * 13
-        u, delta, A, B, C, D, z, delta_bias, pregate, lanes = ctx.saved_tensors
-        B_layout, C_layout, softplus, threads, segment = ctx.config
-        needs = ctx.needs_input_grad
+        grads = _backward(*ctx.saved_tensors, dy, dlast, *ctx.config, ctx.needs_input_grad)
+        return (*grads, None, None, None, None, None)
 
-        def grad_like(t, index, wanted=True):
-            return torch.empty_like(t) if t is not None and needs[index] and wanted else None
 
-        du, ddelta, dA = grad_like(u, 0), grad_like(delta, 1), grad_like(A, 2)
-        dB, dC = grad_like(B, 3), grad_like(C, 4, wanted=dy is not None)
-        dD, dz = grad_like(D, 5), grad_like(z, 6, wanted=dy is not None)
-        dbias = grad_like(delta_bias, 7)
-        dy = dy.to(u.dtype).contiguous() if dy is not None else None
-        dlast = dlast.to(u.dtype).contiguous() if dlast is not None else None
-        batch, dim, length = u.shape
-        problem = _Problem(batch, dim, length, A.shape[1], threads, int(softplus), segment,
-                           _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D), _ptr(delta_bias),
-                           _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
-                           None, _ptr(pregate), None, _ptr(lanes[0]), _ptr(lanes[1]),
-                           _ptr(dy), _ptr(dlast),
-                           _ptr(du), _ptr(ddelta), _ptr(dz), _ptr(dA), _ptr(dB), _ptr(dC),
-                           _ptr(dD), _ptr(dbias))
-        _call("backward", u.dtype, problem)
-        return du, ddelta, dA, dB, dC, dD, dz, dbias, None, None, None, None, None
+# The same kernels as torch.library custom ops, which torch.compile traces as single graph nodes
+# (``_CpuScan`` would be a graph break per mixer). Absent optional results travel as empty
+# tensors: a custom op cannot return None.
+@torch.library.custom_op("mvlab::scan_cpu_c", mutates_args=(), device_types="cpu")
+def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+             C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+             delta_bias: torch.Tensor | None, B_layout: list[int], C_layout: list[int],
+             softplus: bool, segment: int, keep: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    y, last, pregate, lanes = _forward(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout,
+                                       softplus, 0, segment, keep, keep)
+    return y, last, _or_empty(pregate, u), _or_empty(lanes, u)
+
+
+@_scan_op.register_fake
+def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, segment,
+                  keep):
+    batch, dim, length = u.shape
+    pregate = torch.empty_like(u) if keep and z is not None else u.new_empty(0)
+    lanes = u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES) if keep else u.new_empty(0)
+    return torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]), pregate, lanes
+
+
+@torch.library.custom_op("mvlab::scan_cpu_c_backward", mutates_args=(), device_types="cpu")
+def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None,
+                      delta_bias: torch.Tensor | None, pregate: torch.Tensor,
+                      lanes: torch.Tensor, dy: torch.Tensor, dlast: torch.Tensor,
+                      B_layout: list[int], C_layout: list[int], softplus: bool, segment: int
+                      ) -> list[torch.Tensor]:
+    grads = _backward(u, delta, A, B, C, D, z, delta_bias, pregate if pregate.numel() else None,
+                      lanes, dy, dlast, B_layout, C_layout, softplus, 0, segment, (True,) * 8)
+    return [_or_empty(g, u) for g in grads]
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_op_fake(u, delta, A, B, C, D, z, delta_bias, pregate, lanes, dy, dlast,
+                           B_layout, C_layout, softplus, segment):
+    return [torch.empty_like(t) if t is not None else u.new_empty(0)
+            for t in (u, delta, A, B, C, D, z, delta_bias)]
+
+
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return t if t is not None else like.new_empty(0)
+
+
+def _scan_op_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, segment, keep = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, output[2], output[3])
+    ctx.config = (B_layout, C_layout, softplus, segment)
+
+
+def _scan_op_backward(ctx, dy, dlast, _dpregate, _dlanes):
+    u, delta, A, B, C, D, z, delta_bias, pregate, lanes = ctx.saved_tensors
+    if lanes.numel() == 0:
+        raise RuntimeError("selective_scan (cpu_c): the forward ran without keeping what the "
+                           "backward needs (it was traced with gradients off)")
+    grads = _scan_backward_op(u, delta, A, B, C, D, z, delta_bias, pregate, lanes, dy, dlast,
+                              *ctx.config)
+    present = (True,) * 5 + (D is not None, z is not None, delta_bias is not None)
+    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)),) + (None,) * 5
+
+
+_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
 
 
 def _call(name: str, dtype: torch.dtype, problem: _Problem) -> None:
@@ -289,8 +368,8 @@ def selective_scan_cpu_c(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     the backward (tests force small ones to exercise the checkpoints; default: cache-sized).
     Raises ``ScanBackendUnavailable`` when the kernels could not be built or the tensors are not
     on the CPU."""
-    why = unavailable_reason(u.device)
-    if why:
+    why = "" if torch.compiler.is_compiling() else unavailable_reason(u.device)
+    if why:  # (a compiled caller resolved the backend, and so checked this, before tracing)
         raise ScanBackendUnavailable(f"selective_scan: the 'cpu_c' backend cannot run: {why}. "
                                      "Use backend='auto' or 'chunked'.")
     check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)  # the C code trusts the shapes
@@ -307,8 +386,13 @@ def selective_scan_cpu_c(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 
     B_kernel, B_layout = _kernel_layout(B, dtype, dim)
     C_kernel, C_layout = _kernel_layout(C, dtype, dim)
-    y, last = _CpuScan.apply(ready(u), ready(delta), ready(A), B_kernel, C_kernel, ready(D), ready(z),
-                             ready(delta_bias), B_layout, C_layout, bool(delta_softplus),
-                             threads or torch.get_num_threads(), segment or 0)
+    args = (ready(u), ready(delta), ready(A), B_kernel, C_kernel, ready(D), ready(z),
+            ready(delta_bias), list(B_layout), list(C_layout), bool(delta_softplus))
+    if torch.compiler.is_compiling():
+        keep = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+        y, last, _, _ = _scan_op(*args, segment or 0, keep)
+    else:
+        y, last = _CpuScan.apply(*args, threads or 0, segment or 0)
     y = y.to(u.dtype)
     return (y, last) if return_last_state else y

@@ -491,81 +491,150 @@ def _mode(BC: torch.Tensor) -> int:
     return {2: CONSTANT, 3: SHARED}.get(BC.dim(), PER_CHANNEL)
 
 
+def _meta(u: torch.Tensor, A: torch.Tensor, B, C, D, delta_bias, softplus: bool,
+          chunk: int) -> tuple[dict, int, int]:
+    """Kernel constexprs, number of chunks and of channel blocks for these inputs."""
+    _, dim, L = u.shape
+    dtype = compute_dtype(u)
+    BLOCK_D, BLOCK_N, CHUNK, num_warps = launch_config(dim, A.shape[1], L)
+    if chunk:  # tests force short chunks to exercise the carry between them
+        CHUNK = _next_pow2(chunk)
+    meta = dict(B_MODE=_mode(B), C_MODE=_mode(C), HAS_D=D is not None,
+                HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+                USE_EXP2=dtype == torch.float32,
+                DT=(tl.float64 if dtype == torch.float64 else tl.float32) if triton else None,
+                BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps)
+    return meta, max(1, -(-L // CHUNK)), -(-dim // BLOCK_D)
+
+
+def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int):
+    """(y, last_state, per-chunk state checkpoints), y in the compute dtype. Contiguous inputs."""
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    dtype = compute_dtype(u)
+    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    y = torch.empty(batch, dim, L, dtype=dtype, device=u.device)
+    last = torch.empty(batch, dim, N, dtype=dtype, device=u.device)
+    ckpt = torch.empty(batch, dim, n_chunks, N, dtype=dtype, device=u.device)
+    dummy = A  # stands in for absent optional pointers; never read
+    kernel = _scan_fwd_loop_kernel if TILE.get("kernel") == "loop" else _scan_fwd_kernel
+    kernel[(batch, n_dblocks)](
+        u, delta, A, B, C, D if D is not None else dummy,
+        delta_bias if delta_bias is not None else dummy, y, last, ckpt,
+        dim, N, L, n_chunks, **meta)
+    return y, last, ckpt
+
+
+def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool, chunk: int):
+    """Gradients of (u, delta, A, B, C, D, delta_bias) in the inputs' dtypes (None for an absent
+    D or delta_bias). ``dy`` or ``dlast`` may be None (no gradient reaches that output)."""
+    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    dtype = ckpt.dtype
+    dev = u.device
+    dy = torch.zeros(batch, dim, L, dtype=dtype, device=dev) if dy is None else dy.to(dtype).contiguous()
+    du = torch.empty(batch, dim, L, dtype=dtype, device=dev)
+    ddelta = torch.empty_like(du)
+    dA = torch.empty(batch, dim, N, dtype=dtype, device=dev)
+
+    def grad_buffer(mode: int) -> torch.Tensor:
+        if mode == CONSTANT:
+            return torch.empty(batch, dim, N, dtype=dtype, device=dev)
+        if mode == SHARED:
+            return torch.zeros(n_dblocks, batch, N, L, dtype=dtype, device=dev)
+        return torch.empty(batch, dim, N, L, dtype=dtype, device=dev)
+
+    dB, dC = grad_buffer(meta["B_MODE"]), grad_buffer(meta["C_MODE"])
+    dD = torch.empty(batch, dim, dtype=dtype, device=dev) if D is not None else dA
+    dbias = torch.empty(batch, dim, dtype=dtype, device=dev) if delta_bias is not None else dA
+    dummy = A
+    common = (u, delta, A, B, C, D if D is not None else dummy,
+              delta_bias if delta_bias is not None else dummy, ckpt, dy,
+              dlast.to(dtype).contiguous() if dlast is not None else dummy)
+    grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks)
+    if TILE.get("kernel") == "loop":
+        scratch = torch.empty(batch * n_dblocks * (meta["CHUNK"] + 1) * meta["BLOCK_D"] * meta["BLOCK_N"],
+                              dtype=dtype, device=dev)
+        _scan_bwd_loop_kernel[(batch, n_dblocks)](*common, scratch, *grads,
+                                                  HAS_DLAST=dlast is not None, **meta)
+    else:
+        _scan_bwd_kernel[(batch, n_dblocks)](*common, *grads, HAS_DLAST=dlast is not None, **meta)
+
+    def reduce(grad: torch.Tensor, mode: int) -> torch.Tensor:
+        return grad.sum(0) if mode in (CONSTANT, SHARED) else grad
+
+    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype),
+            reduce(dB, meta["B_MODE"]).to(B.dtype), reduce(dC, meta["C_MODE"]).to(C.dtype),
+            dD.sum(0).to(D.dtype) if D is not None else None,
+            dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
+
+
 class _TritonScan(torch.autograd.Function):
-    """y = scan(u, delta, A, B, C) + D u, with delta_bias/softplus fused; returns (y, last)."""
+    """Eager autograd: y = scan(u, delta, A, B, C) + D u, delta_bias/softplus fused; (y, last)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, chunk):
-        batch, dim, L = u.shape
-        N = A.shape[1]
-        dtype = compute_dtype(u)
-        BLOCK_D, BLOCK_N, CHUNK, num_warps = launch_config(dim, N, L)
-        if chunk:  # tests force short chunks to exercise the carry between them
-            CHUNK = _next_pow2(chunk)
-        n_chunks = max(1, -(-L // CHUNK))
-        n_dblocks = -(-dim // BLOCK_D)
-        y = torch.empty(batch, dim, L, dtype=dtype, device=u.device)
-        last = torch.empty(batch, dim, N, dtype=dtype, device=u.device)
-        ckpt = torch.empty(batch, dim, n_chunks, N, dtype=dtype, device=u.device)
-        meta = dict(B_MODE=_mode(B), C_MODE=_mode(C), HAS_D=D is not None,
-                    HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-                    USE_EXP2=dtype == torch.float32, DT=tl.float64 if dtype == torch.float64 else tl.float32,
-                    BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps)
-        dummy = A  # stands in for absent optional pointers; never read
-        loop = TILE.get("kernel") == "loop"
-        (_scan_fwd_loop_kernel if loop else _scan_fwd_kernel)[(batch, n_dblocks)](
-            u, delta, A, B, C, D if D is not None else dummy,
-            delta_bias if delta_bias is not None else dummy, y, last, ckpt,
-            dim, N, L, n_chunks, **meta)
+        y, last, ckpt = _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, ckpt)
-        ctx.meta, ctx.grid, ctx.loop = meta, (batch, n_dblocks, n_chunks), loop
+        ctx.config = (softplus, chunk)
         ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
-        meta = ctx.meta
-        batch, n_dblocks, n_chunks = ctx.grid
-        _, dim, L = u.shape
-        N = A.shape[1]
-        dtype = ckpt.dtype
-        dev = u.device
-        dy = torch.zeros(batch, dim, L, dtype=dtype, device=dev) if dy is None else dy.to(dtype).contiguous()
-        du = torch.empty(batch, dim, L, dtype=dtype, device=dev)
-        ddelta = torch.empty_like(du)
-        dA = torch.empty(batch, dim, N, dtype=dtype, device=dev)
+        return (*_backward(*ctx.saved_tensors, dy, dlast, *ctx.config), None, None)
 
-        def grad_buffer(mode: int) -> torch.Tensor:
-            if mode == CONSTANT:
-                return torch.empty(batch, dim, N, dtype=dtype, device=dev)
-            if mode == SHARED:
-                return torch.zeros(n_dblocks, batch, N, L, dtype=dtype, device=dev)
-            return torch.empty(batch, dim, N, L, dtype=dtype, device=dev)
 
-        dB, dC = grad_buffer(meta["B_MODE"]), grad_buffer(meta["C_MODE"])
-        dD = torch.empty(batch, dim, dtype=dtype, device=dev) if D is not None else dA
-        dbias = torch.empty(batch, dim, dtype=dtype, device=dev) if delta_bias is not None else dA
-        dummy = A
-        common = (u, delta, A, B, C, D if D is not None else dummy,
-                  delta_bias if delta_bias is not None else dummy, ckpt, dy,
-                  dlast.to(dtype).contiguous() if dlast is not None else dummy)
-        grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks)
-        if ctx.loop:
-            scratch = torch.empty(batch * n_dblocks * (meta["CHUNK"] + 1) * meta["BLOCK_D"] * meta["BLOCK_N"],
-                                  dtype=dtype, device=dev)
-            _scan_bwd_loop_kernel[(batch, n_dblocks)](*common, scratch, *grads,
-                                                      HAS_DLAST=dlast is not None, **meta)
-        else:
-            _scan_bwd_kernel[(batch, n_dblocks)](*common, *grads, HAS_DLAST=dlast is not None, **meta)
+# The same kernels as torch.library custom ops, which torch.compile traces as single graph nodes
+# (``_TritonScan`` above would be a graph break per mixer). Eager calls keep the Function: a
+# custom op's Python dispatch costs more per call than the kernel does at small shapes.
+@torch.library.custom_op("mvlab::scan_triton", mutates_args=())
+def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+             C: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
+             softplus: bool, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk)
 
-        def reduce(grad: torch.Tensor, mode: int) -> torch.Tensor:
-            return grad.sum(0) if mode in (CONSTANT, SHARED) else grad
 
-        return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype),
-                reduce(dB, meta["B_MODE"]).to(B.dtype), reduce(dC, meta["C_MODE"]).to(C.dtype),
-                dD.sum(0).to(D.dtype) if D is not None else None,
-                dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None, None, None)
+@_scan_op.register_fake
+def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk):
+    batch, dim, L = u.shape
+    N = A.shape[1]
+    dtype = compute_dtype(u)
+    _, n_chunks, _ = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    return (u.new_empty(batch, dim, L, dtype=dtype), u.new_empty(batch, dim, N, dtype=dtype),
+            u.new_empty(batch, dim, n_chunks, N, dtype=dtype))
+
+
+@torch.library.custom_op("mvlab::scan_triton_backward", mutates_args=())
+def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                      C: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
+                      ckpt: torch.Tensor, dy: torch.Tensor, dlast: torch.Tensor,
+                      softplus: bool, chunk: int) -> list[torch.Tensor]:
+    grads = _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk)
+    return [g if g is not None else u.new_empty(0) for g in grads]
+
+
+@_scan_backward_op.register_fake
+def _scan_backward_op_fake(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk):
+    return [torch.empty_like(t) if t is not None else u.new_empty(0)
+            for t in (u, delta, A, B, C, D, delta_bias)]
+
+
+def _scan_op_setup(ctx, inputs, output):
+    u, delta, A, B, C, D, delta_bias, softplus, chunk = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, output[2])
+    ctx.config = (softplus, chunk)
+
+
+def _scan_op_backward(ctx, dy, dlast, _dckpt):
+    u, delta, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
+    grads = _scan_backward_op(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, *ctx.config)
+    present = (True, True, True, True, True, D is not None, delta_bias is not None)
+    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)), None, None)
+
+
+_scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -573,7 +642,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """The selective scan as fused Triton kernels (see ``selective_scan`` for the arguments).
 
     ``chunk`` forces the tokens per chunk (rounded up to a power of two); tests use it."""
-    if not is_available(u.device):
+    if not torch.compiler.is_compiling() and not is_available(u.device):
         raise ScanBackendUnavailable(
             f"selective_scan: the 'triton' backend cannot run on {u.device}: it needs triton and a "
             "CUDA device, or TRITON_INTERPRET=1 set before triton is imported (CPU, slow). "
@@ -584,10 +653,14 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         B = expand_groups(B, dim)
     if C.dim() == 4:
         C = expand_groups(C, dim)
-    y, last = _TritonScan.apply(
-        u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
-        D.contiguous() if D is not None else None,
-        delta_bias.contiguous() if delta_bias is not None else None, delta_softplus, chunk)
+    args = (u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
+            D.contiguous() if D is not None else None,
+            delta_bias.contiguous() if delta_bias is not None else None, bool(delta_softplus),
+            int(chunk or 0))
+    if torch.compiler.is_compiling():
+        y, last, _ = _scan_op(*args)
+    else:
+        y, last = _TritonScan.apply(*args)
     if z is not None:
         y = y * torch.nn.functional.silu(z.to(dtype))
     out = y.to(u.dtype)
