@@ -125,9 +125,11 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
     """Time both Triton kernel families over a few tile settings at T stage 3; keep the best."""
     chunk_kernel = [dict(kernel="chunk", elements=e, chunk=c, num_warps=w) for e, c, w in
                     [(2048, 32, 4), (4096, 64, 4), (1024, 32, 2), (2048, 16, 4), (1024, 16, 2)]]
-    loop_kernel = [dict(kernel="loop", block_d=bd, chunk=c, num_warps=w) for bd, c, w in
-                   [(32, 64, 1), (16, 64, 1), (64, 64, 2), (32, 32, 1), (128, 64, 4), (8, 64, 1),
-                    (32, 64, 2), (64, 64, 1)]]
+    loop_kernel = [dict(kernel="loop", block_d=bd, chunk=c, num_warps=w, stages=st)
+                   for bd, c, w, st in
+                   [(32, 64, 1, 1), (16, 64, 1, 1), (64, 64, 2, 1), (32, 32, 1, 1), (128, 64, 4, 1),
+                    (8, 64, 1, 1), (32, 64, 2, 1), (64, 64, 1, 1), (32, 64, 1, 3), (16, 64, 1, 3),
+                    (64, 64, 2, 3), (32, 64, 1, 2)]]
     inputs = scan_bench._inputs(batch, 160, 196, 8, device, torch.float32)
     tile0, loop0 = dict(scan_triton.TILE), dict(scan_triton.LOOP)
     rows, best = [], None
@@ -140,7 +142,8 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
         if cand["kernel"] == "chunk":
             scan_triton.TILE.update(elements=cand["elements"], chunk=cand["chunk"], num_warps=cand["num_warps"])
         else:
-            scan_triton.LOOP.update(block_d=cand["block_d"], chunk=cand["chunk"], num_warps=cand["num_warps"])
+            scan_triton.LOOP.update(block_d=cand["block_d"], chunk=cand["chunk"],
+                                    num_warps=cand["num_warps"], stages=cand["stages"])
         row = {**cand, "config": scan_triton.launch_config(160, 8, 196)}
         try:
             for mode in scan_bench.MODES:

@@ -98,6 +98,44 @@ def test_mixer_counts_the_dt_bias_twice():
     torch.testing.assert_close(mixer(x), expected, rtol=1e-5, atol=1e-6)
 
 
+def _channel_major_mixer(mixer, x):
+    """Every mixer variant written out on (batch, channels, L) tensors with conv1d and explicit
+    padding: what the token-major implementation must equal."""
+    k, half, opts = mixer.conv1d_x.weight.shape[-1], mixer.d_half, mixer.opts
+
+    def conv(t, weight):
+        pad = (k - 1, 0) if opts.conv1d == "causal" else ((k - 1) // 2, k // 2)
+        return F.conv1d(F.pad(t, pad), weight, groups=half)
+
+    xz = mixer.in_proj(x).transpose(1, 2)
+    u, z = (xz, None) if xz.shape[1] == half else xz.chunk(2, dim=1)
+    u = F.silu(conv(u, mixer.conv1d_x.weight))
+    if opts.branch:
+        z = F.silu(conv(z, mixer.conv1d_z.weight))
+    dt, B, C = (u.transpose(1, 2) @ mixer.x_proj.weight.T).split(
+        [mixer.dt_rank, mixer.d_state, mixer.d_state], dim=-1)
+    delta = (dt @ mixer.dt_proj.weight.T + 2 * mixer.dt_proj.bias).transpose(1, 2)
+    gate = z if (not opts.branch and opts.out == "gate") else None
+    y = selective_scan_reference(u, delta, -torch.exp(mixer.A_log), B.transpose(1, 2),
+                                 C.transpose(1, 2), mixer.D, z=gate, delta_softplus=True)
+    if opts.branch:
+        y = torch.cat([y, z], dim=1) if opts.out == "concat" else y * z
+    return mixer.out_proj(y.transpose(1, 2))
+
+
+@pytest.mark.parametrize("d_conv", [2, 3, 4])
+@pytest.mark.parametrize("branch,out", [(True, "concat"), (True, "gate"), (False, "gate"),
+                                        (False, "concat")])
+@pytest.mark.parametrize("conv1d", ["regular", "causal"])
+def test_token_major_mixer_equals_the_channel_major_formulation(d_conv, branch, out, conv1d):
+    torch.manual_seed(0)
+    opts = MixerOptions(d_state=4, d_conv=d_conv, branch=branch, out=out, conv1d=conv1d)
+    mixer = MambaVisionMixer(24, opts, scan_backend="reference")
+    torch.nn.init.normal_(mixer.dt_proj.bias, std=0.5)
+    x = torch.randn(3, 11, 24)
+    torch.testing.assert_close(mixer(x), _channel_major_mixer(mixer, x), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("branch", [True, False])
 @pytest.mark.parametrize("out", ["concat", "gate"])
 @pytest.mark.parametrize("conv1d", ["regular", "causal"])

@@ -70,3 +70,49 @@ def test_triton_gradcheck_and_dispatch_under_interpreter():
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_token_major_views_are_read_in_place_under_interpreter():
+    """The mixer hands the scan transposed views of (batch, L, channels) tensors; the kernels read
+    them through their strides (no layout copy) and write y token-major, in u's dtype."""
+    proc = _interpreted("""
+        import torch
+        from mvlab.ops.scan.reference import selective_scan_reference
+        from mvlab.ops.scan.triton import selective_scan_triton
+
+        torch.manual_seed(3)
+        batch, dim, L, N = 2, 4, 7, 3
+        def token_major(*shape):  # (batch, L, c) memory seen as (batch, c, L)
+            return torch.randn(shape[0], shape[2], shape[1], dtype=torch.float64).transpose(1, 2)
+        x_dbl = torch.randn(batch, L, 2 + 2 * N, dtype=torch.float64)  # as the mixer's x_proj
+        leaves = dict(u=token_major(batch, dim, L), delta=token_major(batch, dim, L) * 0.5,
+                      A=-torch.rand(dim, N, dtype=torch.float64) - 0.5,
+                      B=x_dbl[..., 2:2 + N].transpose(1, 2), C=x_dbl[..., 2 + N:].transpose(1, 2),
+                      D=torch.randn(dim, dtype=torch.float64),
+                      delta_bias=torch.randn(dim, dtype=torch.float64))
+        assert not leaves["u"].is_contiguous() and not leaves["B"].is_contiguous()
+        leaves = {k: v.requires_grad_(True) for k, v in leaves.items()}
+
+        def run(fn):
+            return fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
+                      D=leaves["D"], delta_bias=leaves["delta_bias"], delta_softplus=True,
+                      return_last_state=True, **({"chunk": 4} if fn is selective_scan_triton else {}))
+
+        y, last = run(selective_scan_triton)
+        assert y.stride(1) == 1, y.stride()  # token-major, like u
+        y_ref, last_ref = run(selective_scan_reference)
+        dy = torch.randn(batch, L, dim, dtype=torch.float64).transpose(1, 2)  # strided dy too
+        grads = torch.autograd.grad((y * dy).sum() + last.sum(), list(leaves.values()))
+        grads_ref = torch.autograd.grad((y_ref * dy).sum() + last_ref.sum(), list(leaves.values()))
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(last, last_ref, rtol=1e-10, atol=1e-12)
+        for name, g, g_ref in zip(leaves, grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-11, msg=name)
+
+        half = selective_scan_triton(leaves["u"].detach().half(), leaves["delta"].detach().half(),
+                                     leaves["A"].detach().float(), leaves["B"].detach().half(),
+                                     leaves["C"].detach().half(), chunk=4)
+        assert half.dtype == torch.float16 and half.stride(1) == 1
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -65,15 +65,23 @@ class ConvBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-def _depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Depthwise conv over the token axis of (batch, channels, L); no bias."""
+def _depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Depthwise conv over the token axis of a token-major (batch, L, channels) tensor; no bias.
+
+    Runs as a channels-last conv2d on the (batch, channels, 1, L) view of the same memory, so
+    neither the input nor the output is transposed in memory (a conv1d would copy both to
+    channel-major). Returns token-major (batch, L, channels)."""
     k = weight.shape[-1]
-    if causal:
-        return F.conv1d(F.pad(x, (k - 1, 0)), weight, groups=x.shape[1])
-    if k % 2:
-        return F.conv1d(x, weight, padding=k // 2, groups=x.shape[1])
-    # even kernels: the same split as padding="same" (extra zero on the right), made explicit
-    return F.conv1d(F.pad(x, ((k - 1) // 2, k // 2)), weight, groups=x.shape[1])
+    length = x.shape[1]
+    image = x.transpose(1, 2).unsqueeze(2)  # (batch, C, 1, L): channels-last strides, a view
+    if causal:  # out[t] = sum_j w[j] x[t - k + 1 + j]
+        y = F.conv2d(image, weight.unsqueeze(2), padding=(0, k - 1), groups=x.shape[2])
+        y = y[..., :length]
+    else:  # odd k: centred; even k: the extra zero on the right, as padding="same"
+        y = F.conv2d(image, weight.unsqueeze(2), padding=(0, k // 2), groups=x.shape[2])
+        if k % 2 == 0:
+            y = y[..., 1:length + 1]
+    return y.squeeze(2).transpose(1, 2)
 
 
 class MambaVisionMixer(nn.Module):
@@ -122,27 +130,30 @@ class MambaVisionMixer(nn.Module):
         self.out_proj = nn.Linear(self.d_inner if concat else self.d_half, dim, bias=False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        xz = self.in_proj(hidden).transpose(1, 2)  # (batch, d_inner, L), a view
-        if xz.shape[1] == self.d_half:
-            x, z = xz, None
-        else:
-            x, z = xz.chunk(2, dim=1)
-        x = F.silu(_depthwise_conv1d(x, self.conv1d_x.weight, self.causal))
+        # Token-major (batch, L, channels) throughout: the scan reads channel-major views of it
+        # through their strides, so no activation is transposed in memory. in_proj runs as two
+        # GEMMs on row blocks of its weight, giving x and z as separate contiguous tensors.
+        w = self.in_proj.weight
+        x = F.linear(hidden, w[:self.d_half])
+        z = F.linear(hidden, w[self.d_half:]) if w.shape[0] > self.d_half else None
+        x = F.silu(_depthwise_conv_tokens(x, self.conv1d_x.weight, self.causal))
         if self.opts.branch:
-            z = F.silu(_depthwise_conv1d(z, self.conv1d_z.weight, self.causal))
-        x_dbl = F.linear(x.transpose(1, 2), self.x_proj.weight)  # (batch, L, R + 2N)
+            z = F.silu(_depthwise_conv_tokens(z, self.conv1d_z.weight, self.causal))
+        x_dbl = F.linear(x, self.x_proj.weight)  # (batch, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # Reference quirk kept for weight compatibility: dt_proj adds its bias here and the
         # scan adds it again through delta_bias, so the step is softplus(W dt + 2b).
-        delta = self.dt_proj(dt).transpose(1, 2)
+        delta = self.dt_proj(dt)
         A = -torch.exp(self.A_log.float())
         gate_in_scan = z if (not self.opts.branch and self.opts.out == "gate") else None
-        y = selective_scan(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), self.D.float(),
-                           z=gate_in_scan, delta_bias=self.dt_proj.bias.float(),
-                           delta_softplus=True, backend=self.scan_backend)
+        y = selective_scan(x.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
+                           C.transpose(1, 2), self.D.float(),
+                           z=None if gate_in_scan is None else gate_in_scan.transpose(1, 2),
+                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+                           backend=self.scan_backend).transpose(1, 2)  # (batch, L, d_half)
         if self.opts.branch:
-            y = torch.cat([y, z], dim=1) if self.opts.out == "concat" else y * z
-        return self.out_proj(y.transpose(1, 2))
+            y = torch.cat([y, z], dim=-1) if self.opts.out == "concat" else y * z
+        return self.out_proj(y)
 
 
 class Attention(nn.Module):

@@ -139,7 +139,9 @@ def _selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus, r
                           backend):
     check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
     fn = BACKENDS[resolve_backend(backend, u.device)]
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    # the named range lets a profile (and benchmarks/layout_copies.py) tell the scan's share
+    with torch.autocast(device_type=u.device.type, enabled=False), \
+            torch.profiler.record_function("mvlab::selective_scan"):
         return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                   delta_softplus=delta_softplus, return_last_state=return_last_state)
 

@@ -71,7 +71,7 @@ if triton is not None:
         return tl.where(mask, eff, 0.0), raw
 
     @triton.jit
-    def _load_bc(ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, mask_t,
+    def _load_bc(ptr, b, offs_d, offs_n, t, dim, N, L, sb, sn, st, mask_d, mask_n, mask_t,
                  MODE: tl.constexpr, DT: tl.constexpr):
         """B or C as a tile broadcastable to (BLOCK_D, BLOCK_N, CHUNK)."""
         if MODE == 0:  # constant (dim, N)
@@ -80,7 +80,7 @@ if triton is not None:
             return v.to(DT)[:, :, None]
         elif MODE == 1:  # shared (batch, N, L)
             m = mask_n[:, None] & mask_t[None, :]
-            v = tl.load(ptr + b * N * L + offs_n[:, None] * L + t[None, :], mask=m, other=0.0)
+            v = tl.load(ptr + b * sb + offs_n[:, None] * sn + t[None, :] * st, mask=m, other=0.0)
             return v.to(DT)[None, :, :]
         else:  # per channel (batch, dim, N, L)
             m = mask_d[:, None, None] & mask_n[None, :, None] & mask_t[None, None, :]
@@ -100,6 +100,7 @@ if triton is not None:
     def _scan_fwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
                          y_ptr, last_ptr, ckpt_ptr,
                          dim, N, L, n_chunks,
+                         su_b, su_d, su_t, sd_b, sd_d, sd_t, sy_b, sy_d, sy_t, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
                          B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
                          DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -119,25 +120,27 @@ if triton is not None:
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
         state = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
-        row = b * dim * L + offs_d[:, None] * L
+        u_row = b * su_b + offs_d[:, None] * su_d
+        d_row = b * sd_b + offs_d[:, None] * sd_d
+        y_row = b * sy_b + offs_d[:, None] * sy_d
         for c in range(n_chunks):
             t = c * CHUNK + tl.arange(0, CHUNK)
             mask_t = t < L
             mask = mask_d[:, None] & mask_t[None, :]
             ck = ((b * dim + offs_d[:, None]) * n_chunks + c) * N + offs_n[None, :]
             tl.store(ckpt_ptr + ck, state, mask=mask_dn)
-            delta, _ = _load_delta(delta_ptr, bias, row + t[None, :], mask, HAS_BIAS, SOFTPLUS, DT)
-            u = tl.load(u_ptr + row + t[None, :], mask=mask, other=0.0).to(DT)
-            Bt = _load_bc(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, mask_t, B_MODE, DT)
+            delta, _ = _load_delta(delta_ptr, bias, d_row + t[None, :] * sd_t, mask, HAS_BIAS, SOFTPLUS, DT)
+            u = tl.load(u_ptr + u_row + t[None, :] * su_t, mask=mask, other=0.0).to(DT)
+            Bt = _load_bc(B_ptr, b, offs_d, offs_n, t, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n, mask_t, B_MODE, DT)
             a = _decay(delta, A, USE_EXP2)
             x = (delta * u)[:, None, :] * Bt
             a_cum, h = tl.associative_scan((a, x), 2, _combine)
             h = h + a_cum * state[:, :, None]
-            Ct = _load_bc(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, mask_t, C_MODE, DT)
+            Ct = _load_bc(C_ptr, b, offs_d, offs_n, t, dim, N, L, sC_b, sC_n, sC_t, mask_d, mask_n, mask_t, C_MODE, DT)
             y = tl.sum(h * Ct, axis=1)
             if HAS_D:
                 y = y + Dv[:, None] * u
-            tl.store(y_ptr + row + t[None, :], y, mask=mask)
+            tl.store(y_ptr + y_row + t[None, :] * sy_t, y, mask=mask)
             # Past L, a = 1 and x = 0, so the last column holds the state after the last token.
             is_last = (tl.arange(0, CHUNK) == CHUNK - 1)[None, None, :]
             state = tl.sum(tl.where(is_last, h, 0.0), axis=2)
@@ -148,6 +151,7 @@ if triton is not None:
                          dy_ptr, dlast_ptr,
                          du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
                          dim, N, L, n_chunks, n_dblocks,
+                         su_b, su_d, su_t, sd_b, sd_d, sd_t, sy_b, sy_d, sy_t, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
                          B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
                          HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
                          HAS_DLAST: tl.constexpr, DT: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -168,7 +172,10 @@ if triton is not None:
         Dv = tl.zeros([BLOCK_D], dtype=DT)
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
-        row = b * dim * L + offs_d[:, None] * L
+        u_row = b * su_b + offs_d[:, None] * su_d
+        d_row = b * sd_b + offs_d[:, None] * sd_d
+        dy_row = b * sy_b + offs_d[:, None] * sy_d
+        row = b * dim * L + offs_d[:, None] * L  # du, ddelta: contiguous
         dn_off = (b * dim + offs_d[:, None]) * N + offs_n[None, :]  # (batch, dim, N) partials
         dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
         dB_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
@@ -185,17 +192,17 @@ if triton is not None:
             ck = ((b * dim + offs_d[:, None]) * n_chunks + c) * N + offs_n[None, :]
             h_start = tl.load(ckpt_ptr + ck, mask=mask_dn, other=0.0).to(DT)
 
-            delta, raw = _load_delta(delta_ptr, bias, row + t[None, :], mask, HAS_BIAS, SOFTPLUS, DT)
-            u = tl.load(u_ptr + row + t[None, :], mask=mask, other=0.0).to(DT)
-            Bt = _load_bc(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, mask_t, B_MODE, DT)
-            Ct = _load_bc(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, mask_t, C_MODE, DT)
+            delta, raw = _load_delta(delta_ptr, bias, d_row + t[None, :] * sd_t, mask, HAS_BIAS, SOFTPLUS, DT)
+            u = tl.load(u_ptr + u_row + t[None, :] * su_t, mask=mask, other=0.0).to(DT)
+            Bt = _load_bc(B_ptr, b, offs_d, offs_n, t, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n, mask_t, B_MODE, DT)
+            Ct = _load_bc(C_ptr, b, offs_d, offs_n, t, dim, N, L, sC_b, sC_n, sC_t, mask_d, mask_n, mask_t, C_MODE, DT)
             a = _decay(delta, A, USE_EXP2)
             # States before each token: a forward scan over the inputs shifted by one token.
             tp = t - 1
             mask_p = mask_d[:, None] & ((local > 0) & mask_t)[None, :]
-            delta_p, _ = _load_delta(delta_ptr, bias, row + tp[None, :], mask_p, HAS_BIAS, SOFTPLUS, DT)
-            u_p = tl.load(u_ptr + row + tp[None, :], mask=mask_p, other=0.0).to(DT)
-            B_p = _load_bc(B_ptr, b, offs_d, offs_n, tp, dim, N, L, mask_d, mask_n,
+            delta_p, _ = _load_delta(delta_ptr, bias, d_row + tp[None, :] * sd_t, mask_p, HAS_BIAS, SOFTPLUS, DT)
+            u_p = tl.load(u_ptr + u_row + tp[None, :] * su_t, mask=mask_p, other=0.0).to(DT)
+            B_p = _load_bc(B_ptr, b, offs_d, offs_n, tp, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n,
                            (local > 0) & mask_t, B_MODE, DT)
             a_p = _decay(delta_p, A, USE_EXP2)
             ap_cum, h_prev = tl.associative_scan((a_p, (delta_p * u_p)[:, None, :] * B_p), 2, _combine)
@@ -203,14 +210,14 @@ if triton is not None:
             h = a * h_prev + (delta * u)[:, None, :] * Bt
 
             # The adjoint: g_t = C_t dy_t + a_{t+1} g_{t+1}, a reverse scan plus the carry.
-            dy = tl.load(dy_ptr + row + t[None, :], mask=mask, other=0.0).to(DT)
+            dy = tl.load(dy_ptr + dy_row + t[None, :] * sy_t, mask=mask, other=0.0).to(DT)
             beta = dy[:, None, :] * Ct
             if HAS_DLAST:
                 dlast = tl.load(dlast_ptr + dn_off, mask=mask_dn, other=0.0).to(DT)
                 beta = beta + tl.where((t == L - 1)[None, None, :], dlast[:, :, None], 0.0)
             tn = t + 1
             mask_nx = mask_d[:, None] & (tn < L)[None, :]
-            delta_n, _ = _load_delta(delta_ptr, bias, row + tn[None, :], mask_nx, HAS_BIAS, SOFTPLUS, DT)
+            delta_n, _ = _load_delta(delta_ptr, bias, d_row + tn[None, :] * sd_t, mask_nx, HAS_BIAS, SOFTPLUS, DT)
             alpha = tl.where((tn < L)[None, None, :], _decay(delta_n, A, USE_EXP2), 0.0)
             alpha_cum, g = tl.associative_scan((alpha, beta), 2, _combine, reverse=True)
             g = g + alpha_cum * g_carry[:, :, None]
@@ -264,7 +271,7 @@ if triton is not None:
 
 
     @triton.jit
-    def _load_bc_step(ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid,
+    def _load_bc_step(ptr, b, offs_d, offs_n, t, dim, N, L, sb, sn, st, mask_d, mask_n, valid,
                       MODE: tl.constexpr, DT: tl.constexpr):
         """B or C at token t as a tile broadcastable to (BLOCK_D, BLOCK_N)."""
         if MODE == 0:
@@ -272,7 +279,7 @@ if triton is not None:
                         mask=mask_d[:, None] & mask_n[None, :], other=0.0)
             return v.to(DT)
         elif MODE == 1:
-            v = tl.load(ptr + b * N * L + offs_n * L + t, mask=mask_n & valid, other=0.0)
+            v = tl.load(ptr + b * sb + offs_n * sn + t * st, mask=mask_n & valid, other=0.0)
             return v.to(DT)[None, :]
         else:
             o = b * dim * N * L + offs_d[:, None] * (N * L) + offs_n[None, :] * L + t
@@ -295,11 +302,14 @@ if triton is not None:
     def _scan_fwd_loop_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
                               y_ptr, last_ptr, ckpt_ptr,
                               dim, N, L, n_chunks,
+                              su_b, su_d, su_t, sd_b, sd_d, sd_t, sy_b, sy_d, sy_t, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
                               B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
                               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
                               DT: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                              CHUNK: tl.constexpr):
-        """One token per step: the (BLOCK_D, BLOCK_N) state stays in registers across the loop."""
+                              CHUNK: tl.constexpr, STAGES: tl.constexpr):
+        """One token per step: the (BLOCK_D, BLOCK_N) state stays in registers across the loop.
+        STAGES > 1 lets Triton software-pipeline the token loop: the next tokens' loads are in
+        flight while the current one is computed (the walk is latency-bound, not compute-bound)."""
         b = tl.program_id(0)
         offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         offs_n = tl.arange(0, BLOCK_N)
@@ -315,18 +325,20 @@ if triton is not None:
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
         state = tl.zeros([BLOCK_D, BLOCK_N], dtype=DT)
-        row = b * dim * L + offs_d * L
+        u_row = b * su_b + offs_d * su_d
+        d_row = b * sd_b + offs_d * sd_d
+        y_row = b * sy_b + offs_d * sy_d
         for c in range(n_chunks):
             ck = ((b * dim + offs_d[:, None]) * n_chunks + c) * N + offs_n[None, :]
             tl.store(ckpt_ptr + ck, state, mask=mask_dn)
-            for j in range(CHUNK):
+            for j in tl.range(0, CHUNK, num_stages=STAGES):
                 t = c * CHUNK + j
                 valid = t < L
                 mask = mask_d & valid
-                dl, _ = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
-                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
-                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
-                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, C_MODE, DT)
+                dl, _ = _delta_step(delta_ptr, bias, d_row + t * sd_t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + u_row + t * su_t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n, valid, B_MODE, DT)
+                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, sC_b, sC_n, sC_t, mask_d, mask_n, valid, C_MODE, DT)
                 if USE_EXP2:
                     a = tl.exp2(dl[:, None] * A)
                 else:
@@ -335,7 +347,7 @@ if triton is not None:
                 y = tl.sum(state * Ct, axis=1)
                 if HAS_D:
                     y = y + Dv * u
-                tl.store(y_ptr + row + t, y, mask=mask)
+                tl.store(y_ptr + y_row + t * sy_t, y, mask=mask)
         tl.store(last_ptr + (b * dim + offs_d[:, None]) * N + offs_n[None, :], state, mask=mask_dn)
 
     @triton.jit
@@ -343,6 +355,7 @@ if triton is not None:
                               dy_ptr, dlast_ptr, scratch_ptr,
                               du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
                               dim, N, L, n_chunks, n_dblocks,
+                              su_b, su_d, su_t, sd_b, sd_d, sd_t, sy_b, sy_d, sy_t, sB_b, sB_n, sB_t, sC_b, sC_n, sC_t,
                               B_MODE: tl.constexpr, C_MODE: tl.constexpr, HAS_D: tl.constexpr,
                               HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, USE_EXP2: tl.constexpr,
                               HAS_DLAST: tl.constexpr, DT: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -365,7 +378,10 @@ if triton is not None:
         Dv = tl.zeros([BLOCK_D], dtype=DT)
         if HAS_D:
             Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(DT)
-        row = b * dim * L + offs_d * L
+        u_row = b * su_b + offs_d * su_d
+        d_row = b * sd_b + offs_d * sd_d
+        dy_row = b * sy_b + offs_d * sy_d
+        row = b * dim * L + offs_d * L  # du, ddelta: contiguous
         dn_off = (b * dim + offs_d[:, None]) * N + offs_n[None, :]
         tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
         scratch = scratch_ptr + (b * n_dblocks + pid_d) * (CHUNK + 1) * BLOCK_D * BLOCK_N + tile
@@ -386,9 +402,9 @@ if triton is not None:
                 t = c * CHUNK + j
                 valid = t < L
                 mask = mask_d & valid
-                dl, _ = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
-                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
-                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
+                dl, _ = _delta_step(delta_ptr, bias, d_row + t * sd_t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + u_row + t * su_t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n, valid, B_MODE, DT)
                 if USE_EXP2:
                     a = tl.exp2(dl[:, None] * A)
                 else:
@@ -401,11 +417,11 @@ if triton is not None:
                 t = c * CHUNK + j
                 valid = t < L
                 mask = mask_d & valid
-                dl, raw = _delta_step(delta_ptr, bias, row + t, mask, HAS_BIAS, SOFTPLUS, DT)
-                u = tl.load(u_ptr + row + t, mask=mask, other=0.0).to(DT)
-                dy = tl.load(dy_ptr + row + t, mask=mask, other=0.0).to(DT)
-                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, B_MODE, DT)
-                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, mask_d, mask_n, valid, C_MODE, DT)
+                dl, raw = _delta_step(delta_ptr, bias, d_row + t * sd_t, mask, HAS_BIAS, SOFTPLUS, DT)
+                u = tl.load(u_ptr + u_row + t * su_t, mask=mask, other=0.0).to(DT)
+                dy = tl.load(dy_ptr + dy_row + t * sy_t, mask=mask, other=0.0).to(DT)
+                Bt = _load_bc_step(B_ptr, b, offs_d, offs_n, t, dim, N, L, sB_b, sB_n, sB_t, mask_d, mask_n, valid, B_MODE, DT)
+                Ct = _load_bc_step(C_ptr, b, offs_d, offs_n, t, dim, N, L, sC_b, sC_n, sC_t, mask_d, mask_n, valid, C_MODE, DT)
                 h = tl.load(scratch + (j + 1) * BLOCK_D * BLOCK_N)
                 h_prev = tl.load(scratch + j * BLOCK_D * BLOCK_N)
                 if USE_EXP2:
@@ -472,7 +488,7 @@ def _next_pow2(n: int) -> int:
 TILE = {"elements": 2048, "chunk": 32, "num_warps": 4, "kernel": "chunk"}
 # The "loop" kernels walk the tokens one at a time with a (LOOP_BLOCK_D, d_state) state in
 # registers; they are chosen with TILE["kernel"] = "loop".
-LOOP = {"block_d": 32, "chunk": 64, "num_warps": 1}
+LOOP = {"block_d": 32, "chunk": 64, "num_warps": 1, "stages": 1}
 
 
 def launch_config(dim: int, d_state: int, length: int) -> tuple[int, int, int, int]:
@@ -507,21 +523,43 @@ def _meta(u: torch.Tensor, A: torch.Tensor, B, C, D, delta_bias, softplus: bool,
     return meta, max(1, -(-L // CHUNK)), -(-dim // BLOCK_D)
 
 
-def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int):
-    """(y, last_state, per-chunk state checkpoints), y in the compute dtype. Contiguous inputs."""
+def _strides(BC: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, state, token) strides of a shared (batch, N, L) B or C; the other forms are read
+    as contiguous tensors."""
+    return tuple(BC.stride()) if BC.dim() == 3 else (0, 0, 0)
+
+
+def _new_output(u: torch.Tensor, gated: bool) -> torch.Tensor:
+    """y's buffer: token-major when u is (the mixer's out_proj then reads it without a copy)."""
+    batch, dim, L = u.shape
+    dtype = compute_dtype(u) if gated else u.dtype
+    if u.stride(1) == 1 and L > 1:
+        return u.new_empty(batch, L, dim, dtype=dtype).transpose(1, 2)
+    return u.new_empty(batch, dim, L, dtype=dtype)
+
+
+def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int, gated: bool):
+    """(y, last_state, per-chunk state checkpoints). u, delta and a shared B/C may have any
+    strides (the mixer's transposed views are read in place); A, D, delta_bias and constant or
+    per-channel B/C are contiguous. y is in u's dtype, token-major when u is, or in the compute
+    dtype when ``gated`` (the caller still multiplies by SiLU(z) in fp32)."""
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = compute_dtype(u)
     meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
-    y = torch.empty(batch, dim, L, dtype=dtype, device=u.device)
+    y = _new_output(u, gated)
     last = torch.empty(batch, dim, N, dtype=dtype, device=u.device)
     ckpt = torch.empty(batch, dim, n_chunks, N, dtype=dtype, device=u.device)
     dummy = A  # stands in for absent optional pointers; never read
-    kernel = _scan_fwd_loop_kernel if TILE.get("kernel") == "loop" else _scan_fwd_kernel
+    loop = TILE.get("kernel") == "loop"
+    kernel = _scan_fwd_loop_kernel if loop else _scan_fwd_kernel
+    if loop:
+        meta = {**meta, "STAGES": LOOP.get("stages", 1)}
     kernel[(batch, n_dblocks)](
         u, delta, A, B, C, D if D is not None else dummy,
         delta_bias if delta_bias is not None else dummy, y, last, ckpt,
-        dim, N, L, n_chunks, **meta)
+        dim, N, L, n_chunks, *u.stride(), *delta.stride(), *y.stride(), *_strides(B),
+        *_strides(C), **meta)
     return y, last, ckpt
 
 
@@ -533,9 +571,11 @@ def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool,
     N = A.shape[1]
     dtype = ckpt.dtype
     dev = u.device
-    dy = torch.zeros(batch, dim, L, dtype=dtype, device=dev) if dy is None else dy.to(dtype).contiguous()
-    du = torch.empty(batch, dim, L, dtype=dtype, device=dev)
-    ddelta = torch.empty_like(du)
+    if dy is None:
+        dy = torch.zeros(batch, dim, L, dtype=dtype, device=dev)
+    # the kernel reads dy with its strides and dtype, and stores du/ddelta in the inputs' dtypes
+    du = torch.empty(batch, dim, L, dtype=u.dtype, device=dev)
+    ddelta = torch.empty(batch, dim, L, dtype=delta.dtype, device=dev)
     dA = torch.empty(batch, dim, N, dtype=dtype, device=dev)
 
     def grad_buffer(mode: int) -> torch.Tensor:
@@ -552,7 +592,8 @@ def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool,
     common = (u, delta, A, B, C, D if D is not None else dummy,
               delta_bias if delta_bias is not None else dummy, ckpt, dy,
               dlast.to(dtype).contiguous() if dlast is not None else dummy)
-    grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks)
+    grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks,
+             *u.stride(), *delta.stride(), *dy.stride(), *_strides(B), *_strides(C))
     if TILE.get("kernel") == "loop":
         scratch = torch.empty(batch * n_dblocks * (meta["CHUNK"] + 1) * meta["BLOCK_D"] * meta["BLOCK_N"],
                               dtype=dtype, device=dev)
@@ -564,7 +605,7 @@ def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool,
     def reduce(grad: torch.Tensor, mode: int) -> torch.Tensor:
         return grad.sum(0) if mode in (CONSTANT, SHARED) else grad
 
-    return (du.to(u.dtype), ddelta.to(delta.dtype), dA.sum(0).to(A.dtype),
+    return (du, ddelta, dA.sum(0).to(A.dtype),
             reduce(dB, meta["B_MODE"]).to(B.dtype), reduce(dC, meta["C_MODE"]).to(C.dtype),
             dD.sum(0).to(D.dtype) if D is not None else None,
             dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None)
@@ -574,8 +615,8 @@ class _TritonScan(torch.autograd.Function):
     """Eager autograd: y = scan(u, delta, A, B, C) + D u, delta_bias/softplus fused; (y, last)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, chunk):
-        y, last, ckpt = _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk)
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, chunk, gated):
+        y, last, ckpt = _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, ckpt)
         ctx.config = (softplus, chunk)
         ctx.set_materialize_grads(False)
@@ -583,7 +624,7 @@ class _TritonScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        return (*_backward(*ctx.saved_tensors, dy, dlast, *ctx.config), None, None)
+        return (*_backward(*ctx.saved_tensors, dy, dlast, *ctx.config), None, None, None)
 
 
 # The same kernels as torch.library custom ops, which torch.compile traces as single graph nodes
@@ -592,17 +633,18 @@ class _TritonScan(torch.autograd.Function):
 @torch.library.custom_op("mvlab::scan_triton", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
              C: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
-             softplus: bool, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk)
+             softplus: bool, chunk: int, gated: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated)
 
 
 @_scan_op.register_fake
-def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk):
+def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated):
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = compute_dtype(u)
     _, n_chunks, _ = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
-    return (u.new_empty(batch, dim, L, dtype=dtype), u.new_empty(batch, dim, N, dtype=dtype),
+    return (_new_output(u, gated), u.new_empty(batch, dim, N, dtype=dtype),
             u.new_empty(batch, dim, n_chunks, N, dtype=dtype))
 
 
@@ -617,12 +659,12 @@ def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
 
 @_scan_backward_op.register_fake
 def _scan_backward_op_fake(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk):
-    return [torch.empty_like(t) if t is not None else u.new_empty(0)
+    return [t.new_empty(t.shape) if t is not None else u.new_empty(0)  # all contiguous
             for t in (u, delta, A, B, C, D, delta_bias)]
 
 
 def _scan_op_setup(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, softplus, chunk = inputs
+    u, delta, A, B, C, D, delta_bias, softplus, chunk, _gated = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, output[2])
     ctx.config = (softplus, chunk)
 
@@ -631,7 +673,8 @@ def _scan_op_backward(ctx, dy, dlast, _dckpt):
     u, delta, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
     grads = _scan_backward_op(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, *ctx.config)
     present = (True, True, True, True, True, D is not None, delta_bias is not None)
-    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)), None, None)
+    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)), None, None,
+            None)
 
 
 _scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
@@ -653,18 +696,18 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         B = expand_groups(B, dim)
     if C.dim() == 4:
         C = expand_groups(C, dim)
-    args = (u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
-            D.contiguous() if D is not None else None,
+    # u, delta and shared B/C are read in place whatever their strides (no layout copies)
+    args = (u, delta, A.contiguous(), B if B.dim() == 3 else B.contiguous(),
+            C if C.dim() == 3 else C.contiguous(), D.contiguous() if D is not None else None,
             delta_bias.contiguous() if delta_bias is not None else None, bool(delta_softplus),
-            int(chunk or 0))
+            int(chunk or 0), z is not None)
     if torch.compiler.is_compiling():
         y, last, _ = _scan_op(*args)
     else:
         y, last = _TritonScan.apply(*args)
     if z is not None:
-        y = y * torch.nn.functional.silu(z.to(dtype))
-    out = y.to(u.dtype)
-    return (out, last) if return_last_state else out
+        y = (y * torch.nn.functional.silu(z.to(dtype))).to(u.dtype)
+    return (y, last) if return_last_state else y
 
 
 __all__ = ["selective_scan_triton", "is_available", "interpreter_enabled", "launch_config"]
