@@ -2,6 +2,10 @@
 a profile of MambaVision-T, and the plots. Writes at most 8 files under --out.
 
     python scripts/gpu_perf.py --out results/gpu [--budget-s 420] [--quick] [--headline]
+    python scripts/gpu_perf.py --out /tmp/smoke --smoke     # CPU, a minute: tests the script
+
+Order: the profile of MambaVision-T (scan and copy shares of the step), the scan checks, then
+model throughput with the headline pair (T and ConvNeXt-T, eager and compiled) first.
 
 Sections run in order of importance and each is guarded: a failure is written to the log and
 the next section still runs; when the time budget is spent the remaining sections are skipped
@@ -27,6 +31,15 @@ PAPER_IMG_S = {"mambavision_t": 6298, "mambavision_s": 4700, "mambavision_b": 36
                "convnext_tiny": 3196, "swin_tiny_patch4_window7_224": 2758}
 MVLAB = ["mambavision_t", "mambavision_s", "mambavision_b"]
 PEERS = ["convnext_tiny", "convnext_small", "swin_tiny_patch4_window7_224", "mambaout_tiny"]
+PAIR = ("mambavision_t", "convnext_tiny")  # the paper's headline ratio
+# What a run measures with; ``--smoke`` swaps in a CPU setting that takes a minute, so the script
+# itself is tested in CI (tests/test_gpu_scripts.py) and a GPU lease is not spent on a typo.
+SETTING = dict(device="cuda", batch=128, img=224, warmup=10, steps=20, repeats=3,
+               compile="default", precision="fp16")
+SMOKE = dict(device="cpu", batch=2, img=64, warmup=1, steps=2, repeats=1, compile=None,
+             precision="bf16")
+SMOKE_MODELS = dict(MVLAB=["mambavision_tiny"], PEERS=["convnext_atto"],
+                    PAIR=("mambavision_tiny", "convnext_atto"))
 
 
 def log(msg: str, out: Path) -> None:
@@ -82,10 +95,12 @@ def model_throughput(out: Path, deadline: float, quick: bool, headline: bool) ->
     path = out / "models.csv"
     # The headline pair first (eager and compiled, fp16 inference; compiling costs about a minute
     # per model), so a short lease always answers the paper's ratio.
-    pair = ("mambavision_t", "convnext_tiny")
-    plan = [dict(model_or_name=name, mode="infer", precision="fp16", compile=c)
-            for c in (False, "default") for name in pair]
-    plan += [dict(model_or_name=name, mode="train", precision="fp16", compile=False) for name in pair]
+    compiled = [False] + ([SETTING["compile"]] if SETTING["compile"] else [])
+    precision = SETTING["precision"]
+    plan = [dict(model_or_name=name, mode="infer", precision=precision, compile=c)
+            for c in compiled for name in PAIR]
+    plan += [dict(model_or_name=name, mode="train", precision=precision, compile=False)
+             for name in PAIR]
     if not headline:
         for precision in ("fp16", "bf16"):
             for mode in ("infer", "train"):
@@ -98,8 +113,11 @@ def model_throughput(out: Path, deadline: float, quick: bool, headline: bool) ->
             log(f"skipped (budget): {job}", out)
             continue
         try:
-            row = measure_throughput(batch_size=128, img_size=224, device="cuda", channels_last=True,
-                                     warmup=10, steps=20 if quick else 40, repeats=3, **job)
+            row = measure_throughput(batch_size=SETTING["batch"], img_size=SETTING["img"],
+                                     device=SETTING["device"], channels_last=True,
+                                     warmup=SETTING["warmup"],
+                                     steps=SETTING["steps"] * (1 if quick else 2),
+                                     repeats=SETTING["repeats"], **job)
         except Exception as exc:  # noqa: BLE001
             log(f"bench failed {job}: {exc!r}", out)
             continue
@@ -120,16 +138,24 @@ def profile_t(out: Path) -> None:
     import mvlab  # noqa: F401 - registers the timm names
     from mvlab.models import build_model
 
-    model = build_model("T").cuda().eval().to(memory_format=torch.channels_last)
-    x = torch.randn(128, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+    device = SETTING["device"]
+    model = build_model(PAIR[0]).to(device).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(SETTING["batch"], 3, SETTING["img"], SETTING["img"], device=device)
+    x = x.to(memory_format=torch.channels_last)
+    amp = torch.float16 if device == "cuda" else torch.bfloat16
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad(), torch.autocast(device, dtype=amp):
         for _ in range(5):
             model(x)
-        torch.cuda.synchronize()
+        sync()
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
             for _ in range(5):
                 model(x)
-            torch.cuda.synchronize()
+            sync()
     events = prof.key_averages()
     table = events.table(sort_by="self_cuda_time_total", row_limit=30)
 
@@ -156,15 +182,16 @@ def plots(out: Path, rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok" and r["mode"] == "infer" and r["precision"] == "fp16"
-          and r["compile"] == "none"]
+    ok = [r for r in rows if r["status"] == "ok" and r["mode"] == "infer"
+          and r["precision"] == SETTING["precision"] and r["compile"] == "none"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in ok:
         color = "tab:green" if r["model"].startswith("mambavision") else "tab:gray"
         ax1.scatter(r["params"] / 1e6, r["img_s_median"], color=color)
         ax1.annotate(r["model"].replace("_patch4_window7_224", ""),
                      (r["params"] / 1e6, r["img_s_median"]), fontsize=8)
-    ax1.set(xlabel="params (M)", ylabel="img/s (fp16, bs 128, 224 px, NHWC)",
+    ax1.set(xlabel="params (M)",
+            ylabel=f"img/s ({SETTING['precision']}, bs {SETTING['batch']}, {SETTING['img']} px, NHWC)",
             title=f"inference throughput on {rows[0]['device_name'] if rows else '?'}")
     by = {r["model"]: r["img_s_median"] for r in ok}
     names = [m for m in PAPER_IMG_S if m in by and "convnext_tiny" in by]
@@ -188,7 +215,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer timed steps")
     parser.add_argument("--headline", action="store_true",
                         help="models: only MambaVision-T and ConvNeXt-T (eager, compiled, train)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU, tiny models, a minute: tests the script, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        SETTING.update(SMOKE)
+        globals().update(SMOKE_MODELS)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
