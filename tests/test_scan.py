@@ -6,6 +6,7 @@ import torch
 
 from mvlab.errors import UserError
 from mvlab.ops import available_backends, resolve_backend, selective_scan
+from mvlab.ops.scan import BACKENDS
 from mvlab.ops.scan.check import Case, compare, make_inputs, random_cases, run_backend, tolerance
 
 CASES = random_cases(12, seed=3, max_len=40)
@@ -192,3 +193,21 @@ def test_shape_errors_name_the_argument(bad, match):
     args.update(bad)
     with pytest.raises(UserError, match=match):
         selective_scan(**args)
+
+
+def test_scan_bench_layouts_hold_the_same_values_in_the_mixers_strides():
+    from mvlab.ops.scan import bench
+
+    token = bench._inputs(2, 6, 9, 4, "cpu", torch.float32, layout="token")
+    channel = bench._inputs(2, 6, 9, 4, "cpu", torch.float32, layout="channel")
+    u, delta, _, B, C = token[:5]
+    assert u.stride(1) == 1 and delta.stride(1) == 1  # token-major memory
+    assert B.stride(1) == 1 and B.stride(2) == C.stride(2) > 4  # views of x_proj's output
+    for t, c in zip(token, channel, strict=True):
+        assert t.is_leaf and t.requires_grad
+        torch.testing.assert_close(t, c)
+    for backend in ("cpu_c", "chunked", "reference"):
+        y_token = BACKENDS[backend](*token[:5], D=token[5], delta_bias=token[6], delta_softplus=True)
+        y_channel = BACKENDS[backend](*channel[:5], D=channel[5], delta_bias=channel[6],
+                                      delta_softplus=True)
+        torch.testing.assert_close(y_token, y_channel, msg=backend)

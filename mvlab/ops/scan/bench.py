@@ -31,6 +31,10 @@ STAGES: dict[str, list[tuple[str, int, int]]] = {
     "B": [("s3", 512, 14 * 14), ("s4", 1024, 7 * 7)],
 }
 MODES = ("fwd", "fwdbwd")
+# "token": what the mixer passes (u and delta are transposed views of (batch, L, channels)
+# tensors, B and C views of x_proj's (batch, L, dt_rank + 2 d_state) output); "channel": every
+# input contiguous as (batch, channels, L), mamba-ssm's layout.
+LAYOUTS = ("token", "channel")
 
 
 def stage_shapes(models: Iterable[str]) -> list[tuple[str, str, int, int]]:
@@ -44,7 +48,9 @@ def stage_shapes(models: Iterable[str]) -> list[tuple[str, str, int, int]]:
     return shapes
 
 
-def _inputs(batch: int, dim: int, length: int, d_state: int, device, dtype) -> list[torch.Tensor]:
+def _inputs(batch: int, dim: int, length: int, d_state: int, device, dtype,
+            layout: str = "token") -> list[torch.Tensor]:
+    """(u, delta, A, B, C, D, delta_bias), each a leaf that requires grad, in ``layout``."""
     g = torch.Generator().manual_seed(0)
     u = torch.randn(batch, dim, length, generator=g)
     delta = torch.randn(batch, dim, length, generator=g) * 0.5 - 1.0
@@ -53,8 +59,21 @@ def _inputs(batch: int, dim: int, length: int, d_state: int, device, dtype) -> l
     C = torch.randn(batch, d_state, length, generator=g)
     D = torch.ones(dim)
     bias = torch.rand(dim, generator=g) * 0.1
-    tensors = [u.to(dtype), delta.to(dtype), A, B.to(dtype), C.to(dtype), D, bias]
-    return [t.to(device).requires_grad_() for t in tensors]
+    u, delta, B, C = (t.to(device=device, dtype=dtype) for t in (u, delta, B, C))
+    if layout == "token":
+        dt_rank = -(-dim * 2 // 16)  # the mixer's ceil(C / 16) for C = 2 * dim
+        x_dbl = torch.zeros(batch, length, dt_rank + 2 * d_state, device=device, dtype=dtype)
+        x_dbl[..., dt_rank:dt_rank + d_state] = B.transpose(1, 2)
+        x_dbl[..., dt_rank + d_state:] = C.transpose(1, 2)
+        # Views of tensors that need no grad are leaves, so they can require grad themselves.
+        u, delta = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta))
+        B = x_dbl[..., dt_rank:dt_rank + d_state].transpose(1, 2)
+        C = x_dbl[..., dt_rank + d_state:].transpose(1, 2)
+    elif layout != "channel":
+        from mvlab.ops.scan.args import ScanArgumentError
+        raise ScanArgumentError(f"scan bench: layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    tensors = [u, delta, A.to(device), B, C, D.to(device), bias.to(device)]
+    return [t.requires_grad_() for t in tensors]
 
 
 def _step(backend: str, inputs: list[torch.Tensor], mode: str) -> None:
@@ -121,12 +140,14 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
                    backends: Sequence[str] | None = None, models: Sequence[str] = ("T",),
                    d_state: int = 8, modes: Sequence[str] = MODES, rounds: int = 7,
                    warmup: int = 2, dtype: torch.dtype = torch.float32,
-                   reference_rounds: int | None = None, progress: bool = True) -> list[dict]:
+                   reference_rounds: int | None = None, progress: bool = True,
+                   layout: str = "token") -> list[dict]:
     """Time every backend at every stage shape; one row per (shape, backend, mode).
 
     Rows hold the median and min seconds over ``rounds`` interleaved rounds, the ratio
     ``speedup_vs_reference`` (reference median / this median, same shape and mode), the achieved
-    bandwidth and, on a GPU, its fraction of the measured copy bandwidth."""
+    bandwidth and, on a GPU, its fraction of the measured copy bandwidth. ``layout``: the
+    inputs' memory layout (``LAYOUTS``; "token" is what the MambaVision mixer passes)."""
     device = torch.device(device)
     if backends is None:
         backends = available_backends(device)
@@ -147,7 +168,7 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
         bar = None
     rows = []
     for model, stage, dim, length in shapes:
-        inputs = _inputs(batch, dim, length, d_state, device, dtype)
+        inputs = _inputs(batch, dim, length, d_state, device, dtype, layout)
         times: dict[tuple[str, str], list[float]] = {(b, m): [] for b in backends for m in modes}
         iters = {}
         for name in backends:
@@ -172,6 +193,7 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
                 moved = min_bytes(batch, dim, length, d_state, mode, torch.finfo(dtype).bits // 8)
                 row = {"model": model, "stage": stage, "batch": batch, "dim": dim, "length": length,
                        "d_state": d_state, "dtype": str(dtype).removeprefix("torch."),
+                       "layout": layout,
                        "backend": name, "mode": mode, "median_ms": round(median * 1e3, 4),
                        "min_ms": round(min(ts) * 1e3, 4), "rounds": len(ts),
                        "speedup_vs_reference": round(ref_median / median, 2),
@@ -187,12 +209,13 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table: one line per (shape, mode, backend)."""
-    head = f"{'shape':<22}{'mode':<8}{'backend':<11}{'median ms':>11}{'min ms':>10}{'x ref':>8}{'GB/s':>9}"
+    head = (f"{'shape':<22}{'layout':<9}{'mode':<8}{'backend':<11}{'median ms':>11}{'min ms':>10}"
+            f"{'x ref':>8}{'GB/s':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         shape = f"{r['model']}-{r['stage']} {r['batch']}x{r['dim']}x{r['length']}"
         bw = f"{r['achieved_GBps']:.1f}" + (f" ({r['fraction_of_copy_bw']:.0%})" if r["fraction_of_copy_bw"] else "")
-        lines.append(f"{shape:<22}{r['mode']:<8}{r['backend']:<11}{r['median_ms']:>11.3f}"
+        lines.append(f"{shape:<22}{r.get('layout', '-'):<9}{r['mode']:<8}{r['backend']:<11}{r['median_ms']:>11.3f}"
                      f"{r['min_ms']:>10.3f}{r['speedup_vs_reference']:>8.1f}{bw:>9}")
     return "\n".join(lines)
 
@@ -219,6 +242,8 @@ def add_scan_bench_arguments(parser: argparse.ArgumentParser) -> argparse.Argume
     add("--models", default="T", help="comma-separated stage-shape sets: T, S, B (default: T)")
     add("--d-state", type=int, default=8)
     add("--rounds", type=int, default=7, help="interleaved timing rounds (default: 7)")
+    add("--layout", choices=LAYOUTS, default="token",
+        help="inputs as the mixer passes them (token, default) or contiguous (channel)")
     add("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--out", default=None, help="CSV file to write the rows to")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -237,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (128 if device.type == "cuda" else 8)
     backends = args.backends.split(",") if args.backends else None
     rows = run_scan_bench(device, batch, backends, models=args.models.split(","), d_state=args.d_state,
-                          rounds=args.rounds, progress=not args.no_progress)
+                          rounds=args.rounds, progress=not args.no_progress, layout=args.layout)
     env = {k: rows[0][k] for k in ("device_name", "torch", "threads", "auto_backend")}
     print(f"# {env} load={rows[0].get('load_avg_1m', '-')}")
     print(format_table(rows))
