@@ -72,13 +72,16 @@ def test_triton_gradcheck_and_dispatch_under_interpreter():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
-def test_token_major_views_are_read_in_place_under_interpreter():
+@pytest.mark.parametrize("kernel", ["chunk", "loop"])
+def test_token_major_views_are_read_in_place_under_interpreter(kernel):
     """The mixer hands the scan transposed views of (batch, L, channels) tensors; the kernels read
     them through their strides (no layout copy) and write y token-major, in u's dtype."""
-    proc = _interpreted("""
+    proc = _interpreted(f"""
         import torch
+        import mvlab.ops.scan.triton as scan_triton
         from mvlab.ops.scan.reference import selective_scan_reference
         from mvlab.ops.scan.triton import selective_scan_triton
+        scan_triton.TILE["kernel"] = "{kernel}"
 
         torch.manual_seed(3)
         batch, dim, L, N = 2, 4, 7, 3
@@ -91,12 +94,12 @@ def test_token_major_views_are_read_in_place_under_interpreter():
                       D=torch.randn(dim, dtype=torch.float64),
                       delta_bias=torch.randn(dim, dtype=torch.float64))
         assert not leaves["u"].is_contiguous() and not leaves["B"].is_contiguous()
-        leaves = {k: v.requires_grad_(True) for k, v in leaves.items()}
+        leaves = {{k: v.requires_grad_(True) for k, v in leaves.items()}}
 
         def run(fn):
             return fn(leaves["u"], leaves["delta"], leaves["A"], leaves["B"], leaves["C"],
                       D=leaves["D"], delta_bias=leaves["delta_bias"], delta_softplus=True,
-                      return_last_state=True, **({"chunk": 4} if fn is selective_scan_triton else {}))
+                      return_last_state=True, **({{"chunk": 4}} if fn is selective_scan_triton else {{}}))
 
         y, last = run(selective_scan_triton)
         assert y.stride(1) == 1, y.stride()  # token-major, like u
