@@ -131,6 +131,7 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
                     (8, 64, 1, 1), (32, 64, 2, 1), (64, 64, 1, 1), (32, 64, 1, 3), (16, 64, 1, 3),
                     (64, 64, 2, 3), (32, 64, 1, 2)]]
     inputs = scan_bench._inputs(batch, 160, 196, 8, device, torch.float32)  # the mixer's layout
+    ceiling = scan_bench.copy_bandwidth(device)
     tile0, loop0 = dict(scan_triton.TILE), dict(scan_triton.LOOP)
     rows, best = [], None
     for cand in chunk_kernel + loop_kernel:
@@ -150,6 +151,8 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
                 scan_bench._time_once("triton", inputs, mode, device, 2)  # compile + warm
                 row[f"{mode}_ms"] = round(1e3 * min(scan_bench._time_once("triton", inputs, mode, device, 20)
                                                     for _ in range(3)), 4)
+                moved = scan_bench.min_bytes(batch, 160, 196, 8, mode)
+                row[f"{mode}_of_copy_bw"] = round(moved / (row[f"{mode}_ms"] / 1e3) / 1e9 / ceiling, 3)
         except Exception as exc:  # noqa: BLE001 - e.g. out of registers/shared memory
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         rows.append(row)

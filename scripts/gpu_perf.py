@@ -231,7 +231,7 @@ def main() -> int:
     rows: list[dict] = []
 
     section("profile MambaVision-T", lambda: profile_t(out), out, deadline)
-    section("scan checks and scan benchmark", lambda: scan_checks(out, max(60, args.budget_s // 3)),
+    section("scan checks and scan benchmark", lambda: scan_checks(out, max(60, args.budget_s * 2 // 5)),
             out, deadline)
 
     def _models():
