@@ -5,7 +5,7 @@
 #   tar xzf <files_at>/gpu.tgz -C /tmp && ls /tmp/g     # then copy what is new into results/gpu/
 # Needs torch, triton and timm on the device (its image has them); optuna/mlflow are not used.
 set -uo pipefail
-BUDGET_S=${BUDGET_S:-320}
+BUDGET_S=${BUDGET_S:-360}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 rm -rf /tmp/g  # a fresh folder: the archive holds this run only

@@ -95,7 +95,7 @@ def test_triton_custom_op_compiles_under_interpreter():
         for bc in ("shared", "constant"):
             inputs = make_inputs(Case(batch=2, dim=3, length=6, d_state=2, bc=bc), torch.float64)
             args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
-                    inputs["D"], inputs["delta_bias"], True, 2, False)
+                    inputs["D"], inputs["delta_bias"], True, 2, False, False)
             torch.library.opcheck(scan_triton._scan_op, args)
 
         inputs = make_inputs(Case(batch=2, dim=4, length=6, d_state=2, bc="grouped"), torch.float64)

@@ -119,3 +119,35 @@ def test_token_major_views_are_read_in_place_under_interpreter(kernel):
         print("ok")
     """)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_backward_reads_checkpoints_with_the_forwards_chunking_under_interpreter():
+    """The kernel settings are fixed at the forward: switching kernel family (and so tokens per
+    chunk) between forward and backward must not change the gradients."""
+    proc = _interpreted("""
+        import torch
+        import mvlab.ops.scan.triton as scan_triton
+        from mvlab.ops.scan.check import Case, make_inputs, run_backend, compare
+
+        case = Case(batch=1, dim=2, length=40, d_state=2, seed=5)
+        inputs = make_inputs(case, torch.float64)
+        scan_triton.TILE["kernel"] = "chunk"
+        y, last = scan_triton.selective_scan_triton(
+            inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"], D=inputs["D"],
+            delta_bias=inputs["delta_bias"], delta_softplus=True, return_last_state=True)
+        scan_triton.TILE["kernel"] = "loop"  # a different CHUNK than the forward's
+        names = ["u", "delta", "A", "B", "C", "D", "delta_bias"]
+        grads = torch.autograd.grad(y.sum() + last.sum(), [inputs[n] for n in names])
+        ref_inputs = {k: (v.detach().clone().requires_grad_() if v is not None else None)
+                      for k, v in inputs.items()}
+        from mvlab.ops.scan.reference import selective_scan_reference
+        y0, last0 = selective_scan_reference(
+            ref_inputs["u"], ref_inputs["delta"], ref_inputs["A"], ref_inputs["B"], ref_inputs["C"],
+            D=ref_inputs["D"], delta_bias=ref_inputs["delta_bias"], delta_softplus=True,
+            return_last_state=True)
+        grads0 = torch.autograd.grad(y0.sum() + last0.sum(), [ref_inputs[n] for n in names])
+        for n, g, g0 in zip(names, grads, grads0):
+            torch.testing.assert_close(g, g0, rtol=1e-9, atol=1e-11, msg=n)
+        print("ok")
+    """)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -35,6 +35,7 @@ class Case:
     has_bias: bool = True
     softplus: bool = True
     stress: bool = False  # delta up to 3 and A scaled x4: large delta*|A|
+    token_major: bool = False  # u, delta, z and shared B/C as the mixer passes them (views)
     seed: int = 0
 
 
@@ -67,7 +68,20 @@ def make_inputs(case: Case, dtype: torch.dtype, device: str | torch.device = "cp
         "delta_bias": (rand(d, dt=vec_dtype, scale=0.5) if case.softplus
                        else rand(d, dt=vec_dtype, scale=0.2).abs()) if case.has_bias else None,
     }
-    return {k: (v.to(device).requires_grad_() if v is not None else None) for k, v in inputs.items()}
+    inputs = {k: (v.to(device) if v is not None else None) for k, v in inputs.items()}
+    if case.token_major:
+        # (batch, L, channels) memory seen as (batch, channels, L); B and C as views of one
+        # (batch, L, 3 + 2N) buffer like x_proj's output. Views of tensors without grad are
+        # leaves, so they can require grad themselves.
+        for k in ("u", "delta", "z"):
+            if inputs[k] is not None:
+                inputs[k] = inputs[k].transpose(1, 2).contiguous().transpose(1, 2)
+        if case.bc == "shared":
+            x_dbl = torch.cat([torch.zeros(b, L, 3, dtype=dtype, device=device),
+                               inputs["B"].transpose(1, 2), inputs["C"].transpose(1, 2)], dim=-1)
+            inputs["B"] = x_dbl[..., 3:3 + N].transpose(1, 2)
+            inputs["C"] = x_dbl[..., 3 + N:].transpose(1, 2)
+    return {k: (v.requires_grad_() if v is not None else None) for k, v in inputs.items()}
 
 
 def run_backend(name: str, inputs: dict, case: Case, **backend_kwargs):
@@ -118,7 +132,7 @@ def random_cases(count: int, seed: int = 0, max_len: int = 40, max_dim: int = 6,
             batch=rng.randint(1, max_batch), dim=dim, length=rng.randint(1, max_len),
             d_state=rng.randint(1, 16), bc=bcs[i % 3], groups=2,
             has_D=rng.random() < 0.7, has_z=rng.random() < 0.5, has_bias=rng.random() < 0.6,
-            softplus=rng.random() < 0.6, seed=seed + 10 + i))
+            softplus=rng.random() < 0.6, token_major=i % 2 == 1, seed=seed + 10 + i))
     return cases
 
 

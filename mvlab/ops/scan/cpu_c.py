@@ -364,7 +364,7 @@ def selective_scan_cpu_c(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     """The selective scan as compiled C loops on the CPU (see ``selective_scan`` for the arguments).
 
     ``threads``: rows are split over this many threads (default ``torch.get_num_threads()``; the
-    result depends on it only through rounding). ``segment``: tokens per recomputed segment in
+    result depends on it only through rounding; under torch.compile always the default). ``segment``: tokens per recomputed segment in
     the backward (tests force small ones to exercise the checkpoints; default: cache-sized).
     Raises ``ScanBackendUnavailable`` when the kernels could not be built or the tensors are not
     on the CPU."""

@@ -491,11 +491,13 @@ TILE = {"elements": 2048, "chunk": 32, "num_warps": 4, "kernel": "chunk"}
 LOOP = {"block_d": 32, "chunk": 64, "num_warps": 1, "stages": 1}
 
 
-def launch_config(dim: int, d_state: int, length: int) -> tuple[int, int, int, int]:
-    """(BLOCK_D, BLOCK_N, CHUNK, num_warps): a (BLOCK_D, BLOCK_N, CHUNK) tile of about
-    TILE["elements"] values per live tensor keeps the chunk in registers without spilling."""
+def launch_config(dim: int, d_state: int, length: int,
+                  kernel: str | None = None) -> tuple[int, int, int, int]:
+    """(BLOCK_D, BLOCK_N, CHUNK, num_warps) of ``kernel`` ("chunk" or "loop"; default
+    TILE["kernel"]): a (BLOCK_D, BLOCK_N, CHUNK) tile of about TILE["elements"] values per live
+    tensor keeps the chunk in registers without spilling."""
     block_n = _next_pow2(max(d_state, 1))
-    if TILE.get("kernel") == "loop":
+    if (kernel or TILE.get("kernel")) == "loop":
         block_d = max(1, min(_next_pow2(dim), LOOP["block_d"]))
         return block_d, block_n, min(LOOP["chunk"], _next_pow2(max(length, 1))), LOOP["num_warps"]
     chunk = min(TILE["chunk"], _next_pow2(max(length, 1)))
@@ -507,14 +509,21 @@ def _mode(BC: torch.Tensor) -> int:
     return {2: CONSTANT, 3: SHARED}.get(BC.dim(), PER_CHANNEL)
 
 
+def _plan(dim: int, d_state: int, length: int, chunk: int | None) -> tuple[int, bool]:
+    """(tokens per chunk, loop kernel?) for a forward: fixed then and handed to the backward,
+    whose state checkpoints must be read with the forward's chunking whatever TILE says later.
+    ``chunk`` forces the tokens per chunk (tests use short ones to exercise the carry)."""
+    loop = TILE.get("kernel") == "loop"
+    return (_next_pow2(chunk) if chunk else launch_config(dim, d_state, length)[2]), loop
+
+
 def _meta(u: torch.Tensor, A: torch.Tensor, B, C, D, delta_bias, softplus: bool,
-          chunk: int) -> tuple[dict, int, int]:
+          chunk: int, loop: bool) -> tuple[dict, int, int]:
     """Kernel constexprs, number of chunks and of channel blocks for these inputs."""
     _, dim, L = u.shape
     dtype = compute_dtype(u)
-    BLOCK_D, BLOCK_N, CHUNK, num_warps = launch_config(dim, A.shape[1], L)
-    if chunk:  # tests force short chunks to exercise the carry between them
-        CHUNK = _next_pow2(chunk)
+    BLOCK_D, BLOCK_N, _, num_warps = launch_config(dim, A.shape[1], L, "loop" if loop else "chunk")
+    CHUNK = chunk
     meta = dict(B_MODE=_mode(B), C_MODE=_mode(C), HAS_D=D is not None,
                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
                 USE_EXP2=dtype == torch.float32,
@@ -538,7 +547,8 @@ def _new_output(u: torch.Tensor, gated: bool) -> torch.Tensor:
     return u.new_empty(batch, dim, L, dtype=dtype)
 
 
-def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int, gated: bool):
+def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int, loop: bool,
+             gated: bool):
     """(y, last_state, per-chunk state checkpoints). u, delta and a shared B/C may have any
     strides (the mixer's transposed views are read in place); A, D, delta_bias and constant or
     per-channel B/C are contiguous. y is in u's dtype, token-major when u is, or in the compute
@@ -546,12 +556,11 @@ def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int, gated
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = compute_dtype(u)
-    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk, loop)
     y = _new_output(u, gated)
     last = torch.empty(batch, dim, N, dtype=dtype, device=u.device)
     ckpt = torch.empty(batch, dim, n_chunks, N, dtype=dtype, device=u.device)
     dummy = A  # stands in for absent optional pointers; never read
-    loop = TILE.get("kernel") == "loop"
     kernel = _scan_fwd_loop_kernel if loop else _scan_fwd_kernel
     if loop:
         meta = {**meta, "STAGES": LOOP.get("stages", 1)}
@@ -563,10 +572,12 @@ def _forward(u, delta, A, B, C, D, delta_bias, softplus: bool, chunk: int, gated
     return y, last, ckpt
 
 
-def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool, chunk: int):
+def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool, chunk: int,
+              loop: bool):
     """Gradients of (u, delta, A, B, C, D, delta_bias) in the inputs' dtypes (None for an absent
     D or delta_bias). ``dy`` or ``dlast`` may be None (no gradient reaches that output)."""
-    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    meta, n_chunks, n_dblocks = _meta(u, A, B, C, D, delta_bias, softplus, chunk, loop)
+    assert ckpt.shape[2] == n_chunks, (ckpt.shape, n_chunks)
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = ckpt.dtype
@@ -594,7 +605,7 @@ def _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus: bool,
               dlast.to(dtype).contiguous() if dlast is not None else dummy)
     grads = (du, ddelta, dA, dB, dC, dD, dbias, dim, N, L, n_chunks, n_dblocks,
              *u.stride(), *delta.stride(), *dy.stride(), *_strides(B), *_strides(C))
-    if TILE.get("kernel") == "loop":
+    if loop:
         scratch = torch.empty(batch * n_dblocks * (meta["CHUNK"] + 1) * meta["BLOCK_D"] * meta["BLOCK_N"],
                               dtype=dtype, device=dev)
         _scan_bwd_loop_kernel[(batch, n_dblocks)](*common, scratch, *grads,
@@ -615,16 +626,16 @@ class _TritonScan(torch.autograd.Function):
     """Eager autograd: y = scan(u, delta, A, B, C) + D u, delta_bias/softplus fused; (y, last)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, chunk, gated):
-        y, last, ckpt = _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated)
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, softplus, chunk, loop, gated):
+        y, last, ckpt = _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, loop, gated)
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, ckpt)
-        ctx.config = (softplus, chunk)
+        ctx.config = (softplus, chunk, loop)
         ctx.set_materialize_grads(False)
         return y, last
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        return (*_backward(*ctx.saved_tensors, dy, dlast, *ctx.config), None, None, None)
+        return (*_backward(*ctx.saved_tensors, dy, dlast, *ctx.config), None, None, None, None)
 
 
 # The same kernels as torch.library custom ops, which torch.compile traces as single graph nodes
@@ -633,17 +644,17 @@ class _TritonScan(torch.autograd.Function):
 @torch.library.custom_op("mvlab::scan_triton", mutates_args=())
 def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
              C: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
-             softplus: bool, chunk: int, gated: bool
+             softplus: bool, chunk: int, loop: bool, gated: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated)
+    return _forward(u, delta, A, B, C, D, delta_bias, softplus, chunk, loop, gated)
 
 
 @_scan_op.register_fake
-def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated):
+def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk, loop, gated):
     batch, dim, L = u.shape
     N = A.shape[1]
     dtype = compute_dtype(u)
-    _, n_chunks, _ = _meta(u, A, B, C, D, delta_bias, softplus, chunk)
+    _, n_chunks, _ = _meta(u, A, B, C, D, delta_bias, softplus, chunk, loop)
     return (_new_output(u, gated), u.new_empty(batch, dim, N, dtype=dtype),
             u.new_empty(batch, dim, n_chunks, N, dtype=dtype))
 
@@ -652,21 +663,22 @@ def _scan_op_fake(u, delta, A, B, C, D, delta_bias, softplus, chunk, gated):
 def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                       C: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
                       ckpt: torch.Tensor, dy: torch.Tensor, dlast: torch.Tensor,
-                      softplus: bool, chunk: int) -> list[torch.Tensor]:
-    grads = _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk)
+                      softplus: bool, chunk: int, loop: bool) -> list[torch.Tensor]:
+    grads = _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk, loop)
     return [g if g is not None else u.new_empty(0) for g in grads]
 
 
 @_scan_backward_op.register_fake
-def _scan_backward_op_fake(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk):
+def _scan_backward_op_fake(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk,
+                           loop):
     return [t.new_empty(t.shape) if t is not None else u.new_empty(0)  # all contiguous
             for t in (u, delta, A, B, C, D, delta_bias)]
 
 
 def _scan_op_setup(ctx, inputs, output):
-    u, delta, A, B, C, D, delta_bias, softplus, chunk, _gated = inputs
+    u, delta, A, B, C, D, delta_bias, softplus, chunk, loop, _gated = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, output[2])
-    ctx.config = (softplus, chunk)
+    ctx.config = (softplus, chunk, loop)
 
 
 def _scan_op_backward(ctx, dy, dlast, _dckpt):
@@ -674,7 +686,7 @@ def _scan_op_backward(ctx, dy, dlast, _dckpt):
     grads = _scan_backward_op(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, *ctx.config)
     present = (True, True, True, True, True, D is not None, delta_bias is not None)
     return (*(g if keep else None for g, keep in zip(grads, present, strict=True)), None, None,
-            None)
+            None, None)
 
 
 _scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
@@ -700,7 +712,7 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     args = (u, delta, A.contiguous(), B if B.dim() == 3 else B.contiguous(),
             C if C.dim() == 3 else C.contiguous(), D.contiguous() if D is not None else None,
             delta_bias.contiguous() if delta_bias is not None else None, bool(delta_softplus),
-            int(chunk or 0), z is not None)
+            *_plan(dim, A.shape[1], u.shape[2], chunk), z is not None)
     if torch.compiler.is_compiling():
         y, last, _ = _scan_op(*args)
     else:
