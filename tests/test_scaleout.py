@@ -307,6 +307,24 @@ def test_journal_rule_uses_the_process_here_and_the_heartbeat_elsewhere(tmp_path
     assert here_alive.number not in failed and remote_beating.number not in failed
 
 
+def test_a_trial_starting_while_another_sweep_prepares_keeps_its_point(tmp_path, sweep_env):
+    """A worker suggests its queued point one parameter at a time; a sweep preparing meanwhile
+    must still see the whole point as taken (it once queued it again: run twice)."""
+    from mvlab.study.runner import _queue_points
+    from mvlab.study.space import distributions
+
+    path, _ = _study_file(sweep_env, "partial")
+    config = load_study(path)
+    study = open_study(config, str(tmp_path / "s.journal"))
+    assert _queue_points(study, config, retry_failed=False) == len(grid_points(config)) == 6
+    trial = st.claim_waiting_trial(study)
+    name, dist = next(iter(distributions(config).items()))  # only the first of its params
+    trial.suggest_categorical(name, dist.choices)
+    assert 0 < len(study.get_trials(deepcopy=False)[trial.number].params) < 2
+    assert _queue_points(study, config, retry_failed=False) == 0
+    assert len(study.get_trials(deepcopy=False)) == 6
+
+
 def test_prepare_lock_excludes_a_second_holder(tmp_path):
     url = str(tmp_path / "s.journal")
     order: list[str] = []

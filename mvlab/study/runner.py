@@ -274,7 +274,10 @@ def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) 
         if trial.state == TrialState.FAIL and (trial.user_attrs.get(st.REQUEUE_ATTR)
                                                or retry_failed):
             continue
-        params = trial.params or trial.system_attrs.get("fixed_params", {})
+        # A queued trial's point is its fixed params; its suggested params appear one at a time
+        # while a worker starts it, so a sweep preparing at that moment would see a partial
+        # point and queue the same point again.
+        params = trial.system_attrs.get("fixed_params") or trial.params
         covered.add(point_key(params))
     queued = 0
     for point in points:
