@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mvlab.study.interrupts import deferred_interrupts
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -46,10 +48,12 @@ def _client(uri: str) -> Any:
 
 
 def _retry(action: Callable[[], T], what: str, attempts: int = 5) -> T:
-    """SQLite under several writers can answer 'database is locked'; wait and retry."""
+    """SQLite under several writers can answer 'database is locked'; wait and retry. A Ctrl-C
+    waits for the write to finish (``deferred_interrupts``)."""
     for attempt in range(attempts):
         try:
-            return action()
+            with deferred_interrupts():
+                return action()
         except Exception as exc:  # MlflowException wraps the driver's OperationalError
             if attempt == attempts - 1 or "locked" not in str(exc).lower():
                 raise

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from mvlab.errors import UserError
 from mvlab.study import storage as st
+from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.measure import complexity_of, throughput_of
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import TrialPlan, resolve_point, suggest_point
@@ -190,7 +191,8 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     def on_epoch(epoch: int, metrics: dict) -> bool:
         done = epoch + 1  # the trainer counts from 0; MLflow steps and the rule count epochs done
         run.log_metrics(metrics, step=done)
-        trial.set_user_attr(st.HEARTBEAT_ATTR, time.time())
+        with deferred_interrupts():  # an Optuna write, like the MLflow ones
+            trial.set_user_attr(st.HEARTBEAT_ATTR, time.time())
         progress.on_epoch(done, epochs, metrics)
         if config.early_stop and done == config.early_stop.after_epoch:
             accuracy = _accuracy_of(metrics)

@@ -1,0 +1,52 @@
+"""Ctrl-C (and the SIGTERM a sweep relays to its workers) never cuts a database write in half.
+
+Both arrive as KeyboardInterrupt wherever the main thread happens to be. Inside an MLflow or
+Optuna write that is a SQLite transaction left holding its lock, or a journal line half written:
+the same process's next writes, which record the interrupted trial, then wait on a lock nobody
+will release ("database is locked", then a traceback). Writes run inside ``deferred_interrupts``:
+a signal that arrives there is held and raised as soon as the write is done.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Held(threading.local):
+    active = False  # inside a deferring block already (blocks nest)
+
+
+_held = _Held()
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the block runs, then deliver them to their usual handlers.
+
+    Only handlers that are Python callables are deferred (the default Ctrl-C handler, a worker's
+    SIGTERM relay); ignored or default-action signals keep their behaviour. Outside the main
+    thread (where Python runs signal handlers) and when nested, it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or _held.active:
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    for signum in _DEFERRED:
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            previous[signum] = handler
+            signal.signal(signum, lambda s, _frame: received.append(s))
+    _held.active = True
+    try:
+        yield
+    finally:
+        _held.active = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            previous[signum](signum, None)  # raises KeyboardInterrupt for the usual handlers
+
