@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from mvlab.errors import StudyError, UserError
 from mvlab.study import storage as st
 from mvlab.study import tracking
+from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.measure import warm_up
 from mvlab.study.schema import StudyConfig
 from mvlab.study.space import planned_points, point_key
@@ -327,18 +328,10 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
         recover_stale_trials(study, prepared)  # a killed worker's trial fails while we run
         if ran == 0:
             warm_up(config)  # before claiming: a Ctrl-C here leaves no trial behind
-        if config.kind == "optimize":
-            if _optimize_done(study, config):
-                _give_back(budget)
-                break
-            trial = study.ask()
-        else:
-            trial = st.claim_waiting_trial(study)
-            if trial is None:
-                _give_back(budget)
-                break
-        for key, value in st.owner_attrs().items():  # from the claim on, a kill is detectable
-            trial.set_user_attr(key, value)
+        trial = _claim(study, config)  # and own it: from the claim on, a kill is detectable
+        if trial is None:
+            _give_back(budget)
+            break
         with st.heartbeat(study, trial, interval):
             run_trial(study, trial, config, prepared.target, data, progress)
         ran += 1
@@ -346,6 +339,24 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
     if ranks is not None:
         ddp.broadcast_object(None, ranks)  # the other torchrun ranks stop following
     return ran
+
+
+def _claim(study: optuna.Study, config: StudyConfig) -> optuna.Trial | None:
+    """The next trial (a queued point, or a sampler's for optimize studies) with this process's
+    owner attributes, or None when the study is done. A Ctrl-C waits until both are written: a
+    claimed trial without an owner would look alive until its heartbeat ran out."""
+    with deferred_interrupts():
+        if config.kind == "optimize":
+            if _optimize_done(study, config):
+                return None
+            trial = study.ask()
+        else:
+            trial = st.claim_waiting_trial(study)
+            if trial is None:
+                return None
+        for key, value in st.owner_attrs().items():
+            trial.set_user_attr(key, value)
+        return trial
 
 
 def follow_trials(ranks: ddp.DistContext) -> int:

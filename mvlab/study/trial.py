@@ -88,18 +88,20 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
     """Run ``trial`` to a final state (COMPLETE, PRUNED or FAIL); never raises for a failure of
     the trial itself, only for KeyboardInterrupt (after recording it)."""
     progress = progress or Progress()
-    for key, value in st.owner_attrs().items():
-        trial.set_user_attr(key, value)
+    with deferred_interrupts():  # bookkeeping writes: a Ctrl-C waits for them (then fails the trial)
+        for key, value in st.owner_attrs().items():
+            trial.set_user_attr(key, value)
     run: TrialRun | None = None
     try:
-        params = suggest_point(trial, config)
-        run = TrialRun(target, trial.number, run_name=_run_name(trial.number, params),
-                       tags={"study": config.name, "kind": config.kind})
-        trial.set_user_attr(RUN_ID, run.run_id)
-        run.log_params({**params, "trial_number": trial.number})
-        plan = resolve_point(config, params)
-        progress.on_trial_start(trial.number, plan)
-        _record_plan(trial, run, plan, config)
+        with deferred_interrupts():
+            params = suggest_point(trial, config)
+            run = TrialRun(target, trial.number, run_name=_run_name(trial.number, params),
+                           tags={"study": config.name, "kind": config.kind})
+            trial.set_user_attr(RUN_ID, run.run_id)
+            run.log_params({**params, "trial_number": trial.number})
+            plan = resolve_point(config, params)
+            progress.on_trial_start(trial.number, plan)
+            _record_plan(trial, run, plan, config)
         values = _measure_and_train(study, trial, run, plan, config, data, progress)
     except _Pruned as verdict:
         _finish(study, trial, run, TrialState.PRUNED, verdict.reason, "KILLED")
@@ -117,10 +119,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
             _quiet(lambda: run.log_text(traceback.format_exc(), "traceback.txt"))
         _finish(study, trial, run, TrialState.FAIL, reason, "FAILED")
     else:
-        trial_status(trial, "ok")
-        study.tell(trial, values)
-        if run is not None:
-            run.finish("FINISHED")
+        with deferred_interrupts():  # a Ctrl-C now stops the sweep after recording the result
+            trial_status(trial, "ok")
+            study.tell(trial, values)
+            if run is not None:
+                run.finish("FINISHED")
     progress.on_trial_end(study._storage.get_trial(trial._trial_id))
 
 
@@ -171,8 +174,9 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
                       f"no batch size fitted on {config.bench.device})")
     measured = {THROUGHPUT: float(bench_row["throughput"]),
                 LATENCY: float(bench_row["latency_ms"])}
-    trial.set_user_attr(THROUGHPUT, measured[THROUGHPUT])
-    trial.set_user_attr(LATENCY, measured[LATENCY])
+    with deferred_interrupts():
+        trial.set_user_attr(THROUGHPUT, measured[THROUGHPUT])
+        trial.set_user_attr(LATENCY, measured[LATENCY])
     run.log_metrics(measured)
     run.log_json(bench_row, "throughput.json")
     run.log_params({**{f"bench.{k}": bench_row.get(k) for k in _BENCH_ENVIRONMENT},
@@ -189,10 +193,14 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     epochs = int(plan.train.epochs)
 
     def on_epoch(epoch: int, metrics: dict) -> bool:
-        done = epoch + 1  # the trainer counts from 0; MLflow steps and the rule count epochs done
+        # Between epochs: MLflow and Optuna writes, which a Ctrl-C must not cut in half.
+        with deferred_interrupts():
+            return _after_epoch(epoch + 1, metrics)
+
+    def _after_epoch(done: int, metrics: dict) -> bool:
+        # ``done``: epochs done (the trainer counts from 0; MLflow steps and the rule count done)
         run.log_metrics(metrics, step=done)
-        with deferred_interrupts():  # an Optuna write, like the MLflow ones
-            trial.set_user_attr(st.HEARTBEAT_ATTR, time.time())
+        trial.set_user_attr(st.HEARTBEAT_ATTR, time.time())
         progress.on_epoch(done, epochs, metrics)
         if config.early_stop and done == config.early_stop.after_epoch:
             accuracy = _accuracy_of(metrics)
@@ -298,11 +306,12 @@ def hopeless(study: optuna.Study, config: StudyConfig, known: dict[str, float],
 
 def _finish(study: optuna.Study, trial: optuna.Trial, run: TrialRun | None, state: TrialState,
             reason: str, mlflow_status: str) -> None:
-    trial.set_user_attr(REASON, reason)
-    trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
-    study.tell(trial, state=state)
-    if run is not None:
-        _quiet(lambda: run.finish(mlflow_status, reason))
+    with deferred_interrupts():  # a second Ctrl-C cannot cut the recording of the first
+        trial.set_user_attr(REASON, reason)
+        trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
+        study.tell(trial, state=state)
+        if run is not None:
+            _quiet(lambda: run.finish(mlflow_status, reason))
 
 
 def _quiet(action: Callable[[], Any]) -> None:
