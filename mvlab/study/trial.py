@@ -86,14 +86,12 @@ def fidelity_label(plan: TrialPlan) -> str:
 def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
               target: TrackingTarget, data: DataCache, progress: Progress | None = None) -> None:
     """Run ``trial`` to a final state (COMPLETE, PRUNED or FAIL); never raises for a failure of
-    the trial itself, only for KeyboardInterrupt (after recording it)."""
+    the trial itself, only for KeyboardInterrupt (after recording it). ``trial`` already carries
+    its owner attributes (``runner._claim`` writes them with the claim)."""
     progress = progress or Progress()
-    with deferred_interrupts():  # bookkeeping writes: a Ctrl-C waits for them (then fails the trial)
-        for key, value in st.owner_attrs().items():
-            trial.set_user_attr(key, value)
     run: TrialRun | None = None
     try:
-        with deferred_interrupts():
+        with deferred_interrupts():  # bookkeeping writes: a Ctrl-C waits, then fails the trial
             params = suggest_point(trial, config)
             run = TrialRun(target, trial.number, run_name=_run_name(trial.number, params),
                            tags={"study": config.name, "kind": config.kind})

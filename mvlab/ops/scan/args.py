@@ -80,6 +80,18 @@ def expand_groups(BC: torch.Tensor, dim: int) -> torch.Tensor:
     return BC.repeat_interleave(dim // groups, dim=1)
 
 
+def or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """``t``, or an empty tensor standing in for None: a torch.library custom op cannot return
+    None, so the backends' ops send absent optional results (and gradients) this way."""
+    return t if t is not None else like.new_empty(0)
+
+
+def grads_of_present(grads, inputs) -> tuple:
+    """A custom op's gradients back to autograd: None for each input that was absent (its
+    gradient slot came back as ``or_empty``'s placeholder)."""
+    return tuple(g if t is not None else None for g, t in zip(grads, inputs, strict=True))
+
+
 def epilogue(y: torch.Tensor, u: torch.Tensor, D, z, dtype_out: torch.dtype) -> torch.Tensor:
     """y + D*u, gated by SiLU(z) when z is given, cast to u's dtype."""
     if D is not None:

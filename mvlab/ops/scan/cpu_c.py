@@ -31,7 +31,13 @@ from pathlib import Path
 
 import torch
 
-from mvlab.ops.scan.args import ScanBackendUnavailable, check_args, compute_dtype
+from mvlab.ops.scan.args import (
+    ScanBackendUnavailable,
+    check_args,
+    compute_dtype,
+    grads_of_present,
+    or_empty,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +218,12 @@ def _kernel_layout(BC: torch.Tensor, dtype: torch.dtype, dim: int) -> tuple[torc
     return BC.to(dtype).transpose(2, 3).contiguous(), (groups * L * N, L * N, N, dim // groups)
 
 
+def _lanes_shape(u: torch.Tensor) -> tuple[int, int]:
+    """u and the step sizes in the kernels' lane layout: 2 x (rows rounded up to LANES) x L."""
+    batch, dim, length = u.shape
+    return 2, -(-batch * dim // _LANES) * length * _LANES
+
+
 def _forward(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus: bool,
              threads: int, segment: int, keep: bool, keep_pregate: bool):
     """(y, last_state, pregate, lanes). All tensors contiguous in the compute dtype; B and C in
@@ -224,7 +236,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus: 
     y = torch.empty_like(u)
     last = u.new_empty(batch, dim, N)
     pregate = torch.empty_like(u) if keep_pregate and z is not None else None
-    lanes = u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES) if keep else None
+    lanes = u.new_empty(_lanes_shape(u)) if keep else None
     problem = _Problem(batch, dim, length, N, threads or torch.get_num_threads(), int(softplus),
                        segment, _ptr(u), _ptr(delta), _ptr(z), _ptr(A), _ptr(D),
                        _ptr(delta_bias), _ptr(B), _ptr(C), _Layout(*B_layout), _Layout(*C_layout),
@@ -294,16 +306,15 @@ def _scan_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Ten
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     y, last, pregate, lanes = _forward(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout,
                                        softplus, 0, segment, keep, keep)
-    return y, last, _or_empty(pregate, u), _or_empty(lanes, u)
+    return y, last, or_empty(pregate, u), or_empty(lanes, u)
 
 
 @_scan_op.register_fake
 def _scan_op_fake(u, delta, A, B, C, D, z, delta_bias, B_layout, C_layout, softplus, segment,
                   keep):
-    batch, dim, length = u.shape
     pregate = torch.empty_like(u) if keep and z is not None else u.new_empty(0)
-    lanes = u.new_empty(2, -(-batch * dim // _LANES) * length * _LANES) if keep else u.new_empty(0)
-    return torch.empty_like(u), u.new_empty(batch, dim, A.shape[1]), pregate, lanes
+    lanes = u.new_empty(_lanes_shape(u)) if keep else u.new_empty(0)
+    return torch.empty_like(u), u.new_empty(*u.shape[:2], A.shape[1]), pregate, lanes
 
 
 @torch.library.custom_op("mvlab::scan_cpu_c_backward", mutates_args=(), device_types="cpu")
@@ -315,18 +326,14 @@ def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       ) -> list[torch.Tensor]:
     grads = _backward(u, delta, A, B, C, D, z, delta_bias, pregate if pregate.numel() else None,
                       lanes, dy, dlast, B_layout, C_layout, softplus, 0, segment, (True,) * 8)
-    return [_or_empty(g, u) for g in grads]
+    return [or_empty(g, u) for g in grads]
 
 
 @_scan_backward_op.register_fake
 def _scan_backward_op_fake(u, delta, A, B, C, D, z, delta_bias, pregate, lanes, dy, dlast,
                            B_layout, C_layout, softplus, segment):
-    return [torch.empty_like(t) if t is not None else u.new_empty(0)
+    return [or_empty(t, u) if t is None else torch.empty_like(t)
             for t in (u, delta, A, B, C, D, z, delta_bias)]
-
-
-def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    return t if t is not None else like.new_empty(0)
 
 
 def _scan_op_setup(ctx, inputs, output):
@@ -342,8 +349,7 @@ def _scan_op_backward(ctx, dy, dlast, _dpregate, _dlanes):
                            "backward needs (it was traced with gradients off)")
     grads = _scan_backward_op(u, delta, A, B, C, D, z, delta_bias, pregate, lanes, dy, dlast,
                               *ctx.config)
-    present = (True,) * 5 + (D is not None, z is not None, delta_bias is not None)
-    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)),) + (None,) * 5
+    return grads_of_present(grads, (u, delta, A, B, C, D, z, delta_bias)) + (None,) * 5
 
 
 _scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)

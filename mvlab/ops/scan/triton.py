@@ -24,7 +24,13 @@ import os
 
 import torch
 
-from mvlab.ops.scan.args import ScanBackendUnavailable, compute_dtype, expand_groups
+from mvlab.ops.scan.args import (
+    ScanBackendUnavailable,
+    compute_dtype,
+    expand_groups,
+    grads_of_present,
+    or_empty,
+)
 
 try:  # triton is optional: the CPU install may not have it
     import triton
@@ -523,13 +529,12 @@ def _meta(u: torch.Tensor, A: torch.Tensor, B, C, D, delta_bias, softplus: bool,
     _, dim, L = u.shape
     dtype = compute_dtype(u)
     BLOCK_D, BLOCK_N, _, num_warps = launch_config(dim, A.shape[1], L, "loop" if loop else "chunk")
-    CHUNK = chunk
     meta = dict(B_MODE=_mode(B), C_MODE=_mode(C), HAS_D=D is not None,
                 HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
                 USE_EXP2=dtype == torch.float32,
                 DT=(tl.float64 if dtype == torch.float64 else tl.float32) if triton else None,
-                BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, num_warps=num_warps)
-    return meta, max(1, -(-L // CHUNK)), -(-dim // BLOCK_D)
+                BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=chunk, num_warps=num_warps)
+    return meta, max(1, -(-L // chunk)), -(-dim // BLOCK_D)
 
 
 def _strides(BC: torch.Tensor) -> tuple[int, int, int]:
@@ -665,13 +670,13 @@ def _scan_backward_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: 
                       ckpt: torch.Tensor, dy: torch.Tensor, dlast: torch.Tensor,
                       softplus: bool, chunk: int, loop: bool) -> list[torch.Tensor]:
     grads = _backward(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk, loop)
-    return [g if g is not None else u.new_empty(0) for g in grads]
+    return [or_empty(g, u) for g in grads]
 
 
 @_scan_backward_op.register_fake
 def _scan_backward_op_fake(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, softplus, chunk,
                            loop):
-    return [t.new_empty(t.shape) if t is not None else u.new_empty(0)  # all contiguous
+    return [or_empty(t, u) if t is None else t.new_empty(t.shape)  # all contiguous
             for t in (u, delta, A, B, C, D, delta_bias)]
 
 
@@ -684,9 +689,7 @@ def _scan_op_setup(ctx, inputs, output):
 def _scan_op_backward(ctx, dy, dlast, _dckpt):
     u, delta, A, B, C, D, delta_bias, ckpt = ctx.saved_tensors
     grads = _scan_backward_op(u, delta, A, B, C, D, delta_bias, ckpt, dy, dlast, *ctx.config)
-    present = (True, True, True, True, True, D is not None, delta_bias is not None)
-    return (*(g if keep else None for g, keep in zip(grads, present, strict=True)), None, None,
-            None, None)
+    return grads_of_present(grads, (u, delta, A, B, C, D, delta_bias)) + (None,) * 4
 
 
 _scan_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
