@@ -85,6 +85,7 @@ class ModelSpec:
     mlp_ratio: float = 4.0
     drop_path: float = 0.2
     layer_scale: float | None = None
+    stem_stride: int = 4  # 4 as released; 2 or 1 keep more tokens at a low input resolution
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -318,16 +319,24 @@ def normalize_spec(spec: ModelSpec) -> ModelSpec:
         ls = float(ls)
         if not math.isfinite(ls) or ls <= 0:
             raise SpecError(f"global: layer_scale must be > 0 or none, got {spec.layer_scale!r}")
+    if not isinstance(spec.stem_stride, int) or spec.stem_stride not in STEM_STRIDES \
+            or isinstance(spec.stem_stride, bool):
+        raise SpecError(f"global: stem_stride must be one of {', '.join(map(str, STEM_STRIDES))}, "
+                        f"got {spec.stem_stride!r}")
     stages = tuple(normalize_stage(s, f"stage {i + 1}") for i, s in enumerate(spec.stages))
     for i, stage in enumerate(stages):
         if stage.has_tokens and int(stage.width * mlp) < 1:
             raise SpecError(f"stage {i + 1}: mlp={_fmt_float(mlp)} gives an empty MLP hidden "
                             f"layer at width {stage.width}")
-    return ModelSpec(spec.stem, stages, mlp, dp, ls)
+    return ModelSpec(spec.stem, stages, mlp, dp, ls, spec.stem_stride)
 
 
 # ------------------------------------------------------------------------------- text form
-GLOBAL_KEYS = ("stem", "mlp", "drop_path", "layer_scale")
+GLOBAL_KEYS = ("stem", "stem_stride", "mlp", "drop_path", "layer_scale")
+# The stem's two 3x3 convs: stride 2 each as released (4), the first only (2), neither (1).
+STEM_CONV_STRIDES = {4: (2, 2), 2: (2, 1), 1: (1, 1)}
+STEM_STRIDES = tuple(sorted(STEM_CONV_STRIDES))
+DEFAULT_STEM_STRIDE = 4
 STAGE_KEYS = ("depth", "width", "pattern", "heads", "window")
 MIXER_KEYS = ("d_state", "d_conv", "expand", "branch", "conv1d", "out")
 _OVERRIDE = re.compile(r"^b(\d+)\.(\w+)$")
@@ -360,7 +369,10 @@ def format_spec(spec: ModelSpec) -> str:
     """The canonical text form of ``spec`` (validated first)."""
     spec = normalize_spec(spec)
     ls = "none" if spec.layer_scale is None else _fmt_float(spec.layer_scale)
-    segments = [f"stem={spec.stem} mlp={_fmt_float(spec.mlp_ratio)} "
+    # stem_stride is written only when it differs from the released 4, so every spec that
+    # predates the knob keeps its exact string (and the trials logged under it their identity).
+    stride = "" if spec.stem_stride == DEFAULT_STEM_STRIDE else f" stem_stride={spec.stem_stride}"
+    segments = [f"stem={spec.stem}{stride} mlp={_fmt_float(spec.mlp_ratio)} "
                 f"drop_path={_fmt_float(spec.drop_path)} layer_scale={ls}"]
     for stage in spec.stages:
         words = [f"depth={stage.depth}", f"width={stage.width}", f"pattern={stage.pattern}"]
@@ -488,6 +500,8 @@ def parse_spec(text: str | ModelSpec) -> ModelSpec:
         drop_path=_parse_float(glob.get("drop_path", "0.2"), "global: drop_path"),
         layer_scale=None if ls_text.lower() == "none" else _parse_float(ls_text,
                                                                          "global: layer_scale"),
+        stem_stride=_parse_int(glob.get("stem_stride", str(DEFAULT_STEM_STRIDE)),
+                               "global: stem_stride"),
     )
     return normalize_spec(spec)
 
@@ -552,7 +566,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if value is None or str(value).lower() in ("none", "global"):
             return None
         return _parse_int(str(value), f"{where}: window")
-    if key in ("depth", "width", "heads", "d_state", "d_conv", "expand", "stem", "dim"):
+    if key in ("depth", "width", "heads", "d_state", "d_conv", "expand", "stem", "dim",
+               "stem_stride"):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         return _parse_int(str(value), f"{where}: {key}")
@@ -575,7 +590,8 @@ def _set_stage(stage: StageSpec, key: str, value: Any) -> StageSpec:
 def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
     """A copy of ``spec`` with one option changed: what a study's search space varies.
 
-    Keys: global ``stem``, ``mlp_ratio`` (or ``mlp``), ``drop_path``, ``layer_scale``, ``dim``
+    Keys: global ``stem``, ``stem_stride``, ``mlp_ratio`` (or ``mlp``), ``drop_path``,
+    ``layer_scale``, ``dim``
     (widths dim*2**i), ``depths`` (list of 4); per stage ``s{1..4}.<key>`` for depth, width,
     pattern, heads, window, d_state, d_conv, expand, branch, conv1d, out; and pattern, heads,
     window and the mixer keys without prefix, applied to every stage holding mixer or attention
@@ -595,6 +611,8 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
         return normalize_spec(replace(spec, layer_scale=ls))
     if key == "stem":
         return normalize_spec(replace(spec, stem=_coerce("stem", value, where)))
+    if key == "stem_stride":
+        return normalize_spec(replace(spec, stem_stride=_coerce("stem_stride", value, where)))
     if key == "dim":
         dim = _coerce("dim", value, where)
         stages = tuple(replace(s, width=dim * 2 ** i) for i, s in enumerate(spec.stages))
@@ -641,7 +659,8 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
         for i in targets:
             stages[i] = _set_stage(stages[i], key, coerced)
         return normalize_spec(replace(spec, stages=tuple(stages)))
-    raise SpecError(f"{where}: unknown option; use stem, mlp_ratio, drop_path, layer_scale, dim, "
+    raise SpecError(f"{where}: unknown option; use stem, stem_stride, mlp_ratio, drop_path, "
+                    f"layer_scale, dim, "
                     f"depths, s<i>.<stage key> or one of {', '.join(TOKEN_STAGE_KEYS)}")
 
 

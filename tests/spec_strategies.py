@@ -59,4 +59,5 @@ def model_specs(draw, max_depth: int = 6, max_width_units: int = 8) -> ModelSpec
         mlp_ratio=draw(st.sampled_from([0.5, 1.0, 2.0, 3.5, 4.0])),
         drop_path=draw(st.floats(0, 0.9, allow_nan=False)),
         layer_scale=draw(st.one_of(st.none(), st.floats(1e-6, 1.0))),
+        stem_stride=draw(st.sampled_from([4, 2, 1])),
     )

@@ -78,3 +78,29 @@ def test_show_command_prints_layout_params_and_both_macs(capsys):
     assert f"{cost.gmacs:.3f} G" in out and f"{cost.gmacs_with_scan:.3f} G" in out
     assert main(["show", "tiny", "--set", "s3.pattern=last_n:6"]) == 2
     assert "stage 3: last_n:6 needs depth >= 6, got 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stride, size", [(2, 64), (1, 32), (2, (40, 56))])
+def test_stem_stride_macs_equal_torch_flop_counter(stride, size):
+    spec = set_option(set_option("tiny", "stem_stride", stride), "s4.pattern", "MA")
+    model = build_model(spec, num_classes=5, scan_backend="reference").eval()
+    h, w = (size, size) if isinstance(size, int) else size
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randn(1, 3, h, w))
+    assert complexity(spec, size, num_classes=5).macs * 2 == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("stride, size, maps", [
+    (4, 64, [(16, 16), (8, 8), (4, 4), (2, 2)]),
+    (2, 64, [(32, 32), (16, 16), (8, 8), (4, 4)]),
+    (1, 32, [(32, 32), (16, 16), (8, 8), (4, 4)]),
+])
+def test_stem_stride_sets_the_token_maps(stride, size, maps):
+    spec = set_option("tiny", "stem_stride", stride)
+    model = build_model(spec, num_classes=3, scan_backend="reference").eval()
+    with torch.no_grad():
+        features = model.forward_intermediates(torch.randn(1, 3, size, size), intermediates_only=True)
+    assert [tuple(f.shape[-2:]) for f in features] == maps
+    assert [s.map_size for s in complexity(spec, size).stages] == maps
+    assert [info["reduction"] for info in model.feature_info] == [stride * 2 ** i for i in range(4)]
+    assert complexity(spec, size).params == complexity("tiny", size).params

@@ -196,3 +196,16 @@ def test_set_option_errors():
         set_option(PRESETS["T"], "depths", [1, 2])
     with pytest.raises(SpecError, match="last_n:5 needs depth >= 5, got 4"):
         set_option(PRESETS["T"], "pattern", "last_n:5")
+
+
+def test_stem_stride_round_trips_and_the_default_stays_unwritten():
+    assert "stem_stride" not in format_spec(PRESETS["T"])
+    spec = set_option("proxy", "stem_stride", 2)
+    text = format_spec(spec)
+    assert text.startswith("stem=16 stem_stride=2 mlp=4 ")
+    assert parse_spec(text) == spec and format_spec(parse_spec(text)) == text
+    assert parse_spec(text.replace(" stem_stride=2", "")) == PRESETS["proxy"]
+    assert parse_spec(text.replace("stem_stride=2", "stem_stride=4")) == PRESETS["proxy"]
+    for bad in ("3", "0", "two"):
+        with pytest.raises(SpecError, match="stem_stride"):
+            parse_spec(text.replace("stem_stride=2", f"stem_stride={bad}"))

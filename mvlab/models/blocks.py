@@ -15,20 +15,24 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from mvlab.grammar import MixerOptions
+from mvlab.grammar import STEM_CONV_STRIDES, MixerOptions
 from mvlab.ops import selective_scan
 
 
 class Stem(nn.Module):
-    """Stride-4 stem: two conv3x3 s2 (no bias) -> BN(eps 1e-4) -> ReLU."""
+    """The stem: two conv3x3 (no bias) -> BN(eps 1e-4) -> ReLU, stride 2 each as released.
 
-    def __init__(self, in_chans: int, stem: int, width: int):
+    ``stride`` 2 keeps the first conv's stride only and 1 neither (``stem_stride`` in the spec):
+    same parameters, more tokens per stage at a low input resolution."""
+
+    def __init__(self, in_chans: int, stem: int, width: int, stride: int = 4):
         super().__init__()
+        first, second = STEM_CONV_STRIDES[stride]
         self.conv_down = nn.Sequential(
-            nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False),
+            nn.Conv2d(in_chans, stem, 3, first, 1, bias=False),
             nn.BatchNorm2d(stem, eps=1e-4),
             nn.ReLU(),
-            nn.Conv2d(stem, width, 3, 2, 1, bias=False),
+            nn.Conv2d(stem, width, 3, second, 1, bias=False),
             nn.BatchNorm2d(width, eps=1e-4),
             nn.ReLU(),
         )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mvlab.grammar import MixerOptions, ModelSpec, StageSpec, parse_spec
+from mvlab.grammar import STEM_CONV_STRIDES, MixerOptions, ModelSpec, StageSpec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ class Complexity:
         return self.macs_with_scan / 1e9
 
 
-def _down(n: int) -> int:
-    """Output size of a 3x3, stride-2, padding-1 conv."""
-    return (n - 1) // 2 + 1
+def _down(n: int, stride: int = 2) -> int:
+    """Output size of a 3x3, padding-1 conv of ``stride`` (1 or 2)."""
+    return (n - 1) // stride + 1
 
 
 def mixer_shapes(width: int, opts: MixerOptions) -> dict[str, int]:
@@ -138,8 +138,9 @@ def complexity(spec: ModelSpec | str, img_size: int | tuple[int, int] = 224,
     spec = parse_spec(spec)
     height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     widths = spec.widths
-    h1, w1 = _down(height), _down(width)
-    h, w = _down(h1), _down(w1)
+    first, second = STEM_CONV_STRIDES[spec.stem_stride]
+    h1, w1 = _down(height, first), _down(width, first)
+    h, w = _down(h1, second), _down(w1, second)
     params = 9 * in_chans * spec.stem + 2 * spec.stem + 9 * spec.stem * widths[0] + 2 * widths[0]
     macs = 9 * in_chans * spec.stem * h1 * w1 + 9 * spec.stem * widths[0] * h * w
     scan = 0

@@ -1,6 +1,6 @@
 """The network: a grammar spec turned into MambaVision's four-stage layout.
 
-    patch_embed (stride 4) -> levels.0 .. levels.3 (blocks, then downsample except the last)
+    patch_embed (stem_stride) -> levels.0 .. levels.3 (blocks, then downsample except the last)
       -> norm (BatchNorm2d) -> global average pool -> head
 
 A level runs its blocks in order. Conv blocks work on the NCHW map; each run of consecutive
@@ -101,7 +101,7 @@ class MambaVision(nn.Module):
         self._scan_backend = scan_backend
         widths = spec.widths
         self.num_features = self.head_hidden_size = widths[-1]
-        self.patch_embed = Stem(in_chans, spec.stem, widths[0])
+        self.patch_embed = Stem(in_chans, spec.stem, widths[0], spec.stem_stride)
         total = sum(spec.depths)
         rates = [spec.drop_path * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
         levels, start = [], 0
@@ -111,7 +111,7 @@ class MambaVision(nn.Module):
             levels.append(Level(stage, out_width, rates[start:start + stage.depth],
                                 spec.mlp_ratio, spec.layer_scale, scan_backend))
             start += stage.depth
-            self.feature_info.append(dict(num_chs=stage.width, reduction=4 * 2 ** i,
+            self.feature_info.append(dict(num_chs=stage.width, reduction=spec.stem_stride * 2 ** i,
                                           module=f"levels.{i}"))
         self.levels = nn.ModuleList(levels)
         self.norm = nn.BatchNorm2d(self.num_features)
