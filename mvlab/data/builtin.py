@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +40,24 @@ def class_folder_names(class_names) -> list[str]:
 def materialize(cache_dir: str | Path) -> Path:
     """Write the built-in set as a class-folder tree (once) and return its root.
 
-    The folder name carries a hash of the shipped file, so a new version gets a new tree; the
-    tree is written under a temporary name and renamed into place when complete."""
+    The folder name carries a hash of the shipped file, so a new version gets a new tree."""
     digest = hashlib.sha256(ARRAYS.read_bytes()).hexdigest()[:16] if ARRAYS.is_file() else "missing"
     root = Path(cache_dir) / "builtin" / f"fashion_mnist-{digest}"
+    return write_once(root, lambda out: write_tree(out, builtin_arrays()), digest)
+
+
+def write_once(root: Path, write: Callable[[Path], None], stamp: str) -> Path:
+    """``root``, written by ``write(folder)`` unless a complete tree is already there.
+
+    The tree is written under a temporary name and renamed into place when complete, so a
+    crashed or concurrent writer never leaves a half tree where a reader would use it."""
     if (root / ".complete").is_file():
         return root
-    arrays = builtin_arrays()
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
-        write_tree(tmp, arrays)
-        (tmp / ".complete").write_text(digest + "\n")
+        write(tmp)
+        (tmp / ".complete").write_text(stamp + "\n")
         try:
             os.rename(tmp, root)
         except OSError:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mvlab.data import procedural
 from mvlab.data.builtin import materialize
 from mvlab.data.cache import DecodedCache, build_or_open
-from mvlab.data.config import DataConfig, resolve_cache_dir
+from mvlab.data.config import PROCEDURAL, DataConfig, resolve_cache_dir
 from mvlab.data.folders import SplitListing, list_split
 from mvlab.data.loaders import CachedLoader, DirectLoader
 from mvlab.data.subsets import cap_per_class, select_classes, stratified_split, subset_id
@@ -58,9 +59,11 @@ class Subset:
 
 
 def data_root(cfg: DataConfig) -> Path:
-    """The folder a config reads from; the built-in set is materialised there on first use."""
+    """The folder a config reads from; built-in sets are materialised there on first use."""
     if cfg.dataset == "builtin":
         return materialize(resolve_cache_dir(cfg))
+    if cfg.dataset in PROCEDURAL:
+        return procedural.materialize(cfg, resolve_cache_dir(cfg))
     return Path(cfg.root).expanduser()
 
 
@@ -173,6 +176,6 @@ def _root_tag(root: Path) -> str:
 
 
 def _class_names(cfg: DataConfig, ids: list[str]) -> list[str]:
-    if cfg.dataset == "builtin":
+    if cfg.dataset == "builtin" or cfg.dataset in PROCEDURAL:
         return [c.split("-", 1)[1] if "-" in c else c for c in ids]
     return list(ids)

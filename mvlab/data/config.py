@@ -11,22 +11,33 @@ from mvlab.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASETS = ("builtin", "folder", "imagenet")  # "imagenet" is an alias of "folder"
+PROCEDURAL = ("pathfinder", "same_different")  # generated from a seed: mvlab.data.procedural
+DATASETS = ("builtin", "folder", "imagenet") + PROCEDURAL  # "imagenet" is an alias of "folder"
+# Crop and aspect defaults per kind of data: photos get timm's; the procedural tasks none at all,
+# since a crop could cut a marker or a framed glyph out of the image and change the answer.
+PHOTO_GEOMETRY = dict(crop_pct=0.875, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+PROCEDURAL_GEOMETRY = dict(crop_pct=1.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 
 
 @dataclass
 class DataConfig:
     """Which data a proxy run uses and how it is prepared.
 
-    ``dataset``: ``"builtin"`` (the shipped Fashion-MNIST subset, offline) or ``"folder"``
-    (alias ``"imagenet"``: an ImageNet-style tree at ``root``, see docs/data.md).
+    ``dataset``: ``"builtin"`` (the shipped Fashion-MNIST subset, offline), ``"folder"``
+    (alias ``"imagenet"``: an ImageNet-style tree at ``root``, see docs/data.md), or a
+    procedural token-mixing task generated from ``seed``: ``"pathfinder"`` (knobs
+    ``contour_length``, ``distractors``) or ``"same_different"`` (``glyph_cells``,
+    ``changed_cells``, ``distractors``); for those ``per_class`` / ``val_per_class`` are the
+    generated counts (default 2000 / 500 a class).
     ``classes``: ``"all"``, ``"first:N"``, ``"random:N"`` / ``"random:N,SEED"``, a shipped list
     name (``imagenet100``, ``imagenette``, ``imagewoof``), a path to a list file (one class id a
     line), or an explicit list / comma-separated string of class ids.
     ``per_class`` caps the train images taken per class *before* the held-out split is carved
     from them (``heldout_fraction``, stratified, seeded); ``val_per_class`` caps the official val
     split that results are reported on. ``storage_resolution`` is the side of the square images in
-    the decoded cache (default ``round(resolution / crop_pct)``).
+    the decoded cache (default ``round(resolution / crop_pct)``). ``crop_pct``, ``scale`` and
+    ``ratio`` left at None take the dataset's defaults (``PHOTO_GEOMETRY`` or, for procedural
+    tasks, ``PROCEDURAL_GEOMETRY``: no crop).
     """
 
     dataset: str = "builtin"
@@ -37,7 +48,7 @@ class DataConfig:
     heldout_fraction: float = 0.1
     seed: int = 0
     resolution: int = 64
-    crop_pct: float = 0.875
+    crop_pct: float | None = None
     cache: bool = True
     cache_dir: str | None = None
     num_workers: int = 0
@@ -45,13 +56,21 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     val_labels: str | None = None
-    scale: tuple[float, float] = (0.08, 1.0)
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    scale: tuple[float, float] | None = None
+    ratio: tuple[float, float] | None = None
     hflip: float = 0.5
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    contour_length: int = 10  # pathfinder: dashes per contour (longer = harder)
+    distractors: int = 4  # pathfinder: unmarked contours; same_different: unframed glyphs
+    glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
+    changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
 
     def __post_init__(self) -> None:
+        geometry = PROCEDURAL_GEOMETRY if self.dataset in PROCEDURAL else PHOTO_GEOMETRY
+        for key, value in geometry.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         self.validate()
 
     @classmethod
@@ -74,7 +93,7 @@ class DataConfig:
         """Raise ``DataError`` for values that cannot work, naming the option and the fix."""
         if self.dataset not in DATASETS:
             raise DataError(f"data.dataset={self.dataset!r}: use one of {', '.join(DATASETS)}")
-        if self.dataset != "builtin" and not self.root:
+        if self.dataset in ("folder", "imagenet") and not self.root:
             raise DataError(f"data.dataset={self.dataset!r} needs data.root: the folder holding "
                             f"train/ and val/ (ImageNet layout, see docs/data.md)")
         if not 0.0 <= self.heldout_fraction < 1.0:
@@ -94,6 +113,27 @@ class DataConfig:
             raise DataError(f"data.scale={self.scale}: needs 0 < min <= max <= 1")
         if not (0 < self.ratio[0] <= self.ratio[1]):
             raise DataError(f"data.ratio={self.ratio}: needs 0 < min <= max")
+        if self.dataset in PROCEDURAL:
+            self._validate_procedural()
+
+    def _validate_procedural(self) -> None:
+        name = f"data.dataset={self.dataset}"
+        if self.root:
+            raise DataError(f"{name} is generated, not read: drop data.root={self.root!r}")
+        if self.resolution < 32:
+            raise DataError(f"{name} needs data.resolution >= 32, got {self.resolution}")
+        if self.crop_pct != 1.0 or tuple(self.scale) != (1.0, 1.0):
+            raise DataError(f"{name}: data.crop_pct={self.crop_pct}, data.scale={self.scale} "
+                            f"could crop a marker out of the image and change its label; "
+                            f"leave them unset (no crop)")
+        for key, low in (("contour_length", 2), ("distractors", 0), ("glyph_cells", 2),
+                         ("changed_cells", 1)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise DataError(f"data.{key}={value!r}: must be an integer >= {low}")
+        if self.dataset == "same_different":
+            from mvlab.data.procedural.same_different import check
+            check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)
 
     @property
     def stored_side(self) -> int:
