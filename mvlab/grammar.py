@@ -667,5 +667,27 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
 __all__ = [
     "MixerOptions", "StageSpec", "ModelSpec", "PRESETS", "parse_spec", "format_spec",
     "expand_pattern", "canonical_pattern", "set_option", "normalize_spec", "make_spec",
-    "preset_name", "default_heads",
+    "preset_name", "default_heads", "network_spec",
 ]
+def network_spec(spec: ModelSpec | str) -> str:
+    """The canonical spec of the network ``spec`` builds, with everything that builds nothing
+    dropped: patterns as their block letters, mixer options only where a stage has mixer blocks
+    (an ``attn_only`` stage's ``branch`` builds nothing), heads only where it has attention.
+
+    Two specs with the same network spec build the same modules in the same order, so under one
+    seed they are one network: a study trains and counts it once."""
+    spec = normalize_spec(parse_spec(spec) if isinstance(spec, str) else spec)
+    stages = []
+    for stage in spec.stages:
+        letters = stage.blocks
+        if not stage.has_tokens:
+            stages.append(stage)
+            continue
+        mixer = stage.mixer if "M" in letters else MixerOptions()
+        overrides = stage.overrides if "M" in letters else ()
+        heads = stage.heads if "A" in letters else default_heads(stage.width)
+        stages.append(replace(stage, pattern="".join(letters), heads=heads, mixer=mixer,
+                              overrides=overrides))
+    return format_spec(replace(spec, stages=tuple(stages)))
+
+

@@ -34,7 +34,6 @@ from mvlab.analysis import (
     seed_noise,
     seed_spread,
     spec_fields,
-    tied_with_best,
     top_k_overlap,
 )
 from mvlab.analysis.fidelity import kendall_tau_b_rows, spearman_rho_rows, top_k_overlap_rows
@@ -95,10 +94,10 @@ def test_pareto_rejects_bad_directions_and_columns(points):
         pareto_mask(points, {"latency": "minimize"})
 
 
-def test_edf_counts_errors_strictly_below():
+def test_edf_counts_errors_at_most_e_and_reaches_one_at_the_worst():
     errors = [0.1, 0.2, 0.2, 0.4]
-    assert edf(errors, at=[0.05, 0.1, 0.2, 0.3, 0.5]).tolist() == [0, 0, 0.25, 0.75, 1]
-    assert edf(errors).tolist() == [0, 0.25, 0.75]  # at the distinct errors
+    assert edf(errors, at=[0.05, 0.1, 0.2, 0.3, 0.5]).tolist() == [0, 0.25, 0.75, 0.75, 1]
+    assert edf(errors).tolist() == [0.25, 0.75, 1]  # at the distinct errors: ends at 1
     assert edf([0.1, np.nan, 0.3], at=[0.2]).tolist() == [0.5]
 
 
@@ -130,7 +129,10 @@ def test_normalised_edf_table_reweights_the_large_model():
     by_kind = edf_table(df, "err", by="kind")
     assert by_kind["group"].unique().tolist() == ["a", "b"]
     a = by_kind[by_kind["group"] == "a"]
-    assert a["edf"].tolist() == [0, 0.5, 1, 1] and a["n"].unique().tolist() == [2]
+    assert a["edf"].tolist() == [0.5, 1, 1, 1] and a["n"].unique().tolist() == [2]
+    # every group's curve reaches 1, the group holding the worst model included
+    b = by_kind[by_kind["group"] == "b"]
+    assert b["edf"].tolist() == [0, 0, 0.5, 1]
 
 
 def test_bootstrap_of_a_constant_knob_is_that_constant():
@@ -186,29 +188,30 @@ def test_seed_noise_pools_the_within_config_variance(repeats):
     noise = seed_noise(repeats, "acc", config="spec")
     # (1 * 0.02 + 2 * 0.03) / 3 degrees of freedom
     assert noise["pooled_std"] == pytest.approx(math.sqrt(0.08 / 3))
-    assert noise["tie_threshold"] == pytest.approx(2 * math.sqrt(0.08 / 3))
     assert noise["repeated_configs"] == 2 and noise["repeated_runs"] == 5
     assert noise["max_range"] == pytest.approx(0.3)
 
 
-def test_seed_noise_without_repeats_is_nan_and_ties_only_the_best(repeats):
+def test_seed_noise_without_repeats_is_nan(repeats):
     single = repeats.drop_duplicates("spec")
     assert np.isnan(seed_noise(single, "acc", config="spec")["pooled_std"])
-    scores = pd.Series([0.80, 0.78, 0.70], index=list("xyz"))
-    assert tied_with_best(scores, float("nan")).tolist() == [True, False, False]
-    assert tied_with_best(scores, 0.05).tolist() == [True, True, False]
-    assert tied_with_best(scores, 0.05, higher_is_better=False).tolist() == [False, False, True]
 
 
-def test_choice_summary_counts_configs_and_flags_ties(repeats):
+def test_choice_summary_averages_configurations_with_a_ci_over_seeds(repeats):
     df = repeats.assign(pattern=["x", "x", "y", "y", "y", "y"], thr=[1, 1, 2, 2, 2, 3])
     table = choice_summary(df, "pattern", {"acc": "max", "thr": "max"}, config="spec")
     assert table.loc["y", "trials"] == 4 and table.loc["y", "configs"] == 2
-    assert table.loc["y", "acc_mean"] == pytest.approx(0.725)
+    # configuration means b 0.7 and c 0.8, each counted once however many seeds it ran
+    assert table.loc["y", "acc_mean"] == pytest.approx(0.75)
     assert table.loc["x", "acc_seed_std"] == pytest.approx(math.sqrt(0.02))
     assert table.index.tolist() == ["y", "x"]  # best mean accuracy first
-    # the gap (0.125) is below twice the pooled noise (0.33): a tie
-    assert table["tied_with_best"].tolist() == [True, True]
+    # y per seed: 0 -> (0.6 + 0.8) / 2, 1 -> 0.6, 2 -> 0.9; the t interval over those 3 seeds
+    per_seed = np.array([0.7, 0.6, 0.9])
+    half = stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / math.sqrt(3)
+    assert table.loc["y", "acc_ci_low"] == pytest.approx(per_seed.mean() - half)
+    assert table.loc["y", "acc_ci_high"] == pytest.approx(per_seed.mean() + half)
+    assert table.loc["x", "thr_ci_low"] >= 0  # a never-negative metric's interval stops at 0
+    assert not any("tie" in c for c in table.columns)
 
 
 def test_rank_statistics_equal_scipy():
@@ -269,10 +272,13 @@ def test_paired_fidelities_average_seeds_and_drop_unpaired(two_fidelities):
 
 
 def test_fidelity_table_compares_proxy_with_params_baseline(two_fidelities):
+    table = fidelity_table(two_fidelities, "acc", "e2", "e8", baselines=("params",), k=2,
+                           n_boot=100)
     paired = paired_fidelities(two_fidelities, "acc", "e2", "e8")
-    table = fidelity_table(paired, "e8", ["e2", "params"], k=2, n_boot=100)
     proxy = rank_agreement(paired["e2"], paired["e8"], k=2)
     assert table.loc["e2", "kendall_tau"] == pytest.approx(proxy["kendall_tau"])
+    # params rank the 4-config target with rho 0.2: positive, so scored as "larger is better"
+    assert table.loc["params", "direction"] == "larger"
     assert table.loc["params", "spearman_rho"] == pytest.approx(
         stats.spearmanr(paired["params"], paired["e8"]).statistic)
     assert table.loc["e2", "top_k_overlap"] == 0.5  # top-2 {c, b} vs {c, a}

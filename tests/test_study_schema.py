@@ -174,7 +174,9 @@ def test_cli_check_prints_the_plan_and_errors_exit_2(tmp_path, capsys):
     path.write_text(BASE)
     assert main(["sweep", str(path), "--check"]) == 0
     out = capsys.readouterr().out
-    assert "study t: grid (grid), 8 trials" in out and "pattern: 2 choices" in out
+    # 8 grid points, but attn_only with branch on and off is one network: 6 trials
+    assert "study t: grid (grid), 6 trials" in out and "pattern: 2 choices" in out
+    assert "collapsed: 2 point(s)" in out
     assert main(["sweep", str(path), "--check", "--set", "train.lr=-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mvlab sweep: error: --set train.lr: train.lr:") and "must be >= 0" in err

@@ -2,7 +2,9 @@
 
 Load a study with ``load_study``; then Pareto fronts (``pareto_mask``, ``pareto_table``), error
 EDFs (``edf_table``), bootstrap ranges of knobs (``bootstrap_range``, ``bootstrap_win_share``),
-seed noise (``seed_noise``), and proxy validity (``paired_fidelities``, ``fidelity_table``).
+seed noise (``seed_noise``), verdicts against a reference configuration over seeds
+(``compare_to_reference``, ``page_trend``), split-half reliability (``split_half``), and proxy
+validity (``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
 
@@ -33,10 +35,12 @@ from mvlab.analysis.load import (
     study_names,
     with_spec_fields,
 )
-from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread, tied_with_best
+from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread
+from mvlab.analysis.reliability import split_half
 from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
 from mvlab.analysis.summary import (
     choice_summary,
+    front_within_ci,
     knob_label,
     pareto_table,
     primary_knob,
@@ -44,14 +48,15 @@ from mvlab.analysis.summary import (
     with_error,
     with_pareto,
 )
+from mvlab.analysis.verdicts import compare_to_reference, holm, page_trend, seed_matrix
 
 __all__ = [
     "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
-    "bootstrap_win_share", "choice_summary", "completed", "complexity_bins",
+    "bootstrap_win_share", "choice_summary", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
     "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
-    "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",
+    "page_trend", "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",
     "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",
-    "seed_noise", "seed_spread", "spec_fields", "study_names", "tied_with_best",
+    "seed_matrix", "seed_noise", "seed_spread", "spec_fields", "split_half", "study_names",
     "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",
 ]

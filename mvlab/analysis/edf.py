@@ -1,6 +1,6 @@
 """Error empirical distribution functions (EDFs), plain and complexity-normalised.
 
-The EDF of a population of models is F(e) = (1/n) * #{models with error < e} ("On Network Design
+The EDF of a population of models is F(e) = (1/n) * #{models with error <= e} ("On Network Design
 Spaces", Radosavovic et al. 2019). Populations whose complexity distributions differ are compared
 with the normalised EDF: each model is weighted by 1 / (models in its complexity bin * bins), so
 every occupied complexity bin carries the same total weight and the weights sum to one. Compare
@@ -21,7 +21,9 @@ def _finite(values, name: str) -> np.ndarray:
 
 
 def edf(errors, at=None, weights=None) -> np.ndarray:
-    """F(e) = weighted share of models with error strictly below e, for every e in ``at``.
+    """F(e) = weighted share of models with error at most e, for every e in ``at``.
+
+    F reaches 1 at the largest error, so every group's curve ends at 1.
 
     ``at`` defaults to the sorted distinct errors. ``weights`` default to 1/n; they are
     renormalised over the models with a finite error (missing errors are dropped)."""
@@ -38,8 +40,8 @@ def edf(errors, at=None, weights=None) -> np.ndarray:
     grid = np.unique(err) if at is None else np.atleast_1d(np.asarray(at, dtype=float))
     order = np.argsort(err, kind="stable")
     sorted_err, cumulative = err[order], np.concatenate([[0.0], np.cumsum(w[order])])
-    below = np.searchsorted(sorted_err, grid, side="left")  # count of errors strictly below
-    return cumulative[below] / cumulative[-1]
+    at_most = np.searchsorted(sorted_err, grid, side="right")  # count of errors <= e
+    return cumulative[at_most] / cumulative[-1]
 
 
 def complexity_bins(complexity, n_bins: int = 10, log: bool = True) -> np.ndarray:

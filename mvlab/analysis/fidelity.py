@@ -1,8 +1,10 @@
 """Does a cheap proxy rank architectures like a longer run? Rank agreement with CIs.
 
 Kendall tau-b and Spearman rho are scipy's; top-k overlap is |top-k(x) & top-k(y)| / k with ties
-broken by table order. Confidence intervals resample configurations with replacement. Params and
-FLOPs are the baseline rankers: a proxy that ranks no better than model size is not worth running."""
+broken by table order. ``rank_agreement_ci`` resamples the items of two fixed rankings;
+``fidelity_table`` resamples configurations *and their seeds*, the interval a study needs. Params
+and FLOPs are the baseline rankers, each in its better direction: a proxy that ranks no better
+than model size is not worth running."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -140,23 +142,75 @@ def paired_fidelities(df: pd.DataFrame, metric: str, low: str, high: str,
     return paired.dropna(subset=[low, high]).reset_index()
 
 
-def fidelity_table(paired: pd.DataFrame, target: str, rankers: Sequence[str],
-                   k: int | None = None, n_boot: int = 1000, ci: float = 95.0,
-                   seed=0) -> pd.DataFrame:
-    """How well each ranker column (a proxy metric, params, macs) predicts the ``target`` ranking.
+def _seed_draws(matrix: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, configs) means of each configuration's seeds resampled with replacement.
 
-    One row per ranker: <statistic>, <statistic>_low, <statistic>_high for each statistic, then
-    k and n. Larger is taken as better for every ranker (bigger models are the naive guess)."""
-    rows = {}
-    for ranker in rankers:
-        if ranker not in paired.columns:
-            raise AnalysisError(f"ranker column {ranker!r} is not in the paired table")
-        result = rank_agreement_ci(paired[ranker], paired[target], k=k, n_boot=n_boot, ci=ci,
-                                   seed=seed)
-        row = {}
-        for statistic in STATISTICS:
-            row[statistic] = result.loc[statistic, "estimate"]
-            row[f"{statistic}_low"] = result.loc[statistic, "low"]
-            row[f"{statistic}_high"] = result.loc[statistic, "high"]
-        rows[ranker] = {**row, "k": result.attrs["k"], "n": result.attrs["n"]}
-    return pd.DataFrame.from_dict(rows, orient="index")
+    ``matrix`` is configurations x seed slots, NaN where a configuration has fewer seeds."""
+    out = np.empty((n_boot, len(matrix)))
+    for i, row in enumerate(matrix):
+        seeds = row[np.isfinite(row)]
+        out[:, i] = seeds[rng.integers(0, seeds.size, size=(n_boot, seeds.size))].mean(1)
+    return out
+
+
+def _per_seed(table: pd.DataFrame, keys: list[str], label: str, index: pd.Index) -> np.ndarray:
+    runs = table[table["_f"] == label].groupby(keys, sort=False)["_m"].apply(list)
+    runs = runs.reindex(index)
+    width = max(len(r) for r in runs)
+    return np.array([r + [np.nan] * (width - len(r)) for r in runs], dtype=float)
+
+
+def fidelity_table(df: pd.DataFrame, metric: str, low: str, high: str,
+                   baselines: Sequence[str] = ("params", "macs"), fidelity: str = "fidelity",
+                   config: str | Sequence[str] = "spec", k: int | None = None,
+                   n_boot: int = 1000, ci: float = 95.0, seed=0) -> pd.DataFrame:
+    """How well each ranker predicts the ranking of configurations by their ``high``-fidelity
+    seed mean: the ``low``-fidelity seed mean (the proxy) and each baseline column (params, MACs).
+
+    Intervals are a bootstrap that resamples configurations and, within each, its seeds at both
+    fidelities, so seed noise widens them (resampling configurations alone treats every seed mean
+    as exact). The proxy is scored as larger-is-better; a baseline in the direction that ranks
+    better (``direction``: larger or smaller), since "smaller models are better" is as naive a
+    guess as "larger". One row per ranker: <statistic>, <statistic>_low, <statistic>_high for each
+    statistic, direction, k and n."""
+    paired = paired_fidelities(df, metric, low, high, fidelity, config, carry=baselines)
+    keys = config_columns(df, config)
+    table = df.assign(_m=pd.to_numeric(df[metric], errors="coerce"),
+                      _f=df[fidelity].astype(str)).dropna(subset=["_m"])
+    index = pd.MultiIndex.from_frame(paired[keys]) if len(keys) > 1 else pd.Index(paired[keys[0]])
+    if len(paired) < 3:
+        raise AnalysisError(f"rank agreement needs at least 3 configurations measured at both "
+                            f"fidelities, got {len(paired)}")
+    rng = _rng(seed)
+    target = paired[high].to_numpy(dtype=float)
+    target_draws = _seed_draws(_per_seed(table, keys, high, index), n_boot, rng)
+    proxy_draws = _seed_draws(_per_seed(table, keys, low, index), n_boot, rng)
+    rows = rng.integers(0, len(paired), size=(n_boot, len(paired)))
+    pick = np.arange(n_boot)[:, None]
+    target_boot = target_draws[pick, rows]
+    rankers = {low: (paired[low].to_numpy(dtype=float), proxy_draws[pick, rows], "larger")}
+    for name in baselines:
+        if name not in paired.columns:
+            continue
+        values = pd.to_numeric(paired[name], errors="coerce").to_numpy(dtype=float)
+        tau = rank_agreement(values, target)["kendall_tau"]
+        sign, direction = (-1.0, "smaller") if tau < 0 else (1.0, "larger")
+        rankers[name] = (sign * values, sign * values[rows], direction)
+    result = {}
+    tail = (100.0 - ci) / 2
+    for name, (point_values, boot_values, direction) in rankers.items():
+        point = rank_agreement(point_values, target, k)
+        boot = np.column_stack([kendall_tau_b_rows(boot_values, target_boot),
+                                spearman_rho_rows(boot_values, target_boot),
+                                top_k_overlap_rows(boot_values, target_boot, point["k"])])
+        row: dict = {}
+        for j, statistic in enumerate(STATISTICS):
+            finite = boot[:, j][np.isfinite(boot[:, j])]
+            row[statistic] = point[statistic]
+            row[f"{statistic}_low"] = float(np.percentile(finite, tail)) if finite.size else np.nan
+            row[f"{statistic}_high"] = (float(np.percentile(finite, 100 - tail)) if finite.size
+                                        else np.nan)
+        result[name] = {**row, "direction": direction, "k": point["k"], "n": point["n"]}
+    out = pd.DataFrame.from_dict(result, orient="index")
+    out.attrs.update(n_boot=n_boot, ci=ci, resampled="configurations and seeds within them")
+    return out

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 # Optuna trial user attributes, each a top-level column of the loaded table.
 SPEC = "spec"                  # canonical grammar string of the trained model
-SEED = "seed"                  # training seed
+SEED = "seed"                  # the trial's seed: a replicate (the three roles below)
+INIT_SEED = "init_seed"        # initialisation, dropout, mixup (train.seed)
+ORDER_SEED = "order_seed"      # training order and augmentation (data.order_seed)
+SPLIT_SEED = "split_seed"      # subset and held-out split (data.seed): fixed per study
+NETWORK = "network"            # grammar.network_spec: duplicate points of one network share it
 FIDELITY = "fidelity"          # label of the training budget, e.g. "epochs=2" or "res=32"
 MLFLOW_RUN_ID = "mlflow_run_id"  # the trial's MLflow child run
 STATUS = "status"              # "ok" | "failed" (TrainResult.status)
@@ -21,6 +25,7 @@ STUDY_KIND = "kind"            # "population" (random/QMC/grid) or "optimisation
 STUDY_TRACKING_URI = "mlflow_tracking_uri"
 STUDY_EXPERIMENT = "mlflow_experiment"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
+STUDY_ANALYSIS = "analysis"    # the study file's analysis settings: reference, margin, ...
 STUDY_SYNTHETIC = "synthetic"  # True only for made-up studies (tests, demos)
 
 # Accuracies (heldout_top1, val_top1, ...) are percentages, as mvlab.train reports them.

@@ -1,7 +1,8 @@
 """Seed noise from configurations that were trained more than once.
 
-The pooled within-configuration standard deviation is the noise floor of a study: differences
-between configurations below about twice it are ties, not findings (methods.md)."""
+The pooled within-configuration standard deviation describes a study's noise floor. It is not a
+decision rule: whether two configurations differ, or are equivalent, is decided by the paired
+comparisons over seeds in ``mvlab.analysis.verdicts``, whose intervals shrink as seeds are added."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,25 +47,12 @@ def pooled_std(spread: pd.DataFrame) -> float:
 
 
 def seed_noise(df: pd.DataFrame, metric: str, config: str | Sequence[str] = DEFAULT_CONFIG,
-               tie_factor: float = 2.0) -> pd.Series:
-    """Noise summary of ``metric``: pooled std, repeated configs, runs in them, tie threshold.
-
-    ``tie_threshold`` = ``tie_factor`` * pooled std; NaN when no configuration was repeated."""
+               ) -> pd.Series:
+    """Noise summary of ``metric``: pooled std, repeated configs, runs in them, largest range."""
     spread = seed_spread(df, metric, config)
     repeated = spread[spread["runs"] >= 2]
     noise = pooled_std(spread)
     return pd.Series({"pooled_std": noise, "repeated_configs": int(len(repeated)),
                       "repeated_runs": int(repeated["runs"].sum()),
                       "max_range": float((repeated["max"] - repeated["min"]).max())
-                      if len(repeated) else float("nan"),
-                      "tie_threshold": tie_factor * noise}, name=metric)
-
-
-def tied_with_best(scores: pd.Series, threshold: float, higher_is_better: bool = True,
-                   ) -> pd.Series:
-    """True for every score within ``threshold`` of the best one (NaN threshold: only the best)."""
-    values = pd.to_numeric(scores, errors="coerce")
-    best = values.max() if higher_is_better else values.min()
-    gap = (best - values) if higher_is_better else (values - best)
-    limit = 0.0 if not np.isfinite(threshold) else float(threshold)
-    return (gap <= limit).rename("tied_with_best")
+                      if len(repeated) else float("nan")}, name=metric)

@@ -84,7 +84,7 @@ def plot_edf(edf_long: pd.DataFrame, ax: Axes | None = None, title: str | None =
         ax.step(curve["error"], curve["edf"], where="post",
                 label=f"{group} (n={int(curve['n'].iloc[0])})")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("cumulative share of models with error below x")
+    ax.set_ylabel("share of models with error at most x")
     ax.set_ylim(0, 1.02)
     ax.set_title(title or "error EDF", fontsize=9)
     ax.legend(fontsize=7)
@@ -185,4 +185,101 @@ def plot_rank_agreement(table: pd.DataFrame, statistic: str = "kendall_tau",
     ax.set_xlabel(f"{statistic} with the reference ranking (bar: bootstrap CI)")
     ax.set_title(title or "which ranker predicts the reference?", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
+    return figure
+
+
+def plot_pareto_means(means: pd.DataFrame, x: str, y: str, objectives: Mapping[str, str],
+                      label: str | None = None, ax: Axes | None = None,
+                      title: str | None = None) -> Figure:
+    """Configuration means (``seed_means``) of ``y`` against ``x`` with ``y``'s 95 % CI as
+    vertical bars; front points outlined and joined, a front point whose lead is inside its CI
+    (``front_within_ci``) drawn hollow, dominated ones faded."""
+    figure, ax = _axes(ax, size=(7.2, 4.8))
+    table = means.dropna(subset=[x, y])
+    if table.empty:
+        raise AnalysisError(f"no configuration has both {x!r} and {y!r}; nothing to plot")
+    on_front = pareto_mask(table, objectives)
+    uncertain = table.get("front_within_ci", pd.Series(False, index=table.index)).astype(bool)
+    low, high = table.get(f"{y}_ci_low"), table.get(f"{y}_ci_high")
+    if low is not None and high is not None:
+        known = low.notna() & high.notna()
+        ax.errorbar(table.loc[known, x], table.loc[known, y],
+                    yerr=[table.loc[known, y] - low[known], high[known] - table.loc[known, y]],
+                    fmt="none", ecolor="gray", alpha=0.5, linewidth=1, zorder=1)
+    ax.scatter(table.loc[~on_front, x], table.loc[~on_front, y], s=20, color="tab:blue",
+               alpha=0.35, linewidths=0, label="dominated")
+    solid = on_front & ~uncertain
+    ax.scatter(table.loc[solid, x], table.loc[solid, y], s=50, color="tab:blue",
+               edgecolors="black", linewidths=0.8, label="on the front")
+    ax.scatter(table.loc[on_front & uncertain, x], table.loc[on_front & uncertain, y], s=50,
+               facecolors="none", edgecolors="black", linewidths=0.8,
+               label="on the front, lead inside its CI")
+    front = table[on_front].sort_values(x, kind="stable")
+    ax.plot(front[x], front[y], color="black", linewidth=0.8, alpha=0.6, zorder=0,
+            drawstyle="steps-post" if len(front) > 1 else "default")
+    if label:
+        for _, row in front.iterrows():
+            ax.annotate(str(row[label])[:40], (row[x], row[y]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(f"{x} ({_arrow(objectives.get(x, 'max'))})")
+    ax.set_ylabel(f"{y}, seed mean ({_arrow(objectives.get(y, 'max'))})")
+    ax.set_title(title or f"Pareto front over {len(table)} configuration means", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def plot_verdicts(verdicts: pd.DataFrame, label: str = "config", margin: float = 0.5,
+                  ax: Axes | None = None, title: str | None = None) -> Figure:
+    """A ``compare_to_reference`` table: each difference with its CI, the ±margin band shaded,
+    coloured by verdict. An unbounded CI (one seed) is drawn to the axis edge."""
+    colours = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue",
+               "undetermined": "tab:gray"}
+    figure, ax = _axes(ax, size=(7.2, 0.8 + 0.35 * max(len(verdicts), 1)))
+    rows = np.arange(len(verdicts))
+    finite = np.concatenate([verdicts["ci_low"].to_numpy(float), verdicts["ci_high"].to_numpy(
+        float), verdicts["diff"].to_numpy(float), [-2 * margin, 2 * margin]])
+    finite = finite[np.isfinite(finite)]
+    span = max(abs(finite.min()), abs(finite.max())) * 1.1
+    low = verdicts["ci_low"].clip(lower=-span).fillna(-span)
+    high = verdicts["ci_high"].clip(upper=span).fillna(span)
+    ax.axvspan(-margin, margin, color="tab:blue", alpha=0.08, label=f"±{margin:g} (margin)")
+    ax.axvline(0, color="black", linewidth=0.8)
+    for i, row in enumerate(verdicts.itertuples(index=False)):
+        colour = colours.get(row.verdict, "black")
+        ax.hlines(i, low.iloc[i], high.iloc[i], color=colour, linewidth=3)
+        ax.plot(row.diff, i, "o", color="black", markersize=4)
+    ax.set_yticks(rows, [f"{str(v)[:40]} ({w})" for v, w in zip(verdicts[label],
+                                                                verdicts["verdict"],
+                                                                strict=True)], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(-span, span)
+    ax.set_xlabel("difference to the reference, points (bar: CI over seeds)")
+    ax.set_title(title or "each configuration against the reference", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    return figure
+
+
+def plot_choice_means(summaries: Mapping[str, pd.DataFrame], metrics: Sequence[str],
+                      prefix: str = "params.") -> Figure:
+    """``choice_summary`` tables: per knob and metric, each value's mean of configuration means
+    with its 95 % CI over seeds (no bar where one seed gives no interval)."""
+    figure = Figure(figsize=(4.2 * len(metrics), 0.4 + 1.6 * len(summaries)),
+                    layout="constrained")
+    axes = figure.subplots(len(summaries), len(metrics), squeeze=False)
+    for row, (knob, summary) in enumerate(summaries.items()):
+        for col, metric in enumerate(metrics):
+            ax = axes[row][col]
+            values = summary[f"{metric}_mean"]
+            positions = np.arange(len(values))
+            ax.plot(values, positions, "o", color="tab:blue")
+            low, high = summary.get(f"{metric}_ci_low"), summary.get(f"{metric}_ci_high")
+            if low is not None and high is not None:
+                ax.hlines(positions, low, high, color="tab:blue", linewidth=2, alpha=0.7)
+            ax.set_yticks(positions, [str(v) for v in summary.index], fontsize=7)
+            ax.invert_yaxis()
+            ax.set_title(f"{str(knob).removeprefix(prefix)}: {metric} (mean, bar: 95 % CI "
+                         "over seeds)", fontsize=8)
+            ax.grid(alpha=0.3, axis="x")
     return figure

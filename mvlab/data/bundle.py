@@ -119,6 +119,9 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
     subset = select_subset(cfg)
     caches: dict[str, DecodedCache] = {}
     common = dict(seed=cfg.seed, device=device)
+    # The subset and held-out split follow ``seed``; the training order and augmentation may
+    # follow their own seed, so a study's seeds vary them over one fixed split.
+    order = dict(common, seed=cfg.seed if cfg.order_seed is None else cfg.order_seed)
     aug = dict(scale=cfg.scale, ratio=cfg.ratio, hflip=cfg.hflip, mean=cfg.mean, std=cfg.std)
     if cfg.cache:
         cache_dir = resolve_cache_dir(cfg)
@@ -130,7 +133,7 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         train_rows, held_rows = stratified_split(pool_labels, cfg.heldout_fraction, cfg.seed)
         tc, vc = caches["train"], caches["val"]
         train = CachedLoader(tc.images, tc.labels, train_rows, batch_size, train=True,
-                             resolution=cfg.resolution, **common, **aug)
+                             resolution=cfg.resolution, **order, **aug)
         heldout = CachedLoader(tc.images, tc.labels, held_rows, eval_batch_size, train=False,
                                resolution=cfg.resolution, **common, mean=cfg.mean, std=cfg.std)
         val = CachedLoader(vc.images, vc.labels, np.arange(len(vc)), eval_batch_size, train=False,
@@ -143,7 +146,8 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         train_rows, held_rows = stratified_split(labels, cfg.heldout_fraction, cfg.seed)
         direct = dict(resolution=cfg.resolution, crop_pct=cfg.crop_pct, num_workers=cfg.num_workers,
                       **common, **aug)
-        train = DirectLoader(subset.root, [subset.pool[i] for i in train_rows], batch_size, train=True, **direct)
+        train = DirectLoader(subset.root, [subset.pool[i] for i in train_rows], batch_size, train=True,
+                             **{**direct, **order})
         heldout = DirectLoader(subset.root, [subset.pool[i] for i in held_rows], eval_batch_size,
                                train=False, **direct)
         val = DirectLoader(subset.root, subset.val, eval_batch_size, train=False, **direct)
@@ -163,6 +167,7 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         "crop_pct": cfg.crop_pct,
         "cache": {name: str(c.path) for name, c in caches.items()} or None,
         "storage_resolution": cfg.stored_side if cfg.cache else None,
+        "order_seed": cfg.seed if cfg.order_seed is None else cfg.order_seed,
         "skipped": {"count": len(skipped), "files": skipped[:100]},
     }
     names = _class_names(cfg, subset.classes)

@@ -51,6 +51,7 @@ class DataConfig:
     crop_pct: float | None = None
     cache: bool = True
     cache_dir: str | None = None
+    order_seed: int | None = None  # training order + augmentation; None: seed
     num_workers: int = 0
     storage_resolution: int | None = None
     train_split: str = "train"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mvlab.study.runner import storage_url_for, tracking_uri_for
 from mvlab.study.schema import StudyConfig, describe_dimension
-from mvlab.study.space import planned_points
+from mvlab.study.space import collapse_points, grid_points, planned_points
 
 
 def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
@@ -26,4 +26,17 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
         f"storage: {storage_url_for(config, storage)}",
         f"mlflow:  {tracking_uri_for(config)}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + collapsed_lines(config))
+
+
+def collapsed_lines(config: StudyConfig) -> list[str]:
+    """The points trained once for another point of the same configuration, and why."""
+    if config.kind != "grid":  # a population is sampled (and collapsed) when the sweep prepares
+        return []
+    dropped = collapse_points(config, grid_points(config))[1]
+    if not dropped:
+        return []
+    words = lambda point: " ".join(f"{k}={v}" for k, v in point.items())  # noqa: E731
+    return [f"collapsed: {len(dropped)} point(s) train the same configuration as another and "
+            "are run and reported once:",
+            *(f"  {words(c.point)} == {words(c.same_as)} ({c.reason})" for c in dropped)]

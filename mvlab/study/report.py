@@ -1,18 +1,29 @@
-"""Tables and plots of a study, rebuilt from its storage without training anything.
+"""A study's statistics, tables and plots, rebuilt from its record without training anything.
 
-The heavy lifting is ``mvlab.analysis`` (Pareto fronts, per-choice summaries with seed spread);
-this module picks what a sweep's report shows and where the files go:
+``analyse`` is the one code path: ``mvlab report`` writes what it returns and the notebooks
+display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged together):
 
-* ``write_sweep_artifacts``: at the end of ``mvlab sweep``, for the MLflow parent run:
-  ``pareto.csv``, ``pareto.png`` (all trials, the front highlighted and labelled by pattern) and
-  ``trials.csv``;
-* ``build_report``: ``mvlab report STUDY`` -> ``results/<study>/``: the above plus
-  ``choices_<knob>.csv`` (accuracy and throughput per design choice, with seed spread),
-  ``choices.png``, ``edf.png`` (error EDFs per design choice), ``seed_spread.csv``,
-  ``failed.csv`` and a ``README.md`` that ties them up."""
+* configurations: duplicate points of one network (``grammar.network_spec``) are one
+  configuration; each gets its seed mean with a t interval over seeds;
+* verdicts: every configuration against the study's reference (``analysis.reference``), paired
+  over seeds, Holm-adjusted, TOST at ``analysis.equivalence_margin``, one verdict each
+  (``mvlab.analysis.verdicts``); the ordered hypothesis ``analysis.trend`` by Page's L;
+* reliability: split-half over seeds; below ``analysis.reliability_threshold`` the ranking is
+  printed marked unreliable with the seeds it would take;
+* the Pareto front over configuration means, a point whose lead is inside its CI marked;
+* per-choice summaries and error EDFs over configurations;
+* across fidelities: rank agreement of the cheapest with the longest, seeds resampled.
+
+Files (``write_report``): ``configurations.csv``, ``verdicts.csv``, ``reliability.csv``,
+``pareto.csv``/``.png``, ``choices_<knob>.csv``, ``choices.png``, ``edf.png``,
+``fidelity.csv``, ``failed.csv`` and a ``README.md`` that says what each shows; with several
+fidelities the per-fidelity files carry the fidelity in their name."""
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +33,8 @@ import pandas as pd
 PARAM = "params."  # column prefix of trial params in mvlab.analysis tables
 SEED_COLUMN = f"{PARAM}seed"
 MAX_CHOICES = 12  # knobs with more distinct values get no per-choice table
+CONFIG = "config"  # the configuration column the report adds (network spec + fidelity)
+CONFIG_LABEL = "configuration"  # its readable name: the knob words of its points
 
 
 def trials_table(study: optuna.Study, storage: Any, tracking_uri: str | None = None,
@@ -50,6 +63,12 @@ def varied_knobs(table: pd.DataFrame, include_seed: bool = False) -> list[str]:
             and (include_seed or c != SEED_COLUMN) and table[c].nunique(dropna=True) > 1]
 
 
+def architecture_knobs(table: pd.DataFrame) -> list[str]:
+    """Varied knobs other than the training budget (``params.train.*``, ``params.data.*``)."""
+    return [k for k in varied_knobs(table)
+            if not k.startswith((PARAM + "train.", PARAM + "data."))]
+
+
 def pattern_column(table: pd.DataFrame) -> str | None:
     """The knob to colour a Pareto plot by: a pattern knob if varied, else the first knob."""
     knobs = varied_knobs(table)
@@ -64,47 +83,315 @@ def objectives(study: optuna.Study) -> dict[str, str]:
     return {n: d.name.lower() for n, d in zip(names, study.directions, strict=True)}
 
 
+def accuracy_of(goals: Mapping[str, str]) -> str:
+    """The accuracy objective (a ``*top1*``/``*top5*`` one), else the first."""
+    return next((m for m in goals if "top1" in m or "top5" in m), next(iter(goals)))
+
+
 def _complete(table: pd.DataFrame) -> pd.DataFrame:
     from mvlab.analysis import completed
 
     return completed(table) if len(table) else table
 
 
-def write_pareto(table: pd.DataFrame, goals: Mapping[str, str], out_dir: Path) -> list[Path]:
-    """``pareto.csv``, ``pareto.png`` and ``trials.csv`` into ``out_dir``."""
-    from mvlab.analysis import pareto_table, with_pareto
+# ------------------------------------------------------------------------ configurations
+def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` plus ``network`` (when the record lacks it), ``label``, ``config`` (network
+    spec and fidelity: what was trained) and ``configuration`` (its points' knob words, joined
+    with " = " where several points are one network)."""
+    from mvlab.grammar import network_spec
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done = _complete(table)
-    written = []
-    trials_csv = out_dir / "trials.csv"
-    full = with_pareto(table, goals) if len(done) else table
-    full.to_csv(trials_csv, index=False)
-    written.append(trials_csv)
-    pareto_csv = out_dir / "pareto.csv"
-    if len(done):
-        columns = [c for c in ("trial", "label", "spec", "seed", "fidelity", "params", "macs",
-                               "mlflow_run_id") if c in done.columns]
-        front = pareto_table(done, goals, columns=columns)
+    result = table.copy()
+    result.attrs = dict(table.attrs)
+    if "label" not in result.columns:
+        result["label"] = labels(result)
+    if "spec" not in result.columns:
+        result["network"] = result["label"]
     else:
-        front = pd.DataFrame(columns=["trial", *goals])
-    front.to_csv(pareto_csv, index=False)
-    written.append(pareto_csv)
-    if len(done) and len(goals) >= 2:
-        written.append(_pareto_png(done, goals, out_dir / "pareto.png"))
+        cache: dict[str, str] = {}
+
+        def network(spec: Any) -> Any:
+            if not isinstance(spec, str):
+                return spec
+            if spec not in cache:
+                cache[spec] = network_spec(spec)
+            return cache[spec]
+
+        known = result["network"] if "network" in result.columns else pd.Series(
+            float("nan"), index=result.index)
+        result["network"] = known.where(known.notna(), result["spec"].map(network))
+    fidelity = result["fidelity"].astype(str) if "fidelity" in result.columns else ""
+    result[CONFIG] = result["network"].astype(str) + " @ " + fidelity
+    words = architecture_knobs(result)
+    short = (result[words].astype(str).agg(" ".join, axis=1) if words
+             else result["label"].astype(str))
+    names = short.groupby(result[CONFIG]).agg(lambda s: " = ".join(dict.fromkeys(s)))
+    result[CONFIG_LABEL] = result[CONFIG].map(names)
+    return result
+
+
+def one_per_seed(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, seed): a network's duplicate points count once."""
+    return done.drop_duplicates([CONFIG, "seed"]) if "seed" in done.columns else done
+
+
+def join_throughput(done: pd.DataFrame, path: str | Path, column: str = "throughput",
+                    ) -> pd.DataFrame:
+    """Replace each trial's throughput by the one a separate measurement (a CSV with ``spec``
+    and ``column``, e.g. ``mvlab bench study``) gives its network: the sweep's own, taken while
+    training shared the machine, is noise on a loaded CPU."""
+    from mvlab.errors import StudyError
+    from mvlab.grammar import network_spec
+
+    try:
+        measured = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise StudyError(f"--throughput {path}: cannot read it as CSV ({exc})") from None
+    missing = [c for c in ("spec", column) if c not in measured.columns]
+    if missing:
+        raise StudyError(f"--throughput {path}: no column(s) {missing}; it has "
+                         f"{list(measured.columns)} (pick one with --throughput-column)")
+    measured = measured.assign(network=measured["spec"].map(network_spec))
+    per_network = measured.groupby("network")[column].median()
+    result = done.assign(throughput=done["network"].map(per_network))
+    result.attrs = dict(done.attrs)
+    unmatched = int(result["throughput"].isna().sum())
+    if unmatched:
+        raise StudyError(f"--throughput {path}: {unmatched} trial(s) have no measured network "
+                         "in it; measure every configuration of the study")
+    return result
+
+
+# ------------------------------------------------------------------------------- analysis
+@dataclass
+class FidelityAnalysis:
+    """Everything the report says about one fidelity of a study (tables are DataFrames)."""
+
+    fidelity: str
+    configurations: pd.DataFrame  # one row per configuration: means, CIs, front flags
+    verdicts: pd.DataFrame | None = None
+    reference: str | None = None
+    trend: pd.Series | None = None
+    trend_order: list[str] = field(default_factory=list)
+    reliability: pd.Series | None = None
+    choices: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StudyAnalysis:
+    name: str
+    goals: dict[str, str]
+    accuracy: str
+    settings: dict[str, Any]
+    table: pd.DataFrame  # every trial, with configuration columns
+    fidelities: dict[str, FidelityAnalysis]
+    fidelity_agreement: pd.DataFrame | None = None
+    fidelity_pair: tuple[str, str] | None = None
+    throughput_source: str = "the sweep's own measurement"
+
+
+def _matching(done: pd.DataFrame, point: Mapping[str, Any]) -> pd.Series:
+    keep = pd.Series(True, index=done.index)
+    for key, value in point.items():
+        column = PARAM + key
+        if column not in done.columns:
+            from mvlab.errors import StudyError
+
+            raise StudyError(f"analysis: knob {key!r} is not in the study's record (its knobs: "
+                             f"{[c[len(PARAM):] for c in varied_knobs(done)]})")
+        keep &= done[column].astype(str) == str(value)
+    return keep
+
+
+def _config_of(done: pd.DataFrame, point: Mapping[str, Any]) -> str | None:
+    found = done.loc[_matching(done, point), CONFIG].unique()
+    return str(found[0]) if len(found) == 1 else None
+
+
+def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str, Any] | None
+            = None, throughput: str | Path | None = None, throughput_column: str = "throughput",
+            n_boot: int = 2000, seed: int = 0) -> StudyAnalysis:
+    """The study's statistics per fidelity (module doc). ``table``: one row per trial as
+    ``mvlab.analysis.load_study`` returns it; ``settings``: the study's ``analysis:`` section
+    (reference, equivalence_margin, reliability_threshold, trend)."""
+    from mvlab.analysis import (
+        AnalysisError,
+        choice_summary,
+        compare_to_reference,
+        fidelity_levels,
+        fidelity_table,
+        front_within_ci,
+        page_trend,
+        pareto_mask,
+        seed_matrix,
+        seed_means,
+        split_half,
+    )
+
+    settings = dict(settings or {})
+    margin = float(settings.get("equivalence_margin") or 0.5)
+    threshold = float(settings.get("reliability_threshold") or 0.8)
+    goals = dict(goals)
+    accuracy = accuracy_of(goals)
+    table = with_configurations(table)
+    done = one_per_seed(_complete(table))
+    source = "the sweep's own measurement"
+    if throughput is not None and len(done):
+        done = join_throughput(done, throughput, throughput_column)
+        source = f"{throughput} ({throughput_column}, median per network)"
+    levels = fidelity_levels(done) if len(done) and "fidelity" in done.columns else ["all"]
+    maximise = goals.get(accuracy, "maximize").startswith("max")
+    result = StudyAnalysis(str(table.attrs.get("study", "")), goals, accuracy, settings, table,
+                           {}, throughput_source=source)
+    for level in levels:
+        rows = done[done["fidelity"].astype(str) == level] if level != "all" else done
+        if rows.empty:
+            continue
+        metrics = [m for m in goals if m in rows.columns]
+        means = seed_means(rows, metrics, config=CONFIG, pooled=True)
+        means = means.sort_values(accuracy, ascending=not maximise, kind="stable")
+        means = means.reset_index(drop=True)
+        every = _complete(table)
+        means["trials"] = means[CONFIG].map(
+            every[every[CONFIG].isin(means[CONFIG])].groupby(CONFIG)["trial"].agg(
+                lambda s: ",".join(map(str, sorted(s)))))
+        analysis = FidelityAnalysis(level, means)
+        if len(goals) >= 2:
+            means["pareto"] = pareto_mask(means, goals)
+            means["front_within_ci"] = front_within_ci(means, goals, accuracy)
+        reference_point = settings.get("reference") or {}
+        if reference_point:
+            analysis.reference = _config_of(rows, reference_point)
+            if analysis.reference is None:
+                analysis.notes.append(f"reference {reference_point} matches no single "
+                                      "configuration here; no verdicts")
+        if analysis.reference is not None and len(means) > 1:
+            try:
+                verdicts = compare_to_reference(rows, accuracy, analysis.reference,
+                                                config=CONFIG, margin=margin,
+                                                higher_is_better=maximise)
+                names = dict(zip(means[CONFIG], means[CONFIG_LABEL], strict=True))
+                verdicts.insert(0, CONFIG_LABEL, verdicts[CONFIG].map(names))
+                analysis.verdicts = verdicts
+                means["verdict"] = means[CONFIG].map(
+                    dict(zip(verdicts[CONFIG], verdicts["verdict"], strict=True))).fillna(
+                    "reference")
+            except AnalysisError as exc:
+                analysis.notes.append(f"verdicts: {exc}")
+        for knob, values in (settings.get("trend") or {}).items():
+            base = {k: v for k, v in reference_point.items() if k != knob}
+            order = [_config_of(rows, {**base, knob: v}) for v in values]
+            if any(o is None for o in order):
+                analysis.notes.append(f"trend: not every value of {knob} {list(values)} is one "
+                                      "configuration here")
+                continue
+            try:
+                oriented = rows if maximise else rows.assign(**{accuracy: -rows[accuracy]})
+                analysis.trend = page_trend(oriented, accuracy, order, config=CONFIG)
+                analysis.trend_order = [f"{knob}={v}" for v in values]
+            except AnalysisError as exc:
+                analysis.notes.append(f"trend: {exc}")
+        try:
+            analysis.reliability = split_half(seed_matrix(rows, accuracy, CONFIG),
+                                              n_boot=n_boot, threshold=threshold, seed=seed)
+        except AnalysisError as exc:
+            analysis.notes.append(f"reliability: {exc}")
+        for knob in architecture_knobs(rows):
+            if rows[knob].nunique(dropna=True) > MAX_CHOICES:
+                continue  # a continuous knob (a float range): see configurations.csv instead
+            analysis.choices[knob] = choice_summary(rows, knob, {m: goals[m] for m in metrics},
+                                                    config=CONFIG)
+        result.fidelities[level] = analysis
+    if len(result.fidelities) >= 2:
+        low, high = list(result.fidelities)[0], list(result.fidelities)[-1]
+        try:
+            result.fidelity_agreement = fidelity_table(done, accuracy, low, high,
+                                                       config="network", n_boot=n_boot,
+                                                       seed=seed)
+            result.fidelity_pair = (low, high)
+        except AnalysisError as exc:
+            result.fidelities[high].notes.append(f"fidelity agreement: {exc}")
+    return result
+
+
+def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
+    """The ranking by seed mean, headed by whether the study can rank at all."""
+    means = analysis.configurations
+    rel = analysis.reliability
+    if rel is None:
+        head = "Ranking by seed mean (reliability not computable: see notes)"
+    elif rel["reliable"]:
+        head = (f"Ranking by seed mean (split-half reliability {rel['r_full']:.2f} >= "
+                f"{rel['threshold']:g})")
+    else:
+        needed = rel["seeds_needed"]
+        seeds = ("no number of seeds (the halves do not agree)" if not math.isfinite(needed)
+                 else f"about {int(needed)} seeds")
+        head = (f"Ranking by seed mean: UNRELIABLE (split-half reliability {rel['r_full']:.2f}, "
+                f"95 % CI {rel['r_full_low']:.2f} to {rel['r_full_high']:.2f}, below "
+                f"{rel['threshold']:g}; reaching it would take {seeds})")
+    lines = [head, ""]
+    for rank, row in enumerate(means.itertuples(index=False), start=1):
+        row = row._asdict()
+        low, high = row.get(f"{accuracy}_ci_low"), row.get(f"{accuracy}_ci_high")
+        ci = (f" (95 % CI {low:.2f} to {high:.2f})" if isinstance(low, float)
+              and math.isfinite(low) else " (one seed: no CI)")
+        lines.append(f"{rank}. {row[CONFIG_LABEL]}: {row[accuracy]:.2f}{ci}, "
+                     f"{int(row['runs'])} seed(s)")
+    return lines
+
+
+# ------------------------------------------------------------------------------- writing
+def _suffix(level: str, several: bool) -> str:
+    return "_" + re.sub(r"[^A-Za-z0-9]+", "_", level).strip("_") if several else ""
+
+
+def write_pareto(table: pd.DataFrame, goals: Mapping[str, str], out_dir: Path) -> list[Path]:
+    """``trials.csv`` and, over configuration means per fidelity, ``pareto.csv`` and
+    ``pareto.png`` into ``out_dir`` (the sweep's parent-run artifacts)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials_csv = out_dir / "trials.csv"
+    table.to_csv(trials_csv, index=False)
+    written = [trials_csv]
+    if not len(_complete(table)) or not goals:
+        pd.DataFrame(columns=["trial", *goals]).to_csv(out_dir / "pareto.csv", index=False)
+        return [*written, out_dir / "pareto.csv"]
+    analysis = analyse(table, goals, n_boot=200)
+    return written + _write_fronts(analysis, out_dir)
+
+
+def _write_fronts(analysis: StudyAnalysis, out_dir: Path) -> list[Path]:
+    written = []
+    several = len(analysis.fidelities) > 1
+    for level, part in analysis.fidelities.items():
+        suffix = _suffix(level, several)
+        means = part.configurations
+        front = means[means["pareto"]] if "pareto" in means else means.iloc[:0]
+        front = front.assign(trial=front["trials"].str.split(",").str[0].astype(int))
+        columns = [c for c in ("trial", "trials", CONFIG_LABEL, *analysis.goals,
+                               f"{analysis.accuracy}_ci_low", f"{analysis.accuracy}_ci_high",
+                               "runs", "front_within_ci", "params", "macs", "spec", "fidelity")
+                   if c in front.columns]
+        path = out_dir / f"pareto{suffix}.csv"
+        front[columns].to_csv(path, index=False)
+        written.append(path)
+        if len(analysis.goals) >= 2:
+            written.append(_pareto_png(part, analysis, out_dir / f"pareto{suffix}.png"))
     return written
 
 
-def _pareto_png(done: pd.DataFrame, goals: Mapping[str, str], path: Path) -> Path:
-    from mvlab.analysis.plots import plot_pareto
+def _pareto_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -> Path:
+    from mvlab.analysis.plots import plot_pareto_means
 
-    names = list(goals)
-    # Accuracy up the y axis, the cost objective along x (the paper's plot).
-    y = next((n for n in names if "top1" in n or "top5" in n), names[0])
-    x = next(n for n in names if n != y)
-    figure = plot_pareto(done, x=x, y=y, objectives={x: goals[x], y: goals[y]},
-                         label=pattern_column(done), annotate="label",
-                         title=f"{len(done)} trials; front labelled by its knobs")
+    goals = analysis.goals
+    y = analysis.accuracy
+    x = next(n for n in goals if n != y)
+    figure = plot_pareto_means(part.configurations, x=x, y=y, objectives={x: goals[x],
+                                                                          y: goals[y]},
+                               label=CONFIG_LABEL,
+                               title=f"{part.fidelity}: {len(part.configurations)} "
+                                     "configurations (seed means, bars: 95 % CI)")
     figure.savefig(path, dpi=130)
     return path
 
@@ -127,61 +414,107 @@ def pareto_records(study: optuna.Study, config: Any) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ mvlab report
+def study_settings(storage: Any, study_name: str) -> dict[str, Any]:
+    """The ``analysis:`` settings a sweep recorded on the study (empty if none)."""
+    from mvlab.analysis.load import open_storage
+
+    record = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    return dict(record.user_attrs.get("analysis") or {})
+
+
 def build_report(study_name: str, storage: Any, out_dir: Path,
-                 tracking_uri: str | None = None) -> list[Path]:
-    """Rebuild every table and plot of a study into ``out_dir`` (no training)."""
-    from mvlab.analysis import choice_summary, load_study, seed_spread
+                 tracking_uri: str | None = None, settings: Mapping[str, Any] | None = None,
+                 throughput: str | Path | None = None,
+                 throughput_column: str = "throughput") -> list[Path]:
+    """Rebuild every table and plot of a study from its storage into ``out_dir``."""
+    from mvlab.analysis import load_study
 
     table = load_study(study_name, storage, tracking_uri=tracking_uri, mlflow=False)
-    knobs = varied_knobs(table)
-    table["label"] = labels(table)
+    if settings is None:
+        settings = study_settings(storage, study_name)
     goals = dict(table.attrs.get("objectives") or {})
-    written = write_pareto(table, goals, out_dir)
-    done = _complete(table)
-    metrics = {m: d for m, d in goals.items()}
-    summaries: dict[str, pd.DataFrame] = {}
-    if len(done):
-        for knob in knobs:
-            if done[knob].nunique(dropna=True) > MAX_CHOICES:
-                continue  # a continuous knob (a float range): see the trials table instead
-            summary = choice_summary(done, knob, metrics, config=("spec", "fidelity"))
-            path = out_dir / f"choices_{knob[len(PARAM):].replace('.', '_')}.csv"
-            summary.to_csv(path)
-            summaries[knob] = summary
-            written.append(path)
-        accuracy = next((m for m in goals if "top1" in m), next(iter(goals)))
-        spread = seed_spread(done, accuracy, config=("spec", "fidelity"))
-        spread = spread.merge(done.drop_duplicates("spec")[["spec", "label"]], on="spec",
-                              how="left")
-        path = out_dir / "seed_spread.csv"
-        spread.to_csv(path, index=False)
+    analysis = analyse(table, goals, settings, throughput, throughput_column)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials_csv = out_dir / "trials.csv"
+    analysis.table.to_csv(trials_csv, index=False)
+    return [trials_csv, *write_report(analysis, out_dir, "the study's storage")]
+
+
+def write_report(analysis: StudyAnalysis, out_dir: Path, source: str) -> list[Path]:
+    """Every file of the report (module doc) into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    several = len(analysis.fidelities) > 1
+    written = _write_fronts(analysis, out_dir) if analysis.fidelities else []
+    for level, part in analysis.fidelities.items():
+        suffix = _suffix(level, several)
+        path = out_dir / f"configurations{suffix}.csv"
+        part.configurations.to_csv(path, index=False)
         written.append(path)
-        if summaries:
-            written.append(_choices_png(summaries, goals, out_dir / "choices.png"))
-            written.append(_edf_png(done, accuracy, list(summaries), out_dir / "edf.png"))
-    failed = table[table["state"].isin(["FAIL", "PRUNED"])]
+        if part.verdicts is not None:
+            path = out_dir / f"verdicts{suffix}.csv"
+            part.verdicts.to_csv(path, index=False)
+            written.append(path)
+            written.append(_verdicts_png(part, analysis, out_dir / f"verdicts{suffix}.png"))
+        if part.reliability is not None:
+            path = out_dir / f"reliability{suffix}.csv"
+            part.reliability.rename("value").to_csv(path, index_label="statistic")
+            written.append(path)
+        for knob, summary in part.choices.items():
+            path = out_dir / f"choices_{knob[len(PARAM):].replace('.', '_')}{suffix}.csv"
+            summary.to_csv(path)
+            written.append(path)
+        if part.choices:
+            written.append(_choices_png(part, analysis, out_dir / f"choices{suffix}.png"))
+            written.append(_edf_png(part, analysis, out_dir / f"edf{suffix}.png"))
+    if analysis.fidelity_agreement is not None:
+        path = out_dir / "fidelity.csv"
+        analysis.fidelity_agreement.to_csv(path, index_label="ranker")
+        written.append(path)
+    table = analysis.table
+    failed = table[table["state"].isin(["FAIL", "PRUNED"])] if "state" in table else table[:0]
     cols = [c for c in ("trial", "state", "label", "reason", "spec", "mlflow_run_id")
             if c in failed.columns]
     path = out_dir / "failed.csv"
     failed[cols].to_csv(path, index=False)
     written.append(path)
-    written.append(_readme(study_name, table, goals, summaries, failed[cols], out_dir))
+    written.append(_readme(analysis, failed[cols], out_dir, source))
     return written
 
 
-def _edf_png(done: pd.DataFrame, accuracy: str, knobs: list[str], path: Path) -> Path:
-    """Error EDFs of ``accuracy`` per value of each knob (pycls's view of a design space):
-    plain, and normalised by params where the knob changes the model's size."""
+def _verdicts_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -> Path:
+    from mvlab.analysis.plots import plot_verdicts
+
+    figure = plot_verdicts(part.verdicts, label=CONFIG_LABEL,
+                           margin=float(analysis.settings.get("equivalence_margin") or 0.5),
+                           title=f"{part.fidelity}: each configuration minus the reference "
+                                 f"({_name_of(part, part.reference)})")
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def _name_of(part: FidelityAnalysis, config: str | None) -> str:
+    means = part.configurations
+    names = dict(zip(means[CONFIG], means[CONFIG_LABEL], strict=True))
+    return names.get(config, str(config))
+
+
+def _edf_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -> Path:
+    """Error EDFs of the configuration means per value of each knob (pycls's view of a design
+    space): plain, and normalised by params where the knob changes the model's size."""
     from mvlab.analysis import plots, with_error
 
-    frame = with_error(done, accuracy)
-    error = f"{accuracy}_error"
+    frame = with_error(part.configurations, analysis.accuracy)
+    error = f"{analysis.accuracy}_error"
     figures = [plots.plot_edf_pair(frame, error, by=knob, title=knob[len(PARAM):])
-               for knob in knobs]
+               for knob in part.choices]
+    return _stack(figures, path)
+
+
+def _stack(figures: list, path: Path) -> Path:
     if len(figures) == 1:
         figures[0].savefig(path, dpi=120)
         return path
-    # Stack the per-knob figures into one PNG: one file per report keeps results/ browsable.
+    # Stack the per-knob figures into one PNG: one file per report keeps a folder browsable.
     import io
 
     import matplotlib.image as mpimg
@@ -205,52 +538,101 @@ def _edf_png(done: pd.DataFrame, accuracy: str, knobs: list[str], path: Path) ->
     return path
 
 
-def _choices_png(summaries: Mapping[str, pd.DataFrame], goals: Mapping[str, str],
-                 path: Path) -> Path:
-    from matplotlib.figure import Figure
+def _choices_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -> Path:
+    from mvlab.analysis.plots import plot_choice_means
 
-    metrics = list(goals)[:2]
-    figure = Figure(figsize=(4.2 * len(metrics), 0.4 + 1.6 * len(summaries)),
-                    layout="constrained")
-    axes = figure.subplots(len(summaries), len(metrics), squeeze=False)
-    for row, (knob, summary) in enumerate(summaries.items()):
-        for col, metric in enumerate(metrics):
-            ax = axes[row][col]
-            values = summary[f"{metric}_mean"]
-            spread = summary[f"{metric}_seed_std"].fillna(0.0)
-            labels = [str(v) for v in summary.index]
-            ax.barh(range(len(values)), values, xerr=spread, color="tab:blue", alpha=0.8)
-            ax.set_yticks(range(len(values)), labels, fontsize=7)
-            ax.invert_yaxis()
-            low = float((values - spread).min())
-            high = float((values + spread).max())
-            pad = 0.1 * (high - low) or 1.0
-            ax.set_xlim(low - pad, high + pad)
-            ax.set_title(f"{knob[len(PARAM):]}: {metric} (mean, bar: seed std)", fontsize=8)
-            ax.grid(alpha=0.3, axis="x")
+    metrics = [m for m in analysis.goals if f"{m}_mean" in next(iter(part.choices.values()))]
+    figure = plot_choice_means(part.choices, metrics[:2], prefix=PARAM)
     figure.savefig(path, dpi=120)
     return path
 
 
-def _readme(name: str, table: pd.DataFrame, goals: Mapping[str, str],
-            summaries: Mapping[str, pd.DataFrame], failed: pd.DataFrame, out_dir: Path) -> Path:
-    states = table["state"].value_counts().to_dict() if len(table) else {}
-    lines = [f"# Study `{name}`", "",
-             f"Trials: {len(table)} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))}). "
-             f"Objectives: {', '.join(f'{k} ({v})' for k, v in goals.items())}.", "",
-             "Rebuilt from the study's storage by `mvlab report`; no model was retrained.", "",
-             "## Pareto front", ""]
-    front = pd.read_csv(out_dir / "pareto.csv")
-    show = [c for c in ("trial", "label", *goals, "params", "macs") if c in front.columns]
-    lines += [_markdown(front[show]), "", "![Pareto front](pareto.png)", ""]
-    for knob, summary in summaries.items():
-        keep = [c for c in summary.columns if c.endswith(("_mean", "_seed_std")) or
-                c in ("trials", "tied_with_best")]
-        lines += [f"## {knob[len(PARAM):]}", "", _markdown(summary[keep].reset_index()), ""]
-    if summaries:
-        lines += ["![Per design choice](choices.png)", "",
-                  "Error EDFs per design choice (left plain, right normalised by params):", "",
-                  "![Error EDFs](edf.png)", ""]
+def _fmt(value: Any, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source: str) -> Path:
+    table = analysis.table
+    states = table["state"].value_counts().to_dict() if "state" in table and len(table) else {}
+    settings = analysis.settings
+    margin = float(settings.get("equivalence_margin") or 0.5)
+    several = len(analysis.fidelities) > 1
+    acc = analysis.accuracy
+    lines = [f"# Study `{analysis.name}`", "",
+             f"Trials: {len(table)} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})."
+             f" Objectives: {', '.join(f'{k} ({v})' for k, v in analysis.goals.items())}. "
+             f"Throughput: {analysis.throughput_source}.", "",
+             f"Rebuilt from {source} by `mvlab report`; no model was retrained. Points that "
+             "train the same network are one configuration (`configuration` names all its "
+             "points); every number below is over configurations, per fidelity, with seeds as "
+             "blocks. Statistics: docs/studies.md (\"Statistics\").", ""]
+    for level, part in analysis.fidelities.items():
+        suffix = _suffix(level, several)
+        means = part.configurations
+        lines += [f"## Fidelity `{level}`" if several else f"## `{level}`", ""]
+        if part.verdicts is not None:
+            verdicts = part.verdicts
+            counts = verdicts["verdict"].value_counts().to_dict()
+            lines += [f"### Against the reference: {_name_of(part, part.reference)}", "",
+                      f"Paired difference over seeds (configuration minus reference, {acc} "
+                      f"points), CI at {verdicts.attrs['ci_level'] * 100:.1f} % (Bonferroni over "
+                      f"{verdicts.attrs['comparisons']} comparisons), p Holm-adjusted, TOST at "
+                      f"±{margin:g} points. Verdicts: "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".", ""]
+            show = verdicts[[CONFIG_LABEL, "verdict", "seeds", "diff", "ci_low", "ci_high",
+                             "p_diff_holm", "p_equiv_holm", "mde", "seeds_for_margin"]]
+            lines += [_markdown(show), "", f"![verdicts](verdicts{suffix}.png)", "",
+                      "`mde`: the smallest difference these seeds detect with 80 % power; "
+                      f"`seeds_for_margin`: seeds at which a ±{margin:g}-point difference "
+                      "becomes detectable (and equivalence within it demonstrable).", ""]
+        if part.trend is not None:
+            trend = part.trend
+            lines += ["### Ordered hypothesis", "",
+                      f"Predicted order (worst first): {' < '.join(part.trend_order)}. Page's L "
+                      f"= {trend['L']:.0f} over {int(trend['seeds'])} seeds, one-sided p = "
+                      f"{trend['p']:.3g} ({trend['method']}): "
+                      + ("the data support the predicted trend." if trend["p"] < 0.05 else
+                         "no evidence for the predicted trend at these seeds (not evidence "
+                         "against it)."), ""]
+        lines += ["### Configurations", "", *ranking_lines(part, acc), ""]
+        if part.reliability is not None:
+            rel = part.reliability
+            lines += [f"Split-half reliability over seeds: Spearman of configuration means "
+                      f"between seed halves {_fmt(rel['r_half'])} (95 % CI "
+                      f"{_fmt(rel['r_half_low'])} to {_fmt(rel['r_half_high'])}), "
+                      f"{_fmt(rel['r_full'])} for the mean of all {int(rel['seeds'])} seeds "
+                      f"(Spearman-Brown); {int(rel['configs'])} configurations. "
+                      f"(`reliability{suffix}.csv`)", ""]
+        if "pareto" in means:
+            front = means[means["pareto"]]
+            show = [c for c in (CONFIG_LABEL, *analysis.goals, f"{acc}_ci_low", f"{acc}_ci_high",
+                                "runs", "front_within_ci", "params", "macs")
+                    if c in front.columns]
+            lines += ["### Pareto front over configuration means", "",
+                      "`front_within_ci`: the point leads a configuration that is at least as "
+                      "good in the other objectives by less than the CI of the difference: its "
+                      "place on the front is not established.", "",
+                      _markdown(front[show]), "", f"![Pareto front](pareto{suffix}.png)", ""]
+        for knob, summary in part.choices.items():
+            keep = [c for c in summary.columns if c.endswith(("_mean", "_ci_low", "_ci_high"))
+                    or c in ("trials", "configs")]
+            lines += [f"### {knob[len(PARAM):]} (descriptive)", "",
+                      _markdown(summary[keep].reset_index()), ""]
+        if part.choices:
+            lines += [f"![Per design choice](choices{suffix}.png)", "",
+                      "Error EDFs of configuration means per design choice (left plain, right "
+                      "normalised by params):", "", f"![Error EDFs](edf{suffix}.png)", ""]
+        if part.notes:
+            lines += ["Notes: " + "; ".join(part.notes) + ".", ""]
+    if analysis.fidelity_agreement is not None:
+        low, high = analysis.fidelity_pair
+        show = analysis.fidelity_agreement.reset_index(names="ranker")
+        lines += [f"## Does `{low}` rank like `{high}`?", "",
+                  "Rank agreement of configuration seed means with the longer run; 95 % "
+                  "intervals resample configurations and seeds within them. Baselines (params, "
+                  "MACs) in their better direction (`direction`).", "", _markdown(show), ""]
     lines += ["## Failed and pruned trials", "",
               _markdown(failed) if len(failed) else "None.", ""]
     path = out_dir / "README.md"
@@ -272,3 +654,25 @@ def _markdown(frame: pd.DataFrame) -> str:
     rule = "|" + "---|" * len(frame.columns)
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def table_from_csv(path: str | Path, goals: Mapping[str, str]) -> pd.DataFrame:
+    """A trials table exported by an earlier report (``trials.csv``), for a study whose storage
+    is gone: the same columns ``load_study`` gives, with ``goals`` as its objectives."""
+    from mvlab.errors import StudyError
+
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise StudyError(f"--trials {path}: cannot read it as CSV ({exc})") from None
+    missing = [c for c in ("trial", "state", *goals) if c not in table.columns]
+    if missing:
+        raise StudyError(f"--trials {path}: no column(s) {missing}; pass a trials.csv that "
+                         "`mvlab report` wrote")
+    table = table.drop(columns=[c for c in ("pareto", "pareto_rank", "label") if c in table])
+    table.attrs.update(objectives=dict(goals), study=Path(path).parent.name)
+    return table
+
+
+__all__ = ["analyse", "build_report", "write_report", "table_from_csv", "with_configurations",
+           "ranking_lines", "StudyAnalysis", "FidelityAnalysis"]

@@ -39,6 +39,7 @@ STUDY_TRACKING_URI = "mlflow_tracking_uri"
 STUDY_EXPERIMENT = "mlflow_experiment"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
 STUDY_CONFIG, STUDY_FIDELITY_HASH = "study_config", "fidelity_hash"
+STUDY_ANALYSIS = "analysis"  # the study file's analysis: settings (reference, margin, ...)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -165,6 +166,11 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
 def run_status(trial: optuna.trial.FrozenTrial) -> tuple[str, str | None]:
     """The MLflow status (and reason) a finished trial's run should end with."""
     reason = trial.user_attrs.get(st.REASON_ATTR)
+    # How `mvlab report STUDY` judges it when given the study's name rather than its file.
+    import dataclasses
+
+    study.set_user_attr(STUDY_ANALYSIS, json.loads(json.dumps(
+        dataclasses.asdict(config.analysis), default=str)))
     if trial.state == TrialState.COMPLETE:
         return "FINISHED", None
     if trial.state == TrialState.PRUNED or "interrupted" in str(reason or ""):

@@ -31,7 +31,8 @@ CONSTRAINTS = ("max_params", "max_macs", "max_latency_ms", "min_throughput")
 BAND_METRICS = ("params", "macs")
 
 TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
-            "constraints", "bench", "early_stop", "storage", "tracking", "workdir")
+            "constraints", "bench", "early_stop", "storage", "tracking", "workdir", "analysis")
+ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
               "population_size", "stale_after_s")
 BENCH_KEYS = ("mode", "batch_size", "img_size", "device", "precision", "channels_last",
@@ -100,6 +101,20 @@ class EarlyStop:
 
 
 @dataclass(frozen=True)
+class AnalysisSettings:
+    """How ``mvlab report`` judges the study (docs/studies.md, "Statistics"): every configuration
+    against ``reference`` (knob values, e.g. {pattern: last_half, branch: on}) with TOST at
+    ``equivalence_margin`` points; rankings below ``reliability_threshold`` split-half
+    reliability are marked unreliable; ``trend`` is an ordered hypothesis, one knob's values
+    worst-predicted first, the other knobs at the reference's values (Page's L)."""
+
+    reference: dict[str, Any] = field(default_factory=dict)
+    equivalence_margin: float = 0.5
+    reliability_threshold: float = 0.8
+    trend: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A validated study. ``data`` and ``train`` are the resolved DataConfig / TrainConfig."""
 
@@ -129,6 +144,7 @@ class StudyConfig:
     experiment: str | None = None
     workdir: Path = Path("studies")
     description: str = ""
+    analysis: AnalysisSettings = AnalysisSettings()
 
     @property
     def directions(self) -> list[str]:
@@ -314,6 +330,7 @@ def _validate(located: Located) -> StudyConfig:
         experiment=check.typed(tracking.get("experiment"), str | None, ("tracking", "experiment")),
         workdir=Path(workdir_text.replace("{name}", name)),
         description=check.typed(raw.get("description", ""), str, ("description",)),
+        analysis=_analysis(check, raw.get("analysis"), space),
     )
     # Imported here: space.py needs the grammar and this module's types.
     from mvlab.study.space import validate_space
@@ -522,6 +539,46 @@ def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop
     return stop
 
 
+def _analysis(check: _Checker, value: Any, space: tuple[Dimension, ...]) -> AnalysisSettings:
+    raw = check.mapping(value, ("analysis",), ANALYSIS_KEYS)
+    knobs = {d.key: d for d in space}
+
+    def knob_value(path: KeyPath, key: str, given: Any) -> Any:
+        dim = knobs.get(key)
+        if dim is None:
+            raise check.fail(path, f"{key!r} is not a knob of this study's space; use one of "
+                                   f"{', '.join(knobs) or '(none)'}")
+        if dim.kind == "categorical":
+            for choice in dim.choices:
+                if choice == given or str(choice) == str(given):
+                    return choice
+            raise check.fail(path, f"{given!r} is not one of the choices of {key}: "
+                                   f"{', '.join(map(str, dim.choices))}")
+        return given
+
+    reference = {k: knob_value(("analysis", "reference", k), k, v) for k, v in
+                 check.mapping(raw.get("reference"), ("analysis", "reference"), None).items()}
+    margin = check.typed(raw.get("equivalence_margin", 0.5), float,
+                         ("analysis", "equivalence_margin"))
+    if not margin > 0:
+        raise check.fail(("analysis", "equivalence_margin"), "must be > 0 (top-1 points)")
+    threshold = check.typed(raw.get("reliability_threshold", 0.8), float,
+                            ("analysis", "reliability_threshold"))
+    if not 0 < threshold < 1:
+        raise check.fail(("analysis", "reliability_threshold"), "must be between 0 and 1")
+    trend_raw = check.mapping(raw.get("trend"), ("analysis", "trend"), None)
+    if len(trend_raw) > 1:
+        raise check.fail(("analysis", "trend"), "one knob only, e.g. trend: {pattern: [first_half, "
+                                                "last_quarter, last_half]} (worst first)")
+    trend = {}
+    for key, values in trend_raw.items():
+        path = ("analysis", "trend", key)
+        if not isinstance(values, list) or len(values) < 3:
+            raise check.fail(path, "needs a list of at least 3 values, worst-predicted first")
+        trend[key] = tuple(knob_value(path, key, v) for v in values)
+    return AnalysisSettings(reference, margin, threshold, trend)
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -533,5 +590,5 @@ def describe_dimension(dim: Dimension) -> str:
     return f"{dim.key}: {dim.kind} [{dim.low}, {dim.high}]{' log' if dim.log else ''}"
 
 
-__all__ = ["StudyConfig", "Dimension", "BenchSettings", "EarlyStop", "load_study",
+__all__ = ["StudyConfig", "AnalysisSettings", "Dimension", "BenchSettings", "EarlyStop", "load_study",
            "load_study_text", "apply_overrides", "METRICS", "CONSTRAINTS", "KINDS", "describe"]

@@ -67,6 +67,11 @@ def resolve_point(config: StudyConfig, params: Point) -> TrialPlan:
             train_changes[dim.field_name] = value
         else:
             data_changes[dim.field_name] = value
+    # The trial's seed is a replicate: it sets the initialisation (train.seed) and the training
+    # order and augmentation (data.order_seed), while data.seed (subset, held-out split) stays
+    # the study's. A study that sets data.order_seed itself keeps that order for every seed.
+    if getattr(config.data, "order_seed", None) is None:
+        data_changes.setdefault("order_seed", seed)
     train = _replace(config.train, "train", {**train_changes, "seed": seed})
     data = _replace(config.data, "data", data_changes)
     return TrialPlan(params=dict(params), spec=format_spec(spec), data=data, train=train,
@@ -266,12 +271,55 @@ def _from_unit(dim: Dimension, u: float) -> Any:
 
 
 def planned_points(config: StudyConfig) -> list[Point] | None:
-    """The points a grid or population study must run; None for optimize studies."""
+    """The points a grid or population study must run, one per configuration and seed (see
+    ``collapse_points``); None for optimize studies."""
     if config.kind == "grid":
-        return grid_points(config)
+        return collapse_points(config, grid_points(config))[0]
     if config.kind == "population":
-        return population_points(config)
+        return collapse_points(config, population_points(config))[0]
     return None
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    """A point dropped because an earlier point trains the same thing."""
+
+    point: Point
+    same_as: Point
+    reason: str
+
+
+def configuration_key(plan: TrialPlan) -> str:
+    """What a trial trains: the network (``grammar.network_spec``) and every data and training
+    setting, the seeds included. Two points with one key are one configuration."""
+    from mvlab.grammar import network_spec
+
+    return repr((network_spec(plan.spec), plan.data, plan.train))
+
+
+def collapse_points(config: StudyConfig, points: list[Point]
+                    ) -> tuple[list[Point], list[Collapsed]]:
+    """Keep the first point of every configuration (``configuration_key``); the others are
+    returned with the point they duplicate and why (the knobs that differ build nothing)."""
+    kept: list[Point] = []
+    dropped: list[Collapsed] = []
+    first: dict[str, Point] = {}
+    for point in points:
+        try:
+            key = configuration_key(resolve_point(config, point))
+        except UserError:
+            kept.append(point)  # an impossible point fails as its own trial
+            continue
+        if key in first:
+            other = first[key]
+            differ = ", ".join(f"{k}={point[k]} vs {other.get(k)}" for k in point
+                               if point[k] != other.get(k))
+            dropped.append(Collapsed(point, other, f"{differ or 'a repeated point'} builds "
+                                                   "nothing here: same network and settings"))
+            continue
+        first[key] = point
+        kept.append(point)
+    return kept, dropped
 
 
 def point_key(params: Point) -> str:

@@ -36,6 +36,7 @@ from mvlab.training import ddp
 
 # Trial user attributes (the names mvlab.analysis reads; see mvlab/analysis/names.py).
 SPEC, SEED, FIDELITY, RUN_ID = "spec", "seed", "fidelity", "mlflow_run_id"
+NETWORK, INIT_SEED, ORDER_SEED, SPLIT_SEED = "network", "init_seed", "order_seed", "split_seed"
 STATUS, REASON, PARAMS, MACS = "status", "reason", "params", "macs"
 THROUGHPUT, LATENCY, EARLY_TOP1 = "throughput", "latency_ms", "early_heldout_top1"
 ACCURACY_METRICS = ("heldout_top1", "heldout_top5", "val_top1", "val_top5")
@@ -125,6 +126,15 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
     progress.on_trial_end(study._storage.get_trial(trial._trial_id))
 
 
+def seed_roles(plan: TrialPlan) -> dict[str, int]:
+    """Which seed did what: initialisation (train.seed), training order and augmentation
+    (data.order_seed), subset and held-out split (data.seed, fixed per study)."""
+    order = getattr(plan.data, "order_seed", None)
+    return {INIT_SEED: int(plan.train.seed), ORDER_SEED: int(plan.data.seed if order is None
+                                                              else order),
+            SPLIT_SEED: int(plan.data.seed)}
+
+
 def trial_status(trial: optuna.Trial, status: str) -> None:
     trial.set_user_attr(STATUS, status)
 
@@ -138,12 +148,18 @@ def _record_plan(trial: optuna.Trial, run: TrialRun, plan: TrialPlan, config: St
                  ) -> None:
     import dataclasses
 
+    from mvlab.grammar import network_spec
+
     trial.set_user_attr(SPEC, plan.spec)
+    trial.set_user_attr(NETWORK, network_spec(plan.spec))
     trial.set_user_attr(SEED, plan.seed)
     trial.set_user_attr(FIDELITY, fidelity_label(plan))
+    roles = seed_roles(plan)
+    for name, value in roles.items():
+        trial.set_user_attr(name, value)
     run.set_tags({"spec": plan.spec, "fidelity": fidelity_label(plan)})
     run.log_params({"spec": plan.spec, "seed": plan.seed, "fidelity": fidelity_label(plan),
-                    "study_kind": config.kind,
+                    "study_kind": config.kind, **roles,
                     **flatten("train", dataclasses.asdict(plan.train)),
                     **flatten("data", dataclasses.asdict(plan.data)),
                     **flatten("bench", dataclasses.asdict(config.bench))})

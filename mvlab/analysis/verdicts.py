@@ -1,0 +1,221 @@
+"""Each configuration against a study's reference: a paired difference over seeds and a verdict.
+
+Seeds are blocks: every trial of a seed shares its data order, augmentation and (where the
+networks agree) initial weights, so configuration ``c`` is compared with the reference on the
+seeds both ran, one difference ``d_s = x_c,s - x_ref,s`` per seed. With ``n`` such seeds:
+
+* the difference: mean of ``d_s`` with a t interval over seeds (n - 1 degrees of freedom) at the
+  Bonferroni level ``1 - alpha / m`` for ``m`` comparisons (the level Holm's first step uses, so
+  an interval that excludes zero always goes with a Holm-significant difference);
+* "different": the paired t-test, p Holm-adjusted across the ``m`` comparisons;
+* "equivalent": TOST at ``margin`` (both one-sided tests of |difference| < margin), the larger
+  of its two p Holm-adjusted across the comparisons as well;
+* the verdict: ``equivalent`` when equivalence is shown (the difference lies within the margin,
+  even if a smaller one is also shown), else ``better`` / ``worse`` when a difference is shown
+  (sign in the metric's good direction), else ``undetermined``: not shown different and not
+  shown equivalent, which is all that "within noise" ever meant;
+* ``mde``: the smallest true difference this many seeds detect with 80 % power at the adjusted
+  level (t quantiles, the observed sd of the differences); ``seeds_for_margin``: the number of
+  seeds at which the margin itself becomes that detectable difference, i.e. at which a margin-sized
+  difference is found or its absence shown with 80 % power.
+
+An ordered hypothesis (a paper's ranking) is tested with Page's L (seeds as blocks,
+configurations as treatments; scipy's ``page_trend_test``)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from mvlab.analysis.errors import AnalysisError
+
+VERDICTS = ("better", "worse", "equivalent", "undetermined")
+DEFAULT_MARGIN = 0.5  # top-1 points
+DEFAULT_ALPHA = 0.05
+DEFAULT_POWER = 0.8
+MAX_SEEDS = 10_000  # beyond this, "seeds_for_margin" is reported as not reachable (inf)
+
+
+def seed_matrix(df: pd.DataFrame, metric: str, config: str = "config",
+                seed: str = "seed") -> pd.DataFrame:
+    """Configurations x seeds table of ``metric`` (the mean where a (configuration, seed) cell
+    holds several trials, e.g. duplicate points of one network)."""
+    for column in (metric, config, seed):
+        if column not in df.columns:
+            raise AnalysisError(f"column {column!r} is not in the table; it has "
+                                f"{sorted(map(str, df.columns))}")
+    values = df.assign(_m=pd.to_numeric(df[metric], errors="coerce")).dropna(subset=["_m"])
+    if values.empty:
+        raise AnalysisError(f"column {metric!r} has no finite values")
+    return values.pivot_table(index=config, columns=seed, values="_m", aggfunc="mean",
+                              sort=False)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count as a test)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(np.isfinite(p))
+    m = tested.size
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def _t_quantile(q: float, dof: int) -> float:
+    return float(stats.t.ppf(q, dof)) if dof >= 1 else math.inf
+
+
+def paired_tests(diffs: np.ndarray, margin: float, sd: float | None = None,
+                 dof: int | None = None) -> dict[str, float]:
+    """Mean and n of per-seed differences; p of the paired t-test (two-sided) and of TOST.
+
+    ``sd``/``dof``: a pooled standard deviation of differences and its degrees of freedom
+    (default: this comparison's own, n - 1). A zero sd (differences quantised to one value,
+    e.g. 2 seeds on a 600-image split) estimates no noise: the p-values are then NaN, unless a
+    pooled sd was given and is itself zero (bit-identical networks)."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.isfinite(d)]
+    n = int(d.size)
+    mean = float(d.mean()) if n else math.nan
+    pooled = sd is not None
+    if not pooled:
+        sd = float(d.std(ddof=1)) if n >= 2 else math.nan
+        dof = n - 1
+    nothing = {"n": n, "diff": mean, "sd": sd, "dof": dof, "p_diff": math.nan,
+               "p_equiv": math.nan}
+    if n < (1 if pooled else 2) or not math.isfinite(sd) or not dof or dof < 1:
+        return nothing
+    if sd == 0.0:
+        if not pooled:
+            return nothing
+        return {**nothing, "p_diff": 1.0 if mean == 0 else 0.0,
+                "p_equiv": 0.0 if abs(mean) < margin else 1.0}
+    se = sd / math.sqrt(n)
+    p_diff = float(2 * stats.t.sf(abs(mean) / se, dof))
+    p_lower = float(stats.t.sf((mean + margin) / se, dof))   # H0: diff <= -margin
+    p_upper = float(stats.t.cdf((mean - margin) / se, dof))  # H0: diff >= +margin
+    return {**nothing, "p_diff": p_diff, "p_equiv": max(p_lower, p_upper)}
+
+
+def detectable_effect(sd: float, n: int, alpha: float, power: float = DEFAULT_POWER,
+                      dof: int | None = None) -> float:
+    """Smallest true difference a paired t-test on ``n`` seeds finds with ``power`` (two-sided
+    level ``alpha``), for per-seed differences of standard deviation ``sd`` (``dof``: its
+    degrees of freedom, default n - 1)."""
+    dof = n - 1 if dof is None else dof
+    if n < 1 or dof < 1 or not math.isfinite(sd):
+        return math.inf
+    return (_t_quantile(1 - alpha / 2, dof) + _t_quantile(power, dof)) * sd / math.sqrt(n)
+
+
+def seeds_for(effect: float, sd: float, alpha: float, power: float = DEFAULT_POWER) -> float:
+    """Fewest seeds at which ``effect`` is the detectable difference (inf if over MAX_SEEDS);
+    n - 1 degrees of freedom (a per-comparison sd), a conservative count for a pooled one."""
+    if not math.isfinite(sd) or sd == 0.0:
+        return math.nan
+    low, high = 2, MAX_SEEDS
+    if detectable_effect(sd, high, alpha, power) > effect:
+        return math.inf
+    while low < high:  # the detectable effect falls monotonically with n
+        middle = (low + high) // 2
+        if detectable_effect(sd, middle, alpha, power) <= effect:
+            high = middle
+        else:
+            low = middle + 1
+    return float(low)
+
+
+def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
+                         config: str = "config", seed: str = "seed",
+                         margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
+                         higher_is_better: bool = True, power: float = DEFAULT_POWER,
+                         pooled: bool = True) -> pd.DataFrame:
+    """One row per configuration other than ``reference`` (a value of column ``config``).
+
+    ``pooled``: the sd of the per-seed differences is pooled over all comparisons (sum of
+    (n_c - 1) s_c^2 over sum of (n_c - 1), one noise level for the study: with 2 seeds a
+    comparison alone has 1 degree of freedom and a zero sd whenever its two differences happen
+    to be equal); ``pooled=False`` uses each comparison's own sd.
+
+    Columns: seeds (paired), diff (configuration - reference), ci_low, ci_high (level
+    1 - alpha/m), sd, dof, p_diff and p_diff_holm, p_equiv and p_equiv_holm (TOST at
+    ``margin``), verdict, mde and seeds_for_margin; sorted best first. ``attrs`` keep the
+    settings."""
+    if not margin > 0:
+        raise AnalysisError(f"equivalence margin must be > 0, got {margin}")
+    if not 0 < alpha < 1:
+        raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
+    matrix = seed_matrix(df, metric, config, seed)
+    if reference not in matrix.index:
+        raise AnalysisError(f"reference configuration {reference!r} is not in column "
+                            f"{config!r}; it has {sorted(map(str, matrix.index))}")
+    base = matrix.loc[reference]
+    others = [c for c in matrix.index if c != reference]
+    if not others:
+        raise AnalysisError("only the reference configuration is in the table; nothing to compare")
+    m = len(others)
+    level = alpha / m
+    diffs = {name: (matrix.loc[name] - base).dropna().to_numpy() for name in others}
+    shared_sd = shared_dof = None
+    if pooled:
+        dofs = np.array([max(d.size - 1, 0) for d in diffs.values()])
+        squares = sum(float(((d - d.mean()) ** 2).sum()) for d in diffs.values() if d.size > 1)
+        shared_dof = int(dofs.sum())
+        shared_sd = math.sqrt(squares / shared_dof) if shared_dof else math.nan
+    rows = []
+    for name in others:
+        tests = paired_tests(diffs[name], margin, shared_sd, shared_dof)
+        n, sd, dof = tests["n"], tests["sd"], tests["dof"]
+        finite = n >= 1 and dof and dof >= 1 and math.isfinite(sd) and (sd > 0 or pooled)
+        half = _t_quantile(1 - level / 2, dof) * sd / math.sqrt(n) if finite else math.inf
+        rows.append({config: name, "seeds": n, "diff": tests["diff"],
+                     "ci_low": tests["diff"] - half, "ci_high": tests["diff"] + half, "sd": sd,
+                     "dof": dof, "p_diff": tests["p_diff"], "p_equiv": tests["p_equiv"],
+                     "mde": detectable_effect(sd, n, level, power, dof) if finite else math.inf,
+                     "seeds_for_margin": seeds_for(margin, sd, level, power)})
+    table = pd.DataFrame(rows)
+    table["p_diff_holm"] = holm(table["p_diff"])
+    table["p_equiv_holm"] = holm(table["p_equiv"])
+    sign = 1.0 if higher_is_better else -1.0
+    shown = table["p_diff_holm"] < alpha
+    verdict = np.where(table["p_equiv_holm"] < alpha, "equivalent",
+                       np.where(shown & (sign * table["diff"] > 0), "better",
+                                np.where(shown, "worse", "undetermined")))
+    table["verdict"] = verdict
+    columns = [config, "verdict", "seeds", "diff", "ci_low", "ci_high", "sd", "dof", "p_diff",
+               "p_diff_holm", "p_equiv", "p_equiv_holm", "mde", "seeds_for_margin"]
+    table = table[columns].sort_values("diff", ascending=not higher_is_better, kind="stable")
+    table = table.reset_index(drop=True)
+    table.attrs.update(reference=reference, metric=metric, margin=margin, alpha=alpha,
+                       comparisons=m, ci_level=1 - level, power=power, pooled=pooled)
+    return table
+
+
+def page_trend(df: pd.DataFrame, metric: str, order: Sequence[str], config: str = "config",
+               seed: str = "seed") -> pd.Series:
+    """Page's L test that ``metric`` increases along ``order`` (worst-predicted first), with
+    seeds as blocks; only seeds that ran every configuration in ``order`` count.
+
+    Returns statistic L, p (one-sided), seeds and k (configurations)."""
+    if len(order) < 3:
+        raise AnalysisError(f"a trend test needs at least 3 ordered configurations, got "
+                            f"{len(order)}")
+    matrix = seed_matrix(df, metric, config, seed)
+    missing = [c for c in order if c not in matrix.index]
+    if missing:
+        raise AnalysisError(f"configurations {missing} of the ordered hypothesis are not in "
+                            f"column {config!r}; it has {sorted(map(str, matrix.index))}")
+    blocks = matrix.loc[list(order)].T.dropna()
+    if len(blocks) < 2:
+        raise AnalysisError(f"Page's test needs at least 2 seeds that ran all {len(order)} "
+                            f"configurations, got {len(blocks)}")
+    result = stats.page_trend_test(blocks.to_numpy())
+    return pd.Series({"L": float(result.statistic), "p": float(result.pvalue),
+                      "seeds": int(len(blocks)), "k": len(order), "method": result.method},
+                     name=metric)

@@ -1,0 +1,155 @@
+"""The study side of the statistics: one configuration per network, the seed as a replicate
+(init + data order, split fixed), and `mvlab report` writing verdicts where the user asked."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from mvlab.analysis.synthetic import write_synthetic_study
+from mvlab.grammar import network_spec, parse_spec, set_option
+from mvlab.study import load_study_text
+from mvlab.study.space import collapse_points, grid_points, planned_points, resolve_point
+
+GRID = """\
+name: tiny_identity
+model: tiny
+data: {{dataset: builtin, resolution: 32, per_class: 20, val_per_class: 5}}
+train: {{epochs: 1, warmup_epochs: 0, batch_size: 16, device: cpu}}
+study: {{kind: grid, seeds: [0, 1]}}
+space:
+  pattern: [last_half, attn_only]
+  branch: ["on", "off"]
+{extra}
+"""
+
+
+def _config(extra: str = ""):
+    return load_study_text(GRID.format(extra=extra), "tiny.yaml")
+
+
+def test_points_of_one_network_collapse_and_check_says_why():
+    config = _config()
+    kept, dropped = collapse_points(config, grid_points(config))
+    assert len(grid_points(config)) == 8 and len(kept) == 6 and len(planned_points(config)) == 6
+    assert {(c.point["pattern"], c.point["branch"], c.same_as["branch"]) for c in dropped} == {
+        ("attn_only", "off", "on")}
+    assert {c.point["seed"] for c in dropped} == {0, 1}  # once per seed, never across seeds
+    assert "branch=off vs on builds nothing here" in dropped[0].reason
+    from mvlab.study.plan import collapsed_lines
+
+    lines = collapsed_lines(config)
+    assert "2 point(s)" in lines[0] and "pattern=attn_only branch=off seed=0" in lines[1]
+
+
+def test_network_spec_names_the_same_network_and_only_it():
+    base = parse_spec("tiny")
+    on = set_option(set_option(base, "pattern", "attn_only"), "branch", "on")
+    off = set_option(on, "branch", "off")
+    assert network_spec(on) == network_spec(off)
+    mixer_on = set_option(base, "pattern", "last_half")
+    assert network_spec(mixer_on) != network_spec(set_option(mixer_on, "branch", "off"))
+    from mvlab.models import build_model
+
+    torch.manual_seed(0)
+    first = build_model(on, num_classes=10).state_dict()
+    torch.manual_seed(0)
+    second = build_model(off, num_classes=10).state_dict()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)  # one network, bit for bit
+
+
+def test_a_trials_seed_sets_init_and_data_order_but_not_the_split():
+    config = _config()
+    plans = {s: resolve_point(config, {"pattern": "last_half", "branch": "on", "seed": s})
+             for s in (0, 1)}
+    assert plans[1].train.seed == 1 and plans[1].data.order_seed == 1
+    assert plans[0].data.seed == plans[1].data.seed == 0  # the study's split
+    from mvlab.data import build_data
+    from mvlab.study.trial import seed_roles
+
+    assert seed_roles(plans[1]) == {"init_seed": 1, "order_seed": 1, "split_seed": 0}
+    bundles = {s: build_data(plans[s].data, batch_size=16, progress=False) for s in (0, 1)}
+    again = build_data(plans[1].data, batch_size=16, progress=False)
+
+    def first_labels(bundle):
+        bundle.train.set_epoch(0)
+        return next(iter(bundle.train))[1]
+
+    assert not torch.equal(first_labels(bundles[0]), first_labels(bundles[1]))
+    assert torch.equal(first_labels(bundles[1]), first_labels(again))
+    held = {s: torch.cat([y for _, y in bundles[s].heldout]) for s in (0, 1)}
+    assert torch.equal(held[0], held[1])  # the held-out split is the same images
+    assert bundles[0].manifest["subset_id"] == bundles[1].manifest["subset_id"]
+    fixed = _config().data
+    pinned = resolve_point(dataclasses.replace(config, data=dataclasses.replace(
+        fixed, order_seed=7)), {"pattern": "last_half", "branch": "on", "seed": 1})
+    assert pinned.data.order_seed == 7  # a study that pins the order keeps it
+
+
+def test_analysis_settings_are_validated_against_the_space():
+    from mvlab.errors import StudyError
+
+    config = _config("analysis:\n  reference: {pattern: last_half, branch: \"on\"}\n"
+                     "  equivalence_margin: 0.25")
+    assert config.analysis.reference == {"pattern": "last_half", "branch": "on"}
+    assert config.analysis.equivalence_margin == 0.25
+    with pytest.raises(StudyError, match="not one of the choices of pattern"):
+        _config("analysis:\n  reference: {pattern: first_half}")
+    with pytest.raises(StudyError, match="not a knob"):
+        _config("analysis:\n  reference: {width: 3}")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    storage = root / "studies" / "tiny_report" / "optuna.journal"
+    storage.parent.mkdir(parents=True)
+    write_synthetic_study("tiny_report", str(storage), patterns=("last_half", "interleave",
+                          "mamba_only", "attn_only"), d_states=(4,), epochs=(1, 3),
+                          repeated_seeds=3)
+    return root, storage
+
+
+def test_report_writes_verdicts_per_fidelity_into_the_study_folder(synthetic, monkeypatch):
+    from mvlab.commands.report import handle
+
+    root, storage = synthetic
+    monkeypatch.chdir(root)
+    args = argparse.Namespace(study="tiny_report", overrides=[], storage=None, out=None,
+                              trials=None, throughput=None, throughput_column="throughput")
+    assert handle(args) == 0
+    out = root / "studies" / "tiny_report" / "report"  # beside the journal, not results/
+    names = {p.name for p in out.iterdir()}
+    assert not (root / "results").exists()
+    assert {"README.md", "failed.csv", "fidelity.csv", "pareto_epochs_1_res_32.csv",
+            "pareto_epochs_3_res_32.csv", "configurations_epochs_3_res_32.csv"} <= names
+    readme = (out / "README.md").read_text()
+    assert "tie" not in readme.lower()
+    # the 1- and 3-epoch runs are never averaged together
+    for level in ("epochs_1_res_32", "epochs_3_res_32"):
+        table = pd.read_csv(out / f"configurations_{level}.csv")
+        assert table["fidelity"].nunique() == 1 and table["config"].is_unique
+    fidelity = pd.read_csv(out / "fidelity.csv", index_col=0)
+    assert "epochs=1 res=32" in fidelity.index and {"params", "macs"} <= set(fidelity.index)
+
+
+def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
+    from mvlab.study.report import build_report
+
+    _, storage = synthetic
+    settings = {"reference": {"pattern": "last_half", "branch": "on", "d_state": 4},
+                "equivalence_margin": 0.5, "trend": {"pattern": ["mamba_only", "interleave",
+                                                                 "last_half"]}}
+    written = {p.name for p in build_report("tiny_report", str(storage), tmp_path,
+                                            settings=settings)}
+    assert {"verdicts_epochs_3_res_32.csv", "verdicts_epochs_3_res_32.png",
+            "reliability_epochs_3_res_32.csv"} <= written
+    verdicts = pd.read_csv(tmp_path / "verdicts_epochs_3_res_32.csv")
+    assert set(verdicts["verdict"]) <= {"better", "worse", "equivalent", "undetermined"}
+    assert len(verdicts) == 6  # 8 points, 7 networks (attn_only once), less the reference
+    readme = (tmp_path / "README.md").read_text()
+    assert "Against the reference: last_half on" in readme and "Page's L" in readme
