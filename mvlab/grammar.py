@@ -26,6 +26,13 @@ from mvlab.errors import SpecError
 
 NUM_STAGES = 4
 BLOCK_LETTERS = ("C", "M", "A")
+# Upper bounds on every size a spec gives (docs/grammar.md, "Limits"), checked before anything is
+# expanded or built: a typo such as depth=1000000000 is an error, not gigabytes of blocks. Each is
+# several times what the largest released model (L3) uses.
+MAX_SIZES = {"stem": 1024, "depth": 64, "width": 4096, "heads": 256, "window": 256,
+             "d_state": 256, "d_conv": 16, "expand": 8}
+MAX_MLP_RATIO = 16.0
+MAX_WEIGHTS = 4_000_000_000  # about 5x L3; estimated from the sizes (approx_weights)
 
 
 # --------------------------------------------------------------------------------------- types
@@ -194,6 +201,8 @@ def expand_pattern(pattern: str, depth: int) -> tuple[str, ...]:
     """
     if depth < 1:
         raise SpecError(f"pattern {pattern}: depth must be >= 1, got {depth}")
+    if depth > MAX_SIZES["depth"]:
+        raise SpecError(f"pattern {pattern}: depth must be <= {MAX_SIZES['depth']}, got {depth}")
     canon = canonical_pattern(pattern, depth)
     n = depth
     if set(canon) <= set(BLOCK_LETTERS):
@@ -240,11 +249,18 @@ def default_heads(width: int) -> int:
     return heads
 
 
+def _check_size(value: Any, key: str, where: str) -> None:
+    """``value`` is an integer in 1..MAX_SIZES[key]."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+    if value > MAX_SIZES[key]:
+        raise SpecError(f"{where}: {key}={value} is above the limit of {MAX_SIZES[key]} "
+                        f"(docs/grammar.md, Limits)")
+
+
 def _check_mixer(opts: MixerOptions, width: int, where: str) -> None:
     for key in ("d_state", "d_conv", "expand"):
-        value = getattr(opts, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+        _check_size(getattr(opts, key), key, where)
     if not isinstance(opts.branch, bool):
         raise SpecError(f"{where}: branch must be on or off, got {opts.branch!r}")
     if opts.conv1d not in ("regular", "causal"):
@@ -259,9 +275,7 @@ def _check_mixer(opts: MixerOptions, width: int, where: str) -> None:
 def normalize_stage(stage: StageSpec, where: str) -> StageSpec:
     """Check ``stage`` and bring it to canonical form (defaults filled, irrelevant keys dropped)."""
     for key in ("depth", "width"):
-        value = getattr(stage, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise SpecError(f"{where}: {key} must be an integer >= 1, got {value!r}")
+        _check_size(getattr(stage, key), key, where)
     pattern = canonical_pattern(stage.pattern, stage.depth, where)
     blocks = expand_pattern(pattern, stage.depth)
     if all(b == "C" for b in blocks):
@@ -270,15 +284,13 @@ def normalize_stage(stage: StageSpec, where: str) -> StageSpec:
                             f"need mixer blocks, but pattern {pattern} has only conv blocks")
         return StageSpec(stage.depth, stage.width, pattern)
     heads = default_heads(stage.width) if stage.heads is None else stage.heads
-    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
-        raise SpecError(f"{where}: heads must be an integer >= 1, got {heads!r}")
+    _check_size(heads, "heads", where)
     if stage.width % heads:
         raise SpecError(f"{where}: width {stage.width} is not divisible by heads={heads}; "
                         f"pick heads that divide the width")
     window = stage.window
-    if window is not None and (not isinstance(window, int) or isinstance(window, bool)
-                               or window < 1):
-        raise SpecError(f"{where}: window must be an integer >= 1 or none, got {window!r}")
+    if window is not None:
+        _check_size(window, "window", where)
     mixer = stage.mixer or MixerOptions()
     _check_mixer(mixer, stage.width, where)
     overrides = {}
@@ -301,16 +313,37 @@ def normalize_stage(stage: StageSpec, where: str) -> StageSpec:
 _LETTER_NAMES = {"C": "a conv", "M": "a mixer", "A": "an attention"}
 
 
+def approx_weights(stages: tuple[StageSpec, ...], mlp_ratio: float) -> int:
+    """An upper estimate of a network's weights from its sizes alone (the exact count is
+    ``mvlab.models.complexity``): conv blocks two 3x3 convs, token blocks their MLP, four
+    width^2 projections and the mixer's expanded ones."""
+    total = 0
+    for stage in stages:
+        for j, letter in enumerate(stage.blocks):
+            w = stage.width
+            if letter == "C":
+                total += 18 * w * w
+                continue
+            opts = stage.mixer_for(j)
+            total += int(2 * mlp_ratio * w * w) + 4 * w * w
+            if letter == "M":
+                inner = w * opts.expand
+                total += 2 * w * inner + inner * (opts.d_conv + 2 * opts.d_state + w)
+    return total
+
+
 def normalize_spec(spec: ModelSpec) -> ModelSpec:
     """Check ``spec`` and return its canonical form; raises SpecError naming the bad part."""
-    if not isinstance(spec.stem, int) or isinstance(spec.stem, bool) or spec.stem < 1:
-        raise SpecError(f"global: stem must be an integer >= 1, got {spec.stem!r}")
+    _check_size(spec.stem, "stem", "global")
     if len(spec.stages) != NUM_STAGES:
         raise SpecError(f"a spec has {NUM_STAGES} stages separated by ' | ' after the global "
                         f"segment; got {len(spec.stages)}")
     mlp = float(spec.mlp_ratio)
     if not math.isfinite(mlp) or mlp <= 0:
         raise SpecError(f"global: mlp must be > 0, got {spec.mlp_ratio!r}")
+    if mlp > MAX_MLP_RATIO:
+        raise SpecError(f"global: mlp={_fmt_float(mlp)} is above the limit of "
+                        f"{_fmt_float(MAX_MLP_RATIO)} (docs/grammar.md, Limits)")
     dp = float(spec.drop_path)
     if not 0.0 <= dp < 1.0:
         raise SpecError(f"global: drop_path must be in [0, 1), got {spec.drop_path!r}")
@@ -328,6 +361,11 @@ def normalize_spec(spec: ModelSpec) -> ModelSpec:
         if stage.has_tokens and int(stage.width * mlp) < 1:
             raise SpecError(f"stage {i + 1}: mlp={_fmt_float(mlp)} gives an empty MLP hidden "
                             f"layer at width {stage.width}")
+    weights = approx_weights(stages, mlp)
+    if weights > MAX_WEIGHTS:
+        raise SpecError(f"global: the spec has about {weights / 1e9:.1f} billion weights, above "
+                        f"the limit of {MAX_WEIGHTS / 1e9:.0f} billion (docs/grammar.md, Limits); "
+                        f"use smaller widths or depths")
     return ModelSpec(spec.stem, stages, mlp, dp, ls, spec.stem_stride)
 
 

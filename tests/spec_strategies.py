@@ -61,3 +61,34 @@ def model_specs(draw, max_depth: int = 6, max_width_units: int = 8) -> ModelSpec
         layer_scale=draw(st.one_of(st.none(), st.floats(1e-6, 1.0))),
         stem_stride=draw(st.sampled_from([4, 2, 1])),
     )
+
+
+# Just past a limit, or far past it: the sizes a typo or a hostile spec gives.
+def _past(limit: int) -> st.SearchStrategy[int]:
+    return st.one_of(st.integers(limit + 1, limit + 64), st.sampled_from([10**9, 2**63, 10**30]))
+
+
+@st.composite
+def oversized_specs(draw) -> tuple[ModelSpec, str, int]:
+    """A valid spec with one size past its limit (``mvlab.grammar.MAX_SIZES``); returns the
+    spec, the key and the stage (0 = global) the error must name."""
+    from dataclasses import replace
+
+    from mvlab.grammar import MAX_SIZES
+
+    spec = draw(model_specs())
+    key = draw(st.sampled_from(sorted(MAX_SIZES)))
+    value = draw(_past(MAX_SIZES[key]))
+    if key == "stem":
+        return replace(spec, stem=value), key, 0
+    index = draw(st.integers(0, 3))
+    stage = spec.stages[index]
+    if key in ("d_state", "d_conv", "expand"):
+        stage = replace(stage, pattern="mamba_only",
+                        mixer=replace(stage.mixer or MixerOptions(), **{key: value}), overrides=())
+    elif key in ("heads", "window"):
+        stage = replace(stage, pattern="attn_only", overrides=(), **{key: value})
+    else:
+        stage = replace(stage, overrides=(), **{key: value})
+    stages = tuple(stage if i == index else s for i, s in enumerate(spec.stages))
+    return replace(spec, stages=stages), key, index + 1

@@ -1,14 +1,22 @@
-"""Bad input, fuzzed: mutated study files, broken YAML, ``--set`` overrides and grammar strings.
+"""Bad input, fuzzed: mutated study files, broken YAML, ``--set`` overrides and grammar strings,
+and the hostile inputs of issue 15 (resource bombs, values that would fail every trial, ordinary
+mistakes that used to end in a traceback, silently wrong output).
 
 Every malformed input must end in one ``UserError`` line that says where (``file:line: key``,
-``--set key``, ``global:`` / ``stage N:``), never another exception, and never reach training."""
+``--set key``, ``global:`` / ``stage N:``), never another exception or a long wait, and never
+reach training. The strategies reach the corners on purpose: huge and negative sizes, NaN and
+infinities, empty lists, YAML aliases (shared and self-containing values), bytes that are not
+UTF-8."""
 from __future__ import annotations
 
 import contextlib
 import copy
 import io
+import math
 import os
 import re
+import time
+from datetime import timedelta
 from pathlib import Path
 from unittest import mock
 
@@ -16,13 +24,15 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from spec_strategies import model_specs
+from spec_strategies import model_specs, oversized_specs
 
 from mvlab.errors import SpecError, StudyError, UserError
-from mvlab.grammar import format_spec, parse_spec
+from mvlab.grammar import MAX_SIZES, format_spec, normalize_spec, parse_spec
 from mvlab.study import load_study_text
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+# A deadline per example: a bomb that slipped through takes minutes, not the 10 s allowed here
+# for a loaded 2-core machine.
+FUZZ = settings(max_examples=60, deadline=timedelta(seconds=10), derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 BASE = {
@@ -46,15 +56,25 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 grammarish = st.sampled_from(["last_n:99", "every_k:0", "random:2,1", "interleave:Q", "MMQ",
                               "conv", "last_half", "5M", "0.3G", "1e999", "-1", "on", "maybe",
                               "regular", "gate", "none", "{int: [1, 2]}", "/proc/nope",
-                              "sqlite:///x.db", "T", "tiny | x"])
+                              "sqlite:///x.db", "T", "tiny | x", "1000000000", "1e308", "-224",
+                              "0", "nan", "inf", "-inf", "99999999999999999999", "[]", "{}"])
+# Sizes a typo or a hostile file gives: zero, negative, just past a limit, astronomically large.
+huge_or_negative = st.one_of(
+    st.sampled_from([0, -1, -224, 4097, 65537, 10**9, 10**12, 2**63, 10**30, -(10**18)]),
+    st.integers(-(10**20), 10**20))
+non_finite = st.sampled_from([math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324])
+scalar = st.one_of(st.none(), st.booleans(), huge_or_negative, non_finite,
+                   st.floats(allow_nan=True, allow_infinity=True), text, grammarish)
 weird = st.one_of(
-    st.none(), st.booleans(), st.integers(-(10**20), 10**20),
-    st.floats(allow_nan=True, allow_infinity=True), text, grammarish,
-    st.lists(st.one_of(st.integers(-3, 20), grammarish, st.none()), max_size=4),
+    scalar, scalar, st.just([]), st.just({}), st.just([[]]),
+    st.lists(st.one_of(st.integers(-3, 20), huge_or_negative, non_finite, grammarish, st.none()),
+             max_size=4),
     st.dictionaries(st.one_of(text, grammarish), st.one_of(st.integers(), grammarish),
                     max_size=2),
-    st.fixed_dictionaries({"int": st.lists(st.integers(-5, 40), min_size=0, max_size=3)}),
-    st.fixed_dictionaries({"float": st.lists(st.floats(-1, 1), max_size=3), "log": st.booleans()}),
+    st.fixed_dictionaries({"int": st.lists(st.one_of(st.integers(-5, 40), huge_or_negative),
+                                           min_size=0, max_size=3)}),
+    st.fixed_dictionaries({"float": st.lists(st.one_of(st.floats(-1, 1), non_finite),
+                                             max_size=3), "log": st.booleans()}),
 )
 keys = st.one_of(st.sampled_from(["name", "model", "data", "train", "study", "space", "kind",
                                   "seeds", "n", "n_trials", "band", "epochs", "lr", "pattern",
@@ -63,36 +83,50 @@ keys = st.one_of(st.sampled_from(["name", "model", "data", "train", "study", "sp
                                   "storage", "resolution", "per_class", "seed", "threads"]), text)
 
 
-def _paths(node, prefix=()):
+def _paths(node, prefix=(), seen=None):
+    """Every key path in ``node``; a shared or self-containing value is entered once."""
+    seen = set() if seen is None else seen
     yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _paths(value, (*prefix, index))
+    if not isinstance(node, (dict, list)) or id(node) in seen:
+        return
+    seen.add(id(node))
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        yield from _paths(value, (*prefix, key), seen)
 
 
 @st.composite
 def mutated_studies(draw) -> dict:
-    """BASE with 1-3 edits: a value replaced by something odd, a key deleted, a key added."""
+    """BASE with 1-3 edits: a value replaced by something odd, a key deleted, a key added, or a
+    value shared with another place (YAML writes an alias) or made to contain itself."""
     doc = copy.deepcopy(BASE)
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from([p for p in _paths(doc) if p]))
         parent = doc
         for part in path[:-1]:
             parent = parent[part]
-        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add", "alias"]))
         if action == "replace":
             parent[path[-1]] = draw(weird)
         elif action == "delete":
             del parent[path[-1]]
+        elif action == "alias":
+            shared = draw(st.sampled_from([p for p in _paths(doc) if p]))
+            value = doc
+            for part in shared:
+                value = value[part]
+            if isinstance(value, (list, dict)) and draw(st.booleans()):
+                value = [value] if isinstance(value, dict) else value
+                value.append(value)  # contains itself: YAML's &id [..., *id]
+            parent[path[-1]] = value
         elif isinstance(parent, dict):
             parent[draw(keys)] = draw(weird)
     return doc
 
 
 def _dump(doc: dict) -> str:
+    # Shared values come out as YAML anchors and aliases (&id001 / *id001), self-containing
+    # ones as recursive aliases.
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
@@ -120,6 +154,65 @@ def test_the_base_study_is_valid():
 @given(mutated_studies())
 def test_mutated_study_files_fail_with_one_located_line(doc):
     _load(_dump(doc))
+
+
+def test_the_strategies_reach_the_corners():
+    """The corners issue 15 found untested: the generator must actually produce them."""
+    seen: set[str] = set()
+
+    @settings(max_examples=120, deadline=None, derandomize=True, database=None)
+    @given(mutated_studies())
+    def collect(doc):
+        text = _dump(doc)
+        seen.update(tag for tag, hit in (
+            ("alias", "*id" in text), ("recursive alias", _recursive(doc)),
+            ("nan", ".nan" in text), ("inf", ".inf" in text), ("empty list", "[]" in text),
+            ("huge", re.search(r"\b\d{10,}\b", text)), ("negative", re.search(r": -\d", text)))
+            if hit)
+
+    collect()
+    assert seen == {"alias", "recursive alias", "nan", "inf", "empty list", "huge", "negative"}
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=4).filter(lambda b: not _is_utf8(b)), st.data())
+def test_bytes_that_are_not_utf8_name_their_line(tmp_path_factory, junk, data):
+    from mvlab.study import load_study
+
+    source = _dump(BASE).encode()
+    position = data.draw(st.integers(0, len(source)))
+    path = tmp_path_factory.mktemp("utf8") / "study.yaml"
+    path.write_bytes(source[:position] + junk + source[position:])
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    line = source[:position].count(b"\n") + 1 + junk[:_first_bad(junk)].count(b"\n")
+    assert str(info.value).startswith(f"{path}:{line}: not UTF-8 text"), str(info.value)
+
+
+def _recursive(node, inside=()) -> bool:
+    """True when a list or mapping in ``node`` contains itself."""
+    if not isinstance(node, (dict, list)):
+        return False
+    if any(node is outer for outer in inside):
+        return True
+    values = node.values() if isinstance(node, dict) else node
+    return any(_recursive(v, (*inside, node)) for v in values)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _first_bad(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return len(data)
 
 
 @FUZZ
@@ -186,7 +279,46 @@ def test_mutated_grammar_strings_name_their_segment(case):
         pytest.fail(f"{type(exc).__name__} for {spec_text!r}: {exc}")
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
+@FUZZ
+@given(oversized_specs())
+def test_every_size_past_its_limit_is_refused_before_anything_is_expanded(case):
+    spec, key, stage = case
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        normalize_spec(spec)
+    assert time.perf_counter() - start < 1.0  # depth=10**9 used to build a 10**9-tuple first
+    where = "global: " if stage == 0 else f"stage {stage}: "
+    _assert_one_located_line(info.value, re.compile(
+        re.escape(where) + rf"{key}=\d+ is above the limit of {MAX_SIZES[key]} "))
+
+
+@pytest.mark.parametrize("words, message", [
+    ("mlp=1e308", "global: mlp=1e+308 is above the limit of 16"),
+    ("mlp=17", "global: mlp=17 is above the limit of 16"),
+    ("depths=64,64,64,64 dim=512", "billion weights, above the limit of 4 billion"),
+])
+def test_global_sizes_and_the_total_are_bounded(words, message):
+    from mvlab.grammar import set_option
+
+    spec = parse_spec("T")
+    with pytest.raises(SpecError) as info:
+        for word in words.split():
+            spec = set_option(spec, *word.split("="))
+    assert message in str(info.value), str(info.value)
+
+
+def test_the_released_models_are_inside_every_limit():
+    from mvlab.grammar import MAX_WEIGHTS, PRESETS, approx_weights
+    from mvlab.models.complexity import complexity
+
+    for name, spec in PRESETS.items():
+        assert normalize_spec(spec) == spec, name
+        # the estimate that guards MAX_WEIGHTS never undercounts a real model by much
+        assert approx_weights(spec.stages, spec.mlp_ratio) >= 0.8 * complexity(spec).params
+    assert approx_weights(PRESETS["L3"].stages, 4.0) < MAX_WEIGHTS / 4
+
+
+@settings(max_examples=30, deadline=timedelta(seconds=10), derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_specs())
 def test_grammar_strings_in_a_study_name_the_file_line_and_key(case):
@@ -219,7 +351,45 @@ def fuzz_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
+class _TrainingStarted(AssertionError):
+    """The guard fired: something started training."""
+
+
+def _no_training():
+    """Make any start of training raise. ``run_trial`` is patched where the runner looks it up
+    (``mvlab.study.runner`` imported the name; patching ``mvlab.study.trial.run_trial`` would
+    leave the runner's reference untouched, and the guard could never fire)."""
+    def refuse(*args, **kwargs):
+        raise _TrainingStarted("training started for a study file that should have been rejected")
+
+    stack = contextlib.ExitStack()
+    for target in ("mvlab.train.train", "mvlab.study.runner.run_trial",
+                   "mvlab.study.trial.run_trial"):
+        stack.enter_context(mock.patch(target, refuse))
+    return stack
+
+
+def test_the_training_guard_fires_when_the_runner_starts_a_trial(tmp_path):
+    """The guard above is not decoration: a worker that claims a trial calls the patched name."""
+    import optuna
+
+    from mvlab.study import runner
+    from mvlab.study.tracking import TrackingTarget
+
+    config = load_study_text(_dump({**BASE, "workdir": str(tmp_path)}), SOURCE)
+    study = optuna.create_study(directions=config.directions)
+    prepared = runner.Prepared(config, "in-memory", TrackingTarget("none", "0"), 1, 1)
+    with _no_training(), \
+            mock.patch.object(runner, "open_study", return_value=study), \
+            mock.patch.object(runner, "recover_stale_trials", return_value=[]), \
+            mock.patch.object(runner, "warm_up"), \
+            mock.patch.object(runner, "_claim", side_effect=lambda s, c: s.ask()), \
+            mock.patch.object(runner.st, "heartbeat", return_value=contextlib.nullcontext()), \
+            pytest.raises(_TrainingStarted):
+        runner.work(prepared)
+
+
+@settings(max_examples=25, deadline=timedelta(seconds=10), derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_studies())
 def test_the_sweep_command_rejects_bad_files_before_training(fuzz_dir, doc):
@@ -229,12 +399,8 @@ def test_the_sweep_command_rejects_bad_files_before_training(fuzz_dir, doc):
     path = fuzz_dir / "study.yaml"
     path.write_text(_dump(doc))
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("training started for a study file that should have been rejected")
-
     err = io.StringIO()
-    with mock.patch("mvlab.train.train", no_training), \
-            mock.patch("mvlab.study.trial.run_trial", no_training), \
+    with _no_training(), \
             mock.patch("mvlab.study.runner.open_study", side_effect=_ReachedStorage), \
             contextlib.redirect_stderr(err), _inside(fuzz_dir):
         try:
@@ -244,3 +410,143 @@ def test_the_sweep_command_rejects_bad_files_before_training(fuzz_dir, doc):
     lines = err.getvalue().strip().splitlines()
     assert code == 2 and len(lines) == 1, err.getvalue()
     assert re.match(rf"^mvlab sweep: error: {re.escape(str(path))}(:\d+)?: ", lines[0]), lines[0]
+
+
+# ---------------------------------------------------------- issue 15: the adversarial list, by hand
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """Small image trees (good, all corrupt, one class corrupt, symlink loops, a flat val with a
+    latin-1 labels file), latin-1 and empty class lists, a file where folders are expected."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("hostile")
+    for name, corrupt in (("good", ()), ("allbad", ("train", "val")), ("onebad", ("c1",)),
+                          ("loop", ())):
+        for split in ("train", "val"):
+            for cls in ("c0", "c1"):
+                folder = root / name / split / cls
+                folder.mkdir(parents=True)
+                for i in range(3):
+                    if split in corrupt or (cls in corrupt and split == "train"):
+                        (folder / f"{i}.png").write_bytes(b"not a png")
+                    else:
+                        Image.new("RGB", (12, 12), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    os.symlink("itself", root / "loop" / "train" / "itself")  # a class folder that loops
+    os.symlink("deeper", root / "loop" / "train" / "c0" / "deeper")
+    flat = root / "flat"
+    (flat / "train" / "c0").mkdir(parents=True)
+    Image.new("RGB", (12, 12)).save(flat / "train" / "c0" / "a.png")
+    (flat / "val").mkdir()
+    Image.new("RGB", (12, 12)).save(flat / "val" / "a.png")
+    (flat / "val_labels.txt").write_bytes("a.png c\xe9\n".encode("latin-1"))
+    (root / "latin1.txt").write_bytes("c0\nc\xe9\n".encode("latin-1"))
+    (root / "afile").write_text("a file, not a folder\n")
+    study = {**copy.deepcopy(BASE), "workdir": str(root / "studies"),
+             "data": {"dataset": "folder", "root": str(root / "good"), "resolution": 16}}
+    (root / "study.yaml").write_text(_dump(study))
+    return root
+
+
+R = "{root}"
+SWEEP = ["sweep", f"{R}/study.yaml", "--no-progress"]
+CHECK = ["sweep", f"{R}/study.yaml", "--check", "--set"]
+HOSTILE = [  # (issue item, what, argv, the one line's pattern)
+    ("7", "depth 10**9", ["show", "T", "--set", "s3.depth=1000000000"],
+     r"stage 3: depth=1000000000 is above the limit of 64"),
+    ("7", "mlp 1e308", ["show", "T", "--set", "mlp=1e308"], r"global: mlp=1e\+308 is above"),
+    ("7", "window 10**9", ["show", "T", "--set", "s3.window=1000000000"], r"window=1000000000 is"),
+    ("7", "img size 10**8", ["show", "T", "--img-size", "100000000"], r"--img-size 100000000: "),
+    ("7", "num classes 10**10", ["show", "T", "--num-classes", "10000000000"], r"--num-classes "),
+    ("7", "population n 10**9", CHECK + ["study={kind: population, n: 1000000000, seeds: [0]}",
+                                         "space={s3.d_state: {int: [1, 16]}}"],
+     r"study\.n: n=1000000000 .* above the limit of 10,000"),
+    ("7", "data.resolution 10**6", CHECK + ["data.resolution=1000000"], r"limit of 4096 pixels"),
+    ("8", "empty class list", CHECK + ["data.classes=[]"], r"data\.classes is empty"),
+    ("8", "zero std", CHECK + ["data.std=[0, 0, 0]"], r"data\.std.*must be > 0"),
+    ("8", "seed out of range", CHECK + ["study.seeds=[-1]"], r"study\.seeds: study\.seeds\.0: "),
+    ("8", "NaN min_lr", CHECK + ["train.min_lr=.nan"], r"train\.min_lr: expected finite"),
+    ("8", "negative bench warmup", CHECK + ["bench.warmup=-1"], r"bench\.warmup: must be in 0"),
+    ("8", "sampler seed -1", CHECK + ["study.sampler_seed=-1"], r"study\.sampler_seed: a seed"),
+    ("8", "population_size 0", CHECK + ["study={kind: optimize, n_trials: 4, seeds: [0], "
+                                        "population_size: 0}", "space={s3.d_state: [4, 8]}"],
+     r"study\.population_size: NSGA-II needs 2"),
+    ("9", "non-UTF-8 labels file", ["data", "info", "--root", f"{R}/flat"],
+     r"labels file .*val_labels\.txt:1: not UTF-8 text \(byte 0xe9\)"),
+    ("9", "non-UTF-8 class list", ["data", "info", "--root", f"{R}/good", "--classes",
+                                   f"{R}/latin1.txt"], r"class list .*latin1\.txt:2: not UTF-8"),
+    ("9", "sqlite path under a file", SWEEP + ["--storage", f"sqlite:///{R}/afile/x.db"],
+     r"storage .*afile/x\.db: cannot create the folder .*afile \(.*\); choose a writable"),
+    ("9", "journal path under a file", SWEEP + ["--storage", f"{R}/afile/x.journal"],
+     r"storage .*afile/x\.journal: cannot create the folder"),
+    ("9", "MLflow server unreachable", SWEEP + ["--set", "tracking={uri: 'http://127.0.0.1:9'}"],
+     r"tracking\.uri http://127\.0\.0\.1:9: cannot connect \(.*\); start the MLflow server"),
+    ("9", "report --storage bare postgresql URL",
+     ["report", "nope", "--storage", "postgresql://u@127.0.0.1:9/db", "--out", f"{R}/rep"],
+     r"storage postgresql://u@127\.0\.0\.1:9/db: cannot open it"),
+    ("10", "show --img-size -224", ["show", "T", "--img-size", "-224"], r"--img-size -224: "),
+    ("10", "show --num-classes -5", ["show", "T", "--num-classes", "-5"], r"--num-classes -5: "),
+    ("10", "every image corrupt", ["data", "cache", "--root", f"{R}/allbad", "--cache-dir",
+                                   f"{R}/c1"], r"train: no decodable image left of every"),
+    ("10", "one class's train images corrupt", ["data", "cache", "--root", f"{R}/onebad",
+                                                "--cache-dir", f"{R}/c2"],
+     r"train: no decodable image left of 1 class\(es\): c1 \(3 file"),
+    ("10", "--dataset builtin --root X", ["data", "info", "--dataset", "builtin", "--root",
+                                          f"{R}/good"], r"ignored by data\.dataset=builtin"),
+]
+
+
+@pytest.mark.parametrize("item, what, argv, pattern", HOSTILE, ids=[h[1] for h in HOSTILE])
+def test_hostile_inputs_end_in_one_line_within_seconds(hostile, item, what, argv, pattern):
+    from mvlab.cli import main
+
+    if "postgresql" in what:
+        pytest.importorskip("psycopg2")
+    argv = [a.replace(R, str(hostile)) for a in argv]
+    err, out = io.StringIO(), io.StringIO()
+    start = time.perf_counter()
+    with _no_training(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), \
+            mock.patch.dict(os.environ, {"MVLAB_CACHE": str(hostile / "cache")}):
+        code = main(argv)
+    assert time.perf_counter() - start < 15  # the unreachable server used to take 4 minutes
+    # undecodable files are logged one per line before the error; the error is the last line
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and lines, (code, err.getvalue(), out.getvalue())
+    command = argv[0]
+    assert re.match(rf"^mvlab {command}: error: .*{pattern}", lines[-1]), lines[-1]
+    assert all("Traceback" not in line for line in lines)
+
+
+def test_a_symlink_loop_in_a_data_folder_is_skipped_not_a_traceback(hostile):
+    from mvlab.data.folders import list_split
+
+    listing = list_split(hostile / "loop", "train")
+    assert listing.classes == ["c0", "c1"]  # 'itself' loops: it is not a folder we can read
+    assert listing.files["c0"] == ["train/c0/0.png", "train/c0/1.png", "train/c0/2.png"]
+
+
+def test_an_unlistable_class_folder_is_one_data_error(hostile, tmp_path):
+    from mvlab.data.folders import list_split
+    from mvlab.errors import DataError
+
+    (tmp_path / "train").mkdir()
+    os.symlink(hostile / "afile", tmp_path / "train" / "c0")  # a "class folder" that is a file
+    (tmp_path / "train" / "c1").mkdir()
+    with mock.patch("mvlab.data.folders._is_dir", return_value=True), \
+            pytest.raises(DataError, match=r"cannot list .*c0 \(Not a directory\)"):
+        list_split(tmp_path, "train")
+
+
+def test_training_data_refuses_a_class_it_could_never_learn(hostile, tmp_path):
+    """A class whose every training image is corrupt used to be trained without and scored on
+    val anyway (its val images decode); build_data, which every trial calls, refuses it."""
+    from mvlab.data import DataConfig, build_data
+    from mvlab.errors import DataError
+
+    cfg = DataConfig(dataset="folder", root=str(hostile / "onebad"), cache_dir=str(tmp_path),
+                     resolution=8)
+    with pytest.raises(DataError, match=r"^train: no decodable image left of 1 class\(es\): c1 "
+                                        r"\(3 file\(s\) could not be decoded, e\.g\. train/c1/"):
+        build_data(cfg, batch_size=4)
+    good = build_data(DataConfig(dataset="folder", root=str(hostile / "good"),
+                                 cache_dir=str(tmp_path), resolution=8), batch_size=4)
+    assert good.num_classes == 2

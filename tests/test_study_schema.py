@@ -2,9 +2,11 @@
 early-stop rule and stale-trial detection. No training here (see test_sweep_e2e.py)."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -180,3 +182,128 @@ def test_cli_check_prints_the_plan_and_errors_exit_2(tmp_path, capsys):
     assert main(["sweep", str(path), "--check", "--set", "train.lr=-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mvlab sweep: error: --set train.lr: train.lr:") and "must be >= 0" in err
+
+
+# ------------------------------------------------- values that would pass and fail every trial
+@pytest.mark.parametrize("override, key, words", [
+    ("data.classes=[]", "data.classes", "empty"),
+    ("data.std=[0, 0, 0]", "data.std", "> 0"),
+    ("data.mean=[.nan, 0, 0]", "data.mean", "finite"),
+    ("data.hflip=2", "data.hflip", "[0, 1]"),
+    ("data.num_workers=-1", "data.num_workers", "0"),
+    ("data.seed=-1", "data.seed", "0..4294967295"),
+    ("data.resolution=100000", "data.resolution", "limit of 4096"),
+    ("data.root=/somewhere", "data.root", "data.dataset=folder"),
+    ("study.seeds=[0, -1]", "study.seeds.1", "0..4294967295"),
+    ("study.seeds=[1099511627776]", "study.seeds.0", "0..4294967295"),
+    ("study.sampler_seed=-1", "study.sampler_seed", "0..4294967295"),
+    ("study.population_size=4", "study.population_size", "only the nsga2 sampler"),
+    ("train.lr=.nan", "train.lr", "finite"),
+    ("train.min_lr=.nan", "train.min_lr", "finite"),
+    ("train.weight_decay=.inf", "train.weight_decay", "finite"),
+    ("train.clip_grad=.nan", "train.clip_grad", "finite"),
+    ("bench.batch_size=-5", "bench.batch_size", "1..65,536"),
+    ("bench.warmup=-1", "bench.warmup", "0..100,000"),
+    ("bench.repeats=0", "bench.repeats", "1..1,000"),
+    ("bench.img_size=-224", "bench.img_size", "8..4096"),
+    ("bench.threads=0", "bench.threads", "1..4,096"),
+    ("constraints={max_params: .nan}", "constraints.max_params", "finite number > 0"),
+    ("early_stop={margin: -1}", "early_stop.margin", ">= 0"),
+    ("early_stop={margin: .nan}", "early_stop.margin", "finite"),
+    ("space={train.min_lr: [1.0e-5, .nan]}", "space.train.min_lr.1", "finite"),
+    ("model=stem=8 | depth=1 width=8 | depth=1 width=8 | depth=1000000000 width=8 "
+     "pattern=last_half | depth=1 width=8", "model", "depth=1000000000 is above the limit of 64"),
+])
+def test_values_that_would_fail_every_trial_fail_the_check(override, key, words):
+    message = _error(BASE, (override,))
+    assert message.startswith(f"--set {override.split('=')[0]}: {key}: "), message
+    assert words in message, message
+
+
+@pytest.mark.parametrize("study, key, words", [
+    ({"kind": "optimize", "n_trials": 4, "population_size": 0}, "population_size", "2..100,000"),
+    ({"kind": "optimize", "n_trials": 4, "population_size": 1}, "population_size", "2..100,000"),
+    ({"kind": "optimize", "n_trials": 4, "sampler": "tpe", "population_size": 8},
+     "population_size", "only the nsga2"),
+    ({"kind": "optimize", "n_trials": 10**9}, "n_trials", "limit of 100,000"),
+    ({"kind": "population", "n": 10**9}, "n", "limit of 10,000"),
+    ({"kind": "population", "n": 9000, "seeds": list(range(20))}, "n", "100,000 trials"),
+])
+def test_study_sizes_are_bounded(study, key, words):
+    # population_size 0 used to be replaced by 16 without a word (`or 16` in the runner).
+    text = BASE.replace("study:\n  kind: grid\n  seeds: [0, 1]\n", "").replace(
+        "space:\n  pattern: [last_half, attn_only]\n  branch: [on, off]\n",
+        "space:\n  s3.d_state: {int: [1, 16]}\n")
+    study = {"seeds": [0], **study}
+    message = _error(text, (f"study={study}",))
+    assert f"study.{key}: " in message and words in message, message
+
+
+def test_a_huge_population_checks_in_well_under_a_second(tmp_path, capsys):
+    from mvlab.cli import main
+
+    path = tmp_path / "study.yaml"
+    path.write_text(BASE.replace("kind: grid", "kind: population\n  n: 1000000000").replace(
+        "  pattern: [last_half, attn_only]\n  branch: [on, off]\n", "  s3.d_state: {int: [1, 16]}\n"))
+    start = time.perf_counter()
+    assert main(["sweep", str(path), "--check"]) == 2
+    assert time.perf_counter() - start < 1.0
+    assert "study.n: n=1000000000" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- hostile YAML itself
+def _laughs(levels: int) -> str:
+    """A "billion laughs" document: 10**levels values from a few hundred bytes."""
+    lines = ["x0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_expands():
+    text = BASE + _laughs(9)  # 10**9 strings if expanded
+    assert len(text.encode()) < 1000
+    start = time.perf_counter()
+    message = _error(text)
+    assert time.perf_counter() - start < 5
+    assert re.match(r"^study\.yaml:\d+: YAML aliases \(\*name\) expand this document past "
+                    r"100,000 values", message), message
+
+
+def test_a_few_aliases_still_work():
+    text = BASE.replace("  pattern: [last_half, attn_only]", "  pattern: &p [last_half, attn_only]"
+                        ).replace("  branch: [on, off]", "  s3.pattern: *p")
+    config = load_study_text(text, "study.yaml")
+    assert [d.choices for d in config.space] == [("last_half", "attn_only")] * 2
+
+
+@pytest.mark.parametrize("where, text", [
+    ("file", BASE + "description: &d [*d]\n"),
+    ("file", BASE + "tracking: &t {uri: *t}\n"),
+    ("--set", BASE),
+])
+def test_a_recursive_alias_is_one_line(where, text):
+    overrides = ("description=&d [x, *d]",) if where == "--set" else ()
+    message = _error(text, overrides)
+    assert "a YAML alias refers to the value it is inside" in message, message
+    assert message.startswith("--set description: " if overrides else "study.yaml:"), message
+
+
+def test_an_alias_bomb_in_a_set_value_is_refused():
+    flow = "{" + _laughs(7).strip().replace("\n", ", ") + "}"  # one line: a --set value
+    message = _error(BASE, (f"description={flow}",))
+    assert message.startswith("--set description: YAML aliases"), message
+
+
+def test_deep_nesting_is_one_line_not_a_recursion_error():
+    message = _error(BASE + "description: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert message == "study.yaml: YAML nested too deeply; a study needs a few levels"
+
+
+def test_a_study_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_bytes(BASE.encode() + "description: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(StudyError) as info:
+        load_study(path)
+    line = BASE.count("\n") + 1
+    assert str(info.value) == (f"{path}:{line}: not UTF-8 text (byte 0xe9); save the study file "
+                               f"as UTF-8")

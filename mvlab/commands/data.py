@@ -105,6 +105,7 @@ def _cache(args) -> int:
     from mvlab.data.bundle import _root_tag
     from mvlab.data.cache import build_or_open
     from mvlab.data.config import resolve_cache_dir
+    from mvlab.data.subsets import require_every_class
 
     cfg = _config(args)
     subset = select_subset(cfg)
@@ -119,6 +120,7 @@ def _cache(args) -> int:
         print(f"{name:5s} {len(entry)} images {cfg.stored_side}px, {size:.1f} MiB, {action}: {entry.path}")
         if entry.skipped:
             print(f"      skipped {len(entry.skipped)} undecodable file(s), e.g. {entry.skipped[0]}")
+        require_every_class(entry.labels, subset.classes, name, entry.skipped)
     return 0
 
 

@@ -18,7 +18,13 @@ from mvlab.data.cache import DecodedCache, build_or_open
 from mvlab.data.config import PROCEDURAL, DataConfig, resolve_cache_dir
 from mvlab.data.folders import SplitListing, list_split
 from mvlab.data.loaders import CachedLoader, DirectLoader
-from mvlab.data.subsets import cap_per_class, select_classes, stratified_split, subset_id
+from mvlab.data.subsets import (
+    cap_per_class,
+    require_every_class,
+    select_classes,
+    stratified_split,
+    subset_id,
+)
 from mvlab.errors import DataError
 
 log = logging.getLogger("mvlab.data")
@@ -132,6 +138,8 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         pool_labels = caches["train"].labels
         train_rows, held_rows = stratified_split(pool_labels, cfg.heldout_fraction, cfg.seed)
         tc, vc = caches["train"], caches["val"]
+        require_every_class(tc.labels, subset.classes, "train", tc.skipped)
+        require_every_class(vc.labels, subset.classes, "val", vc.skipped)
         train = CachedLoader(tc.images, tc.labels, train_rows, batch_size, train=True,
                              resolution=cfg.resolution, **order, **aug)
         heldout = CachedLoader(tc.images, tc.labels, held_rows, eval_batch_size, train=False,

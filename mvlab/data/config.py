@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mvlab.errors import DataError
+
+MAX_RESOLUTION = 4096  # pixels; bigger inputs are a typo (docs/studies.md, Limits)
+MAX_SEED = 2**32 - 1  # numpy's seed range; every seed mvlab takes is checked against it
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -114,6 +118,7 @@ class DataConfig:
             raise DataError(f"data.scale={self.scale}: needs 0 < min <= max <= 1")
         if not (0 < self.ratio[0] <= self.ratio[1]):
             raise DataError(f"data.ratio={self.ratio}: needs 0 < min <= max")
+        self._validate_values()
         if self.dataset in PROCEDURAL:
             self._validate_procedural()
 
@@ -135,6 +140,39 @@ class DataConfig:
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)
+
+    def _validate_values(self) -> None:
+        """What would otherwise pass here and fail every run later (or silently mislead)."""
+        if self.dataset == "builtin" and self.root:
+            raise DataError(f"data.root={self.root!r} is ignored by data.dataset=builtin; set "
+                            f"data.dataset=folder to read it, or drop data.root")
+        if isinstance(self.classes, str) and not self.classes.strip() or \
+                isinstance(self.classes, (list, tuple)) and not self.classes:
+            raise DataError("data.classes is empty: give 'all', 'first:N', a list name or "
+                            "class ids")
+        for name in ("resolution", "storage_resolution"):
+            value = getattr(self, name)
+            if value is not None and int(value) > MAX_RESOLUTION:
+                raise DataError(f"data.{name}={value}: above the limit of {MAX_RESOLUTION} pixels")
+        for name in ("seed", "order_seed"):
+            value = getattr(self, name, None)
+            if value is not None and not 0 <= int(value) <= MAX_SEED:
+                raise DataError(f"data.{name}={value}: must be in 0..{MAX_SEED}")
+        if int(self.num_workers) < 0:
+            raise DataError(f"data.num_workers={self.num_workers}: must be 0 (decode in this "
+                            f"process or one per core) or more")
+        if not 0.0 <= float(self.hflip) <= 1.0:
+            raise DataError(f"data.hflip={self.hflip}: a probability, must be in [0, 1]")
+        for name in ("scale", "ratio", "mean", "std"):
+            values = tuple(getattr(self, name))
+            if not all(math.isfinite(float(v)) for v in values):
+                raise DataError(f"data.{name}={values}: every value must be a finite number")
+        if len(tuple(self.mean)) != 3 or len(tuple(self.std)) != 3:
+            raise DataError(f"data.mean and data.std need 3 values (R, G, B), got "
+                            f"{tuple(self.mean)} and {tuple(self.std)}")
+        if not all(float(v) > 0 for v in self.std):
+            raise DataError(f"data.std={tuple(self.std)}: every value must be > 0 (images are "
+                            f"divided by it)")
 
     @property
     def stored_side(self) -> int:

@@ -57,17 +57,15 @@ def list_split(root: str | Path, split: str, labels_file: str | Path | None = No
     split_dir = root / split
     if not split_dir.is_dir():
         raise DataError(f"split folder {split_dir} is missing; {LAYOUT_HELP}")
-    with os.scandir(split_dir) as entries:
-        entries = sorted(entries, key=lambda e: e.name)
-    class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    entries = _entries(split_dir)
+    class_dirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
     if class_dirs:
         files = {}
         for entry in class_dirs:
-            with os.scandir(entry.path) as inner:
-                names = sorted(f.name for f in inner if f.is_file() and is_image(f.name))
+            names = [f.name for f in _entries(Path(entry.path)) if _is_file(f) and is_image(f.name)]
             files[entry.name] = [f"{split}/{entry.name}/{n}" for n in names]
         return SplitListing(root, split, "class-folders", files)
-    images = [e.name for e in entries if e.is_file() and is_image(e.name)]
+    images = [e.name for e in entries if _is_file(e) and is_image(e.name)]
     if not images:
         raise DataError(f"split folder {split_dir} has no class folders and no images; {LAYOUT_HELP}")
     labels_path = _find_labels_file(root, split, labels_file)
@@ -85,6 +83,31 @@ def list_split(root: str | Path, split: str, labels_file: str | Path | None = No
                         f"(first: {unlabelled[0]}); every image of a flat split needs a line "
                         f"'<file name> <class_id>'")
     return SplitListing(root, split, "flat+labels", files)
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` sorted by name; DataError when it cannot be listed (no
+    permission, a symlink loop, a file where a folder should be)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(f"cannot list {folder} ({exc.strerror or exc}); fix or remove it, or "
+                        f"choose classes without it") from None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop, a vanished file: not a folder we can read
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _find_labels_file(root: Path, split: str, labels_file: str | Path | None) -> Path:
@@ -108,7 +131,7 @@ _SPLIT = re.compile(r"[,\s]+")
 def read_labels_file(path: Path) -> dict[str, str]:
     """Map image file name (and stem) -> class id from a labels file (formats: module doc)."""
     labels: dict[str, str] = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text_lines(path, "labels file"), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -121,6 +144,21 @@ def read_labels_file(path: Path) -> dict[str, str]:
     if not labels:
         raise DataError(f"labels file {path} has no '<file name> <class_id>' lines")
     return labels
+
+
+def read_text_lines(path: Path, what: str) -> list[str]:
+    """The lines of a small UTF-8 text file (a labels file, a class list); DataError with the
+    line of the first byte that is not UTF-8, or when the file cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{what} {path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
+                        f"save it as UTF-8") from None
 
 
 def load_rgb(path: str | Path) -> Image.Image:

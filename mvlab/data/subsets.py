@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mvlab.data.folders import read_text_lines
 from mvlab.errors import DataError
 
 LISTS_DIR = Path(__file__).with_name("lists")
@@ -36,7 +37,7 @@ def shipped_lists() -> dict[str, Path]:
 def read_class_list(path: Path) -> list[str]:
     """One class id per line; ``#`` starts a comment; blank lines are ignored."""
     ids = []
-    for line in path.read_text().splitlines():
+    for line in read_text_lines(path, "class list"):
         word = line.split("#", 1)[0].strip()
         if word:
             ids.append(word)
@@ -106,6 +107,23 @@ def _count(spec: str, text: str, available: int) -> int:
     if not 1 <= n <= available:
         raise DataError(f"classes={spec!r}: N must be between 1 and {available} (classes in train)")
     return n
+
+
+def require_every_class(labels: np.ndarray, classes: Sequence[str], split: str,
+                        skipped: Sequence[str]) -> None:
+    """DataError when a selected class kept no image of ``split`` after undecodable files were
+    skipped: a class the model never trains on would still be scored on val (and a split with
+    no image at all trains nothing)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts, strict=False) if n == 0]
+    if not empty:
+        return
+    example = f", e.g. {skipped[0]}" if skipped else ""
+    what = "every selected class" if len(empty) == len(classes) else \
+        f"{len(empty)} class(es): {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}"
+    raise DataError(f"{split}: no decodable image left of {what} ({len(skipped)} file(s) could "
+                    f"not be decoded{example}); replace those files, or choose classes without "
+                    f"them")
 
 
 def stable_seed(*parts: object) -> int:

@@ -8,8 +8,13 @@ from mvlab.study.space import collapse_points, grid_points, planned_points
 
 def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
     """Name, kind, size, space, fidelity and where the records go."""
-    points = planned_points(config)
-    size = config.n_trials if points is None else len(points)
+    # A population is not sampled here: drawing and measuring n models under a band takes
+    # seconds per hundred, and the sweep samples it (the same points) when it prepares.
+    if config.kind == "population":
+        size = f"{config.n * len(config.seeds)} (n={config.n} sampled when the sweep prepares)"
+    else:
+        points = planned_points(config)
+        size = config.n_trials if points is None else len(points)
     lines = [
         f"study {config.name}: {config.kind} ({config.sampler}), {size} trials, "
         f"seeds {list(config.seeds)}",

@@ -123,6 +123,9 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
     url = storage_url_for(config, options.storage)
     uri = tracking_uri_for(config)
     experiment = config.experiment or config.name
+    # Seconds, not minutes, and before the lock every other worker waits on.
+    st.check_storage_folder(url)
+    tracking.check_reachable(uri)
     # Sweeps started together (N hosts, or N shells) prepare one at a time: each point is
     # queued once, and the MLflow database and experiment are created once.
     with st.prepare_lock(url, config.name):

@@ -9,16 +9,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from mvlab.errors import StudyError, UserError
 from mvlab.study.fields import closest, coerce, describe, field_types, parse_amount
-from mvlab.study.yamlsource import KeyPath, Located, load_located, load_located_file
+from mvlab.study.yamlsource import (
+    KeyPath,
+    Located,
+    load_located,
+    load_located_file,
+    load_value,
+)
 
 StudyKind = Literal["grid", "population", "optimize"]
 KINDS = ("grid", "population", "optimize")
@@ -48,6 +53,12 @@ MODEL_SPACE_KEYS = (("stem", "mlp_ratio", "drop_path", "layer_scale", "dim", "de
                      "conv1d", "out")
                     + tuple(f"s{i}.{k}" for i in range(1, 5) for k in _STAGE_SUBKEYS))
 RESERVED_PARAMS = ("seed",)
+# Size limits of a study (docs/studies.md, Limits); the grammar bounds the model, DataConfig
+# the images.
+MAX_TRIALS = 100_000  # grid points x seeds, population n x seeds, n_trials
+MAX_POPULATION = 10_000  # population n: each is sampled and checked by `--check`
+BENCH_LIMITS = {"batch_size": (1, 65_536), "warmup": (0, 100_000), "steps": (1, 100_000),
+                "repeats": (1, 1_000), "threads": (1, 4_096)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -197,10 +208,7 @@ def apply_overrides(located: Located, overrides: list[str] | tuple[str, ...]) ->
             raise StudyError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=30")
         dotted, text = item.split("=", 1)
         dotted = dotted.strip()
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+        value = load_value(text, f"--set {dotted}") if text.strip() else None
         head, _, rest = dotted.partition(".")
         if head not in TOP_KEYS:
             raise StudyError(f"--set {dotted}: unknown key {head!r}{closest(head, TOP_KEYS)}; "
@@ -212,6 +220,8 @@ def apply_overrides(located: Located, overrides: list[str] | tuple[str, ...]) ->
                 target[part] = {}
             target = target[part]
         target[path[-1]] = value
+        for inside in [k for k in located.where_by_path if k[:len(path)] == path]:
+            del located.where_by_path[inside]  # the file's lines no longer hold these values
         located.where_by_path[path] = f"--set {dotted}"
     return located
 
@@ -223,6 +233,8 @@ class _Checker:
 
     def fail(self, path: KeyPath, message: str) -> StudyError:
         dotted = ".".join(str(p) for p in path) if path else "(top)"
+        if not dotted.isprintable():  # a key holding '\r' or '\n' would split the one line
+            dotted = repr(dotted)
         return StudyError(f"{self.located.where(path)}: {dotted}: {message}")
 
     def mapping(self, value: Any, path: KeyPath, known: tuple[str, ...] | None) -> dict:
@@ -239,9 +251,29 @@ class _Checker:
 
     def typed(self, value: Any, tp: Any, path: KeyPath) -> Any:
         try:
-            return coerce(value, tp)
+            result = coerce(value, tp)
         except ValueError as exc:
             raise self.fail(path, str(exc)) from None
+        if not _finite(result):
+            raise self.fail(path, f"expected finite numbers, got {value!r}")
+        return result
+
+    def seed(self, value: Any, path: KeyPath) -> int:
+        from mvlab.data.config import MAX_SEED
+
+        seed = self.typed(value, int, path)
+        if not 0 <= seed <= MAX_SEED:
+            raise self.fail(path, f"a seed must be in 0..{MAX_SEED}, got {seed}")
+        return seed
+
+
+def _finite(value: Any) -> bool:
+    """False when ``value`` is, or holds, a NaN or an infinity (nothing in a study means one)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _validate(located: Located) -> StudyConfig:
@@ -270,6 +302,8 @@ def _validate(located: Located) -> StudyConfig:
     seeds = study_raw.get("seeds", [0])
     seeds = tuple(check.typed(seeds if isinstance(seeds, list) else [seeds], list[int],
                               ("study", "seeds")))
+    for index, seed in enumerate(seeds):
+        check.seed(seed, ("study", "seeds", index))
     if not seeds or len(set(seeds)) != len(seeds):
         raise check.fail(("study", "seeds"), "needs at least one seed and no repeats, e.g. [0, 1]")
     n = study_raw.get("n")
@@ -292,6 +326,21 @@ def _validate(located: Located) -> StudyConfig:
     for key, value in (("n", n), ("n_trials", n_trials)):
         if value is not None and value < 1:
             raise check.fail(("study", key), "must be at least 1")
+    if n is not None and (n > MAX_POPULATION or n * len(seeds) > MAX_TRIALS):
+        raise check.fail(("study", "n"), f"n={n} with {len(seeds)} seed(s) is above the limit "
+                                         f"of {MAX_POPULATION:,} models and {MAX_TRIALS:,} trials")
+    if n_trials is not None and n_trials > MAX_TRIALS:
+        raise check.fail(("study", "n_trials"), f"n_trials={n_trials} is above the limit of "
+                                                f"{MAX_TRIALS:,}")
+    population_size = check.typed(study_raw.get("population_size"), int | None,
+                                  ("study", "population_size"))
+    if population_size is not None and (kind, sampler) != ("optimize", "nsga2"):
+        raise check.fail(("study", "population_size"), "only the nsga2 sampler of an optimize "
+                                                       "study takes a population_size; remove it")
+    if population_size is not None and not 2 <= population_size <= MAX_TRIALS:
+        raise check.fail(("study", "population_size"), f"NSGA-II needs 2..{MAX_TRIALS:,} "
+                                                       f"models per generation, got "
+                                                       f"{population_size}")
     band = _band(check, study_raw.get("band"), kind)
 
     space = _space(check, raw.get("space"), kind)
@@ -316,9 +365,8 @@ def _validate(located: Located) -> StudyConfig:
         n=n,
         n_trials=n_trials,
         band=band,
-        sampler_seed=check.typed(study_raw.get("sampler_seed", 0), int, ("study", "sampler_seed")),
-        population_size=check.typed(study_raw.get("population_size"), int | None,
-                                    ("study", "population_size")),
+        sampler_seed=check.seed(study_raw.get("sampler_seed", 0), ("study", "sampler_seed")),
+        population_size=population_size,
         stale_after_s=check.typed(study_raw.get("stale_after_s", 600.0), float,
                                   ("study", "stale_after_s")),
         objectives=objectives,
@@ -476,6 +524,8 @@ def _choice(check: _Checker, path: KeyPath, key: str, value: Any) -> Any:
         raise check.fail(path, f"a choice must be a value, got a mapping {value!r}")
     if isinstance(value, bool) and key.split(".")[-1] in ("branch",):
         return "on" if value else "off"
+    if not _finite(value):
+        raise check.fail(path, f"expected a finite number, got {value!r}")
     return value
 
 
@@ -506,6 +556,8 @@ def _constraints(check: _Checker, value: Any) -> dict[str, float]:
             out[key] = parse_amount(amount)
         except ValueError as exc:
             raise check.fail(("constraints", key), str(exc)) from None
+        if not (math.isfinite(out[key]) and out[key] > 0):
+            raise check.fail(("constraints", key), f"needs a finite number > 0, got {amount!r}")
     return out
 
 
@@ -513,9 +565,16 @@ def _bench(check: _Checker, value: Any) -> BenchSettings:
     types_ = field_types(BenchSettings)
     raw = check.mapping(value, ("bench",), tuple(types_))
     kwargs = {k: check.typed(v, types_[k], ("bench", k)) for k, v in raw.items()}
-    for key in ("batch_size", "steps"):
-        if key in kwargs and kwargs[key] < 1:
-            raise check.fail(("bench", key), "must be at least 1")
+    for key, (low, high) in BENCH_LIMITS.items():
+        if kwargs.get(key) is not None and not low <= kwargs[key] <= high:
+            raise check.fail(("bench", key), f"must be in {low}..{high:,}, got {kwargs[key]}")
+    if kwargs.get("img_size") is not None:
+        from mvlab.data.config import MAX_RESOLUTION
+
+        if not 8 <= kwargs["img_size"] <= MAX_RESOLUTION:
+            raise check.fail(("bench", "img_size"), f"must be in 8..{MAX_RESOLUTION} pixels "
+                                                    f"(or null: the data resolution), got "
+                                                    f"{kwargs['img_size']}")
     return BenchSettings(**kwargs)
 
 
@@ -532,6 +591,9 @@ def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop
     raw = check.mapping(value, ("early_stop",), tuple(types_))
     stop = EarlyStop(**{k: check.typed(v, types_[k], ("early_stop", k)) for k, v in raw.items()})
     epochs = getattr(train, "epochs", None)
+    if stop.margin < 0:
+        raise check.fail(("early_stop", "margin"), f"top-1 points, must be >= 0, got "
+                                                   f"{stop.margin}")
     if stop.after_epoch < 1 or (epochs is not None and stop.after_epoch >= epochs):
         raise check.fail(("early_stop", "after_epoch"),
                          f"must be between 1 and train.epochs - 1 ({epochs}); "

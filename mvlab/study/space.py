@@ -25,11 +25,11 @@ from optuna.distributions import (
 
 from mvlab.errors import StudyError, UserError
 from mvlab.study.fields import coerce, field_types
-from mvlab.study.schema import Dimension, StudyConfig, construct_config
+from mvlab.study.schema import MAX_TRIALS, Dimension, StudyConfig, construct_config
 
 Point = dict[str, Any]
 SEED_PARAM = "seed"
-MAX_GRID = 100_000
+MAX_GRID = MAX_TRIALS
 
 
 @dataclass(frozen=True)

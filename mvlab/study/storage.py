@@ -329,3 +329,28 @@ def prepare_lock(url: str, study_name: str) -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def check_storage_folder(url: str) -> None:
+    """StudyError unless a file storage's folder exists (or can be made) and is writable, so a
+    path under a file or in a read-only folder is one line before the sweep takes any lock."""
+    path = _journal_path(url)
+    if path is None and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):])
+    if path is None:
+        return
+    check_writable_folder(path.parent, f"storage {path}")
+    if path.is_dir():
+        raise StudyError(f"storage {path}: is a folder; give a file path (or drop --storage)")
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """``folder`` exists or is created, and this user may write in it; StudyError naming
+    ``what`` otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"{what}: cannot create the folder {folder} ({exc.strerror or exc}); "
+                         f"choose a writable place") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StudyError(f"{what}: the folder {folder} is not writable; choose a writable place")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mvlab.errors import StudyError
 from mvlab.study.interrupts import deferred_interrupts
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,44 @@ class TrackingTarget:
     uri: str
     experiment_id: str
     parent_run_id: str | None = None
+
+
+CONNECT_TIMEOUT_S = 5.0  # a server on the same network answers in milliseconds
+
+
+def check_reachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """StudyError within ``timeout_s`` when an MLflow server does not accept connections, or a
+    local store's folder cannot be written. The sweep runs this before its prepare lock: MLflow's
+    own client retries a refused connection for minutes, holding the lock every other worker
+    waits on."""
+    from urllib.parse import urlsplit
+
+    from mvlab.study.storage import check_writable_folder
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        try:
+            host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
+        except ValueError:  # a port that is not a number
+            host, port = None, None
+        if not host or not port:
+            raise StudyError(f"tracking.uri {scheme}://{parts.netloc.rpartition('@')[2]}: "
+                             f"needs a host and a port, e.g. http://mlflow-host:5000")
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                pass
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            if isinstance(exc, TimeoutError | socket.timeout):
+                reason = f"no answer in {timeout_s:g} s"
+            raise StudyError(f"tracking.uri {scheme}://{host}:{port}: cannot connect "
+                             f"({reason}); start the MLflow server or fix tracking.uri") from None
+    elif scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
+        path = Path(uri.split(":///", 1)[-1])
+        check_writable_folder(path.parent, f"tracking.uri {uri}")
+    elif scheme in ("", "file") and parts.path:
+        check_writable_folder(Path(parts.path), f"tracking.uri {uri}")
 
 
 def _client(uri: str) -> Any:

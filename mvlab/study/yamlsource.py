@@ -1,9 +1,15 @@
 """YAML with a location for every key, so a study error can say ``file:line: key``.
 
 PyYAML's node marks carry line numbers; we compose the node tree once, remember where every
-mapping key and list item sits, and construct plain Python values from the same tree."""
+mapping key and list item sits, and construct plain Python values from the same tree.
+
+Aliases share nodes, so a few hundred bytes of ``&a [*b, *b, ...]`` describe billions of values
+(a "billion laughs" bomb) and ``&d [*d]`` describes an endless one. The tree is measured as it
+would expand before anything walks it: more than ``MAX_VALUES`` values, or an alias inside its
+own anchor, is a one-line error."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +19,7 @@ import yaml
 from mvlab.errors import StudyError
 
 KeyPath = tuple[Any, ...]
+MAX_VALUES = 100_000  # scalars, lists and mappings after alias expansion; a big study has ~500
 
 
 @dataclass
@@ -41,11 +48,14 @@ def load_located(text: str, source: str) -> Located:
         node = loader.get_single_node()
         if node is None:
             return Located({}, source, {(): f"{source}:1"})
+        _check_expansion(node, lambda n: f"{source}:{n.start_mark.line + 1}")
         where: dict[KeyPath, str] = {(): f"{source}:{node.start_mark.line + 1}"}
         _record_marks(node, (), source, where)
         value = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise StudyError(f"{source}:{_line_of(exc, text)}: not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:  # PyYAML composes recursively: thousands of nested [ or {
+        raise StudyError(f"{source}: YAML nested too deeply; a study needs a few levels") from None
     finally:
         loader.dispose()
     return Located(value, source, where)
@@ -70,10 +80,72 @@ def _one_line(exc: yaml.YAMLError) -> str:
 def load_located_file(path: str | Path) -> Located:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StudyError(f"{path}: cannot read the study file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise StudyError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                         f"save the study file as UTF-8") from None
     return load_located(text, str(path))
+
+
+def load_value(text: str, where: str) -> Any:
+    """One YAML value (a ``--set`` right-hand side) with the same expansion limits as a file,
+    errors prefixed by ``where``; text that is not YAML stays the string it is."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError:
+        return text
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, lambda n: where)
+        return loader.construct_document(node)
+    except yaml.YAMLError:
+        return text
+    except RecursionError:
+        raise StudyError(f"{where}: YAML nested too deeply; a value needs a few levels") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, locate: Callable[[yaml.Node], str]) -> None:
+    """Raise StudyError when aliases make ``root`` recursive or expand it past ``MAX_VALUES``.
+
+    Each distinct node is sized once (memoised), so a bomb is measured in time linear in its
+    text, not in its expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # iterative: a deeply nested document must not hit Python's recursion limit
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            if sizes[key] > MAX_VALUES:
+                raise StudyError(
+                    f"{locate(node)}: YAML aliases (*name) expand this "
+                    f"document past {MAX_VALUES:,} values; write the values out instead")
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise StudyError(f"{locate(node)}: a YAML alias refers to the "
+                             f"value it is inside (&name ... *name): it would never end; remove it")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _record_marks(node: yaml.Node, path: KeyPath, source: str, where: dict[KeyPath, str]) -> None:
