@@ -53,7 +53,8 @@ def main() -> None:
                                   img_size=args.resolution, device="cpu", precision="fp32",
                                   channels_last=args.channels_last, compile=args.compile,
                                   warmup=2, steps=args.bench_steps, repeats=3,
-                                  num_classes=bundle.num_classes)
+                                  num_classes=bundle.num_classes,
+                                  clock="wall")  # compared with the trial's wall time
 
     # The ceiling is measured before and after the trial: on a shared machine the load changes
     # while the trial runs, and the two numbers show by how much.

@@ -120,6 +120,9 @@ def test_sweep_records_resumes_after_a_kill_and_reports(tmp_path, monkeypatch, t
         assert run.data.params["pattern"] == trial.params["pattern"]
         assert run.data.metrics["heldout_top1"] == pytest.approx(trial.values[0])
         assert run.data.metrics["throughput"] == pytest.approx(trial.values[1])
+        # one thread by default on a CPU, so the objective is that thread's CPU time
+        assert (run.data.params["bench.clock_used"], run.data.params["bench.device_used"],
+                run.data.params["bench.threads_used"]) == ("thread_cpu", "cpu", "1")
         assert len(client.get_metric_history(run.info.run_id, "heldout_top1")) >= 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"data_manifest.json", "throughput.json"} <= artifacts

@@ -99,7 +99,10 @@ class BenchSettings:
     warmup: int = 2
     steps: int = 5
     repeats: int = 1
-    threads: int | None = None  # CPU threads; None: the same as train.threads
+    threads: int | None = None  # CPU threads; None: train.threads, else 1
+    # auto: thread CPU time on a CPU with 1 thread (process CPU time with more), wall on a GPU
+    # (mvlab.bench.resolve_clock)
+    clock: Literal["auto", "thread_cpu", "process_cpu", "wall"] = "auto"
 
 
 @dataclass(frozen=True)

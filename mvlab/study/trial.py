@@ -195,7 +195,9 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     run.log_json(bench_row, "throughput.json")
     run.log_params({**{f"bench.{k}": bench_row.get(k) for k in _BENCH_ENVIRONMENT},
                     "bench.batch_size_used": bench_row.get("batch_size"),
-                    "bench.threads_used": bench_row.get("threads")})
+                    "bench.threads_used": bench_row.get("threads"),
+                    "bench.clock_used": bench_row.get("clock"),
+                    "bench.device_used": bench_row.get("device")})
     _check_constraints(config, measured, ("max_latency_ms", LATENCY))
     if "min_throughput" in config.constraints and \
             measured[THROUGHPUT] < config.constraints["min_throughput"]:
@@ -254,7 +256,8 @@ class _TrialFailed(Exception):
 
 
 # What the benchmark row says about where it ran (params next to the study's bench settings).
-# (``threads`` is a setting too: what it resolved to is logged as bench.threads_used; MLflow
+# (``threads``, ``clock`` and ``device`` are settings too: what they resolved to is logged as
+# bench.threads_used, bench.clock_used and bench.device_used; MLflow
 # refuses to log one param twice with different values.)
 _BENCH_ENVIRONMENT = ("device_name", "torch", "cuda", "scan_backend")
 
