@@ -15,6 +15,7 @@ complexity, the study's search space and the CLI. See docs/grammar.md for the us
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -193,6 +194,7 @@ def canonical_pattern(pattern: str, depth: int | None = None, where: str = "patt
     raise SpecError(f"{where}: unknown pattern {text!r}; use one of: {_PATTERN_HELP}")
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function, called for every stage of every spec
 def expand_pattern(pattern: str, depth: int) -> tuple[str, ...]:
     """The block letters ("C", "M", "A") that ``pattern`` gives a stage of ``depth`` blocks.
 

@@ -8,6 +8,7 @@ under an optional params/MACs band; optimize studies let an Optuna sampler sugge
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from mvlab.study.schema import MAX_TRIALS, Dimension, StudyConfig, construct_con
 Point = dict[str, Any]
 SEED_PARAM = "seed"
 MAX_GRID = MAX_TRIALS
+MAX_DRAWS = 100_000  # samples a population may draw to fill n under its band (~1 ms each)
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,9 @@ class TrialPlan:
 # -------------------------------------------------------------------------------- resolution
 def resolve_point(config: StudyConfig, params: Point) -> TrialPlan:
     """The spec and configs a point trains with. Raises UserError for an impossible point."""
-    from mvlab.grammar import format_spec, parse_spec, set_option
+    from mvlab.grammar import format_spec, set_option
 
-    spec = parse_spec(config.model)
+    spec = _base_spec(config.model)
     train_changes: dict[str, Any] = {}
     data_changes: dict[str, Any] = {}
     seed = int(params.get(SEED_PARAM, config.seeds[0]))
@@ -78,10 +80,22 @@ def resolve_point(config: StudyConfig, params: Point) -> TrialPlan:
                      seed=seed)
 
 
+# A population draws thousands of points, each resolved like this: the base spec and the config
+# field types are the same every time (parsing them was most of the cost).
+@functools.lru_cache(maxsize=16)
+def _base_spec(text: str) -> Any:
+    from mvlab.grammar import parse_spec
+
+    return parse_spec(text)
+
+
+_field_types = functools.lru_cache(maxsize=16)(field_types)
+
+
 def _replace(base: Any, section: str, changes: dict[str, Any]) -> Any:
     if not changes:
         return base
-    types_ = field_types(type(base))
+    types_ = _field_types(type(base))
     kwargs = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
     for key, value in changes.items():
         try:
@@ -218,7 +232,7 @@ def population_points(config: StudyConfig,
     accepted: list[Point] = []
     seen: set[str] = set()
     tried = rejected_band = rejected_grammar = 0
-    budget = max(64, 200 * wanted)
+    budget = max(64, min(200 * wanted, MAX_DRAWS))  # a band too narrow fails, not runs for hours
     while len(accepted) < wanted and tried < budget:
         batch = 64
         unit = sobol.random(batch) if config.sampler == "sobol" else rng.random((batch, len(dims)))
