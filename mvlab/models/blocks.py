@@ -12,11 +12,16 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
+from timm.layers import DropPath, register_notrace_function
 from torch import nn
 
 from mvlab.grammar import STEM_CONV_STRIDES, MixerOptions
 from mvlab.ops import selective_scan
+
+# The scan dispatches on device and backend in Python (compiled C, Triton, loops): FX keeps it
+# as one leaf call (timm's registry for timm's tracers, torch.fx.wrap for any other).
+register_notrace_function(selective_scan)
+torch.fx.wrap("selective_scan")
 
 
 class Stem(nn.Module):
@@ -25,15 +30,17 @@ class Stem(nn.Module):
     ``stride`` 2 keeps the first conv's stride only and 1 neither (``stem_stride`` in the spec):
     same parameters, more tokens per stage at a low input resolution."""
 
-    def __init__(self, in_chans: int, stem: int, width: int, stride: int = 4):
+    def __init__(self, in_chans: int, stem: int, width: int, stride: int = 4,
+                 device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         first, second = STEM_CONV_STRIDES[stride]
         self.conv_down = nn.Sequential(
-            nn.Conv2d(in_chans, stem, 3, first, 1, bias=False),
-            nn.BatchNorm2d(stem, eps=1e-4),
+            nn.Conv2d(in_chans, stem, 3, first, 1, bias=False, **dd),
+            nn.BatchNorm2d(stem, eps=1e-4, **dd),
             nn.ReLU(),
-            nn.Conv2d(stem, width, 3, second, 1, bias=False),
-            nn.BatchNorm2d(width, eps=1e-4),
+            nn.Conv2d(stem, width, 3, second, 1, bias=False, **dd),
+            nn.BatchNorm2d(width, eps=1e-4, **dd),
             nn.ReLU(),
         )
 
@@ -44,9 +51,10 @@ class Stem(nn.Module):
 class Downsample(nn.Module):
     """Between stages: one conv3x3 stride 2, no bias, no norm."""
 
-    def __init__(self, dim: int, out_dim: int):
+    def __init__(self, dim: int, out_dim: int, device=None, dtype=None):
         super().__init__()
-        self.reduction = nn.Sequential(nn.Conv2d(dim, out_dim, 3, 2, 1, bias=False))
+        self.reduction = nn.Sequential(
+            nn.Conv2d(dim, out_dim, 3, 2, 1, bias=False, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduction(x)
@@ -55,13 +63,14 @@ class Downsample(nn.Module):
 class ConvBlock(nn.Module):
     """Residual conv block on NCHW maps: conv3x3 -> BN -> GELU(tanh) -> conv3x3 -> BN."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, drop_path: float = 0.0, device=None, dtype=None):
         super().__init__()
-        self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
-        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        dd = dict(device=device, dtype=dtype)
+        self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1, **dd)
+        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5, **dd)
         self.act1 = nn.GELU(approximate="tanh")
-        self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
-        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1, **dd)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,20 +78,23 @@ class ConvBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-def _depthwise_conv_tokens(x: torch.Tensor, weight: torch.Tensor, causal: bool) -> torch.Tensor:
-    """Depthwise conv over the token axis of a token-major (batch, L, channels) tensor; no bias.
+def _depthwise_conv_tokens(x: torch.Tensor, conv: nn.Conv1d, causal: bool) -> torch.Tensor:
+    """Depthwise conv (``conv``'s weight) over the token axis of a token-major (batch, L,
+    channels) tensor; no bias.
 
     Runs as a channels-last conv2d on the (batch, channels, 1, L) view of the same memory, so
     neither the input nor the output is transposed in memory (a conv1d would copy both to
-    channel-major). Returns token-major (batch, L, channels)."""
-    k = weight.shape[-1]
+    channel-major). Returns token-major (batch, L, channels). Kernel size and groups come from
+    the module, not from tensor shapes: an FX trace sees plain ints there, not proxies."""
+    k = conv.kernel_size[0]
     length = x.shape[1]
     image = x.transpose(1, 2).unsqueeze(2)  # (batch, C, 1, L): channels-last strides, a view
+    weight = conv.weight.unsqueeze(2)
     if causal:  # out[t] = sum_j w[j] x[t - k + 1 + j]
-        y = F.conv2d(image, weight.unsqueeze(2), padding=(0, k - 1), groups=x.shape[2])
+        y = F.conv2d(image, weight, padding=(0, k - 1), groups=conv.groups)
         y = y[..., :length]
     else:  # odd k: centred; even k: the extra zero on the right, as padding="same"
-        y = F.conv2d(image, weight.unsqueeze(2), padding=(0, k // 2), groups=x.shape[2])
+        y = F.conv2d(image, weight, padding=(0, k // 2), groups=conv.groups)
         if k % 2 == 0:
             y = y[..., 1:length + 1]
     return y.squeeze(2).transpose(1, 2)
@@ -107,8 +119,9 @@ class MambaVisionMixer(nn.Module):
     """
 
     def __init__(self, dim: int, opts: MixerOptions | None = None,
-                 scan_backend: str = "auto"):
+                 scan_backend: str = "auto", device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         opts = opts or MixerOptions()
         self.dim = dim
         self.opts = opts
@@ -118,20 +131,21 @@ class MambaVisionMixer(nn.Module):
         self.dt_rank = math.ceil(dim / 16)
         self.causal = opts.conv1d == "causal"
         self.scan_backend = scan_backend
-        has_z = opts.branch or opts.out == "gate"
-        self.in_proj = nn.Linear(dim, self.d_inner if has_z else self.d_half, bias=False)
+        self.has_z = opts.branch or opts.out == "gate"
+        self.in_proj = nn.Linear(dim, self.d_inner if self.has_z else self.d_half, bias=False,
+                                 **dd)
         self.conv1d_x = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
-                                  bias=False)
+                                  bias=False, **dd)
         if opts.branch:
             self.conv1d_z = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
-                                      bias=False)
-        self.x_proj = nn.Linear(self.d_half, self.dt_rank + 2 * self.d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, self.d_half, bias=True)
-        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_half, 1)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(self.d_half))
+                                      bias=False, **dd)
+        self.x_proj = nn.Linear(self.d_half, self.dt_rank + 2 * self.d_state, bias=False, **dd)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_half, bias=True, **dd)
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device)
+        self.A_log = nn.Parameter(torch.log(A.repeat(self.d_half, 1)).to(dtype=dtype))
+        self.D = nn.Parameter(torch.ones(self.d_half, **dd))
         concat = opts.branch and opts.out == "concat"
-        self.out_proj = nn.Linear(self.d_inner if concat else self.d_half, dim, bias=False)
+        self.out_proj = nn.Linear(self.d_inner if concat else self.d_half, dim, bias=False, **dd)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # Token-major (batch, L, channels) throughout: the scan reads channel-major views of it
@@ -139,10 +153,10 @@ class MambaVisionMixer(nn.Module):
         # GEMMs on row blocks of its weight, giving x and z as separate contiguous tensors.
         w = self.in_proj.weight
         x = F.linear(hidden, w[:self.d_half])
-        z = F.linear(hidden, w[self.d_half:]) if w.shape[0] > self.d_half else None
-        x = F.silu(_depthwise_conv_tokens(x, self.conv1d_x.weight, self.causal))
+        z = F.linear(hidden, w[self.d_half:]) if self.has_z else None
+        x = F.silu(_depthwise_conv_tokens(x, self.conv1d_x, self.causal))
         if self.opts.branch:
-            z = F.silu(_depthwise_conv_tokens(z, self.conv1d_z.weight, self.causal))
+            z = F.silu(_depthwise_conv_tokens(z, self.conv1d_z, self.causal))
         x_dbl = F.linear(x, self.x_proj.weight)  # (batch, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         # Reference quirk kept for weight compatibility: dt_proj adds its bias here and the
@@ -163,12 +177,12 @@ class MambaVisionMixer(nn.Module):
 class Attention(nn.Module):
     """Plain multi-head self-attention on (batch, L, C): fused SDPA, no position bias."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, device=None, dtype=None):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=True, device=device, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
@@ -181,11 +195,11 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> exact GELU -> fc2."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, device=None, dtype=None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden, device=device, dtype=dtype)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -200,20 +214,21 @@ class TokenBlock(nn.Module):
 
     def __init__(self, dim: int, kind: str, heads: int, mixer_opts: MixerOptions,
                  mlp_ratio: float, drop_path: float, layer_scale: float | None,
-                 scan_backend: str = "auto"):
+                 scan_backend: str = "auto", device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.kind = kind
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, **dd)
         if kind == "M":
-            self.mixer = MambaVisionMixer(dim, mixer_opts, scan_backend)
+            self.mixer = MambaVisionMixer(dim, mixer_opts, scan_backend, **dd)
         else:
-            self.mixer = Attention(dim, heads)
+            self.mixer = Attention(dim, heads, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), **dd)
         if layer_scale is not None:
-            self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim))
-            self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim))
+            self.gamma_1 = nn.Parameter(layer_scale * torch.ones(dim, **dd))
+            self.gamma_2 = nn.Parameter(layer_scale * torch.ones(dim, **dd))
         else:
             self.gamma_1 = self.gamma_2 = None
 
@@ -248,8 +263,7 @@ def to_tokens(x: torch.Tensor, window: int | None) -> tuple[torch.Tensor, tuple[
     if window is None:
         return x.flatten(2).transpose(1, 2), (h, w, h, w)
     pad_r, pad_b = (window - w % window) % window, (window - h % window) % window
-    if pad_r or pad_b:
-        x = F.pad(x, (0, pad_r, 0, pad_b))
+    x = _pad_right_bottom(x, pad_r, pad_b)
     hp, wp = h + pad_b, w + pad_r
     return window_partition(x, window), (h, w, hp, wp)
 
@@ -259,7 +273,27 @@ def from_tokens(tokens: torch.Tensor, window: int | None, shape: tuple[int, ...]
     h, w, hp, wp = shape
     if window is None:
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-    x = window_reverse(tokens, window, hp, wp)
-    if hp != h or wp != w:
+    return _crop(window_reverse(tokens, window, hp, wp), h, w)
+
+
+# The two size-dependent branches of the windowing are FX leaves: a symbolic trace cannot take a
+# branch on a traced size, so each becomes one call node that decides at run time. timm's tracers
+# read the registry; torch.fx.wrap covers any other FX tracer.
+@register_notrace_function
+def _pad_right_bottom(x: torch.Tensor, right: int, bottom: int) -> torch.Tensor:
+    """Zero-pad the right and bottom of an NCHW map (no copy when nothing is padded)."""
+    if right or bottom:
+        x = F.pad(x, (0, right, 0, bottom))
+    return x
+
+
+@register_notrace_function
+def _crop(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The top-left ``h`` x ``w`` of an NCHW map (no copy when it is the whole map)."""
+    if x.shape[2] != h or x.shape[3] != w:
         x = x[:, :, :h, :w].contiguous()
     return x
+
+
+torch.fx.wrap("_pad_right_bottom")
+torch.fx.wrap("_crop")

@@ -27,20 +27,25 @@ class Level(nn.Module):
     """One stage: ``blocks`` (module names as in the released checkpoints) then ``downsample``."""
 
     def __init__(self, stage: StageSpec, out_width: int | None, drop_path: list[float],
-                 mlp_ratio: float, layer_scale: float | None, scan_backend: str):
+                 mlp_ratio: float, layer_scale: float | None, scan_backend: str,
+                 device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         self.window = stage.window
         self.letters = stage.blocks
         blocks: list[nn.Module] = []
         for j, letter in enumerate(self.letters):
             if letter == "C":
-                blocks.append(ConvBlock(stage.width, drop_path[j]))
+                blocks.append(ConvBlock(stage.width, drop_path[j], **dd))
             else:
                 blocks.append(TokenBlock(stage.width, letter, stage.heads or 1,
                                          stage.mixer_for(j), mlp_ratio, drop_path[j],
-                                         layer_scale, scan_backend))
+                                         layer_scale, scan_backend, **dd))
         self.blocks = nn.ModuleList(blocks)
-        self.downsample = Downsample(stage.width, out_width) if out_width else None
+        self.downsample = Downsample(stage.width, out_width, **dd) if out_width else None
+        # The stage's features are the blocks' output, before the downsample: this parameter-free
+        # module names that point for timm's FX and hook feature extraction (feature_info).
+        self.features = nn.Identity()
         self.grad_checkpointing = False
         # Runs of same-domain blocks: (is_token_run, start, stop).
         self._runs: list[tuple[bool, int, int]] = []
@@ -67,7 +72,7 @@ class Level(nn.Module):
                 x = from_tokens(self._run(tokens, start, stop), self.window, shape)
             else:
                 x = self._run(x, start, stop)
-        return x
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_blocks(x)
@@ -84,8 +89,10 @@ class MambaVision(nn.Module):
 
     def __init__(self, spec: ModelSpec | str, num_classes: int = 1000, in_chans: int = 3,
                  drop_rate: float = 0.0, global_pool: str = "avg",
-                 drop_path_rate: float | None = None, scan_backend: str = "auto"):
+                 drop_path_rate: float | None = None, scan_backend: str = "auto",
+                 device=None, dtype=None):
         super().__init__()
+        dd = dict(device=device, dtype=dtype)  # timm's factory kwargs: build on meta, in bf16
         spec = parse_spec(spec)
         if drop_path_rate is not None:  # timm's spelling of the spec's drop_path
             from dataclasses import replace
@@ -101,7 +108,7 @@ class MambaVision(nn.Module):
         self._scan_backend = scan_backend
         widths = spec.widths
         self.num_features = self.head_hidden_size = widths[-1]
-        self.patch_embed = Stem(in_chans, spec.stem, widths[0], spec.stem_stride)
+        self.patch_embed = Stem(in_chans, spec.stem, widths[0], spec.stem_stride, **dd)
         total = sum(spec.depths)
         rates = [spec.drop_path * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
         levels, start = [], 0
@@ -109,14 +116,15 @@ class MambaVision(nn.Module):
         for i, stage in enumerate(spec.stages):
             out_width = widths[i + 1] if i + 1 < len(widths) else None
             levels.append(Level(stage, out_width, rates[start:start + stage.depth],
-                                spec.mlp_ratio, spec.layer_scale, scan_backend))
+                                spec.mlp_ratio, spec.layer_scale, scan_backend, **dd))
             start += stage.depth
             self.feature_info.append(dict(num_chs=stage.width, reduction=spec.stem_stride * 2 ** i,
-                                          module=f"levels.{i}"))
+                                          module=f"levels.{i}.features"))
         self.levels = nn.ModuleList(levels)
-        self.norm = nn.BatchNorm2d(self.num_features)
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        self.head = (nn.Linear(self.num_features, num_classes, **dd) if num_classes
+                     else nn.Identity())
         self.apply(_init_weights)
 
     # ---------------------------------------------------------------------- scan backend
@@ -196,10 +204,18 @@ class MambaVision(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise ValueError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
             self.global_pool = global_pool
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        # the new head lives where the network lives (device, dtype, train/eval mode)
         if num_classes:
+            like = next(self.parameters())
+            self.head = nn.Linear(self.num_features, num_classes, device=like.device,
+                                  dtype=like.dtype)
             _init_weights(self.head)
+        else:
+            self.head = nn.Identity()
+        self.head.train(self.training)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:

@@ -26,7 +26,8 @@ import torch
 from mvlab.ops.scan import cpu_c as _cpu_c
 from mvlab.ops.scan import mamba_ssm as _mamba_ssm
 from mvlab.ops.scan import triton as _triton
-from mvlab.ops.scan.args import ScanArgumentError, ScanBackendUnavailable, check_args
+from mvlab.ops.scan.args import (ScanArgumentError, ScanBackendUnavailable, check_args,
+                                 compute_dtype)
 from mvlab.ops.scan.chunked import selective_scan_chunked
 from mvlab.ops.scan.cpu_c import selective_scan_cpu_c
 from mvlab.ops.scan.mamba_ssm import selective_scan_mamba_ssm
@@ -130,6 +131,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                 return BACKENDS[name](u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias,
                                       delta_softplus=delta_softplus,
                                       return_last_state=return_last_state)
+        if torch.compiler.is_exporting() and name != "reference":
+            # an exported program has no eager fallback: the others use raw data pointers
+            raise ScanBackendUnavailable(
+                f"torch.export needs a traceable scan backend ({', '.join(TRACEABLE)}, or "
+                f"'reference', a token loop unrolled into the graph); the model uses {name!r} "
+                f"(cpu_c needs a C compiler): set_scan_backend(model, ...) to one of them")
     return _selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                  return_last_state, backend)
 
@@ -138,6 +145,11 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 def _selective_scan_eager(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
                           backend):
     check_args(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias)
+    if u.device.type == "meta":  # shapes only: timm builds and checks models on the meta device
+        y = torch.empty(u.shape, dtype=u.dtype, device=u.device)
+        if not return_last_state:
+            return y
+        return y, u.new_empty(u.shape[0], u.shape[1], A.shape[1], dtype=compute_dtype(u))
     fn = BACKENDS[resolve_backend(backend, u.device)]
     # the named range lets a profile (and benchmarks/layout_copies.py) tell the scan's share
     with torch.autocast(device_type=u.device.type, enabled=False), \
