@@ -73,3 +73,16 @@ def test_fidelity_notebook_reports_rank_agreement_against_baselines(executed):
               if "text/plain" in o.get("data", {})]
     agreement = next(t for t in tables if "kendall_tau_low" in t)
     assert "epochs=1 res=32" in agreement and "params" in agreement
+
+
+def test_notebooks_show_verdicts_from_the_report_code_and_never_speak_of_ties(executed):
+    tables = " ".join(o["data"].get("text/plain", "") for o in _outputs(executed["pareto"])
+                      if "data" in o)
+    assert "verdict" in tables and "seeds_for_margin" in tables
+    markdown = " ".join(o["data"].get("text/markdown", "") for o in _outputs(executed["pareto"])
+                        if "data" in o)
+    assert "split-half reliability" in markdown  # the ranking says whether it can be trusted
+    for name in NAMES:
+        source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        text = " ".join(c.source for c in source.cells).lower()
+        assert "report.analyse" in text and " tie" not in text and "tied" not in text

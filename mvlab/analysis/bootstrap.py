@@ -32,7 +32,7 @@ def best_value_draws(values, errors, n_boot: int = 2500, frac: float = 0.25,
                      seed=0) -> np.ndarray:
     """The knob value of the lowest-error pair in each of ``n_boot`` resamples.
 
-    Each resample draws ``ceil(frac * n)`` pairs with replacement; ties in error go to the pair
+    Each resample draws ``ceil(frac * n)`` pairs with replacement; equal errors go to the pair
     drawn first."""
     vals, errs = _pairs(values, errors)
     if not 0 < frac <= 1:

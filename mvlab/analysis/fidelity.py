@@ -1,7 +1,7 @@
 """Does a cheap proxy rank architectures like a longer run? Rank agreement with CIs.
 
-Kendall tau-b and Spearman rho are scipy's; top-k overlap is |top-k(x) & top-k(y)| / k with ties
-broken by table order. ``rank_agreement_ci`` resamples the items of two fixed rankings;
+Kendall tau-b and Spearman rho are scipy's; top-k overlap is |top-k(x) & top-k(y)| / k with equal
+scores ordered as in the table. ``rank_agreement_ci`` resamples the items of two fixed rankings;
 ``fidelity_table`` resamples configurations *and their seeds*, the interval a study needs. Params
 and FLOPs are the baseline rankers, each in its better direction: a proxy that ranks no better
 than model size is not worth running."""

@@ -1,7 +1,7 @@
 """Non-dominated sets over any mix of maximised and minimised objectives.
 
 A point dominates another when it is at least as good in every objective and strictly better in
-one. Ties and exact duplicates therefore never dominate each other: two identical points on the
+one. Equal points and exact duplicates therefore never dominate each other: two identical points on the
 front are both kept, which is what a reader of a results table expects."""
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def pareto_mask(df: pd.DataFrame, objectives: Directions,
     """True for rows on the Pareto front of ``objectives`` ({column: 'maximize'|'minimize'}).
 
     Rows with a missing objective (failed or pruned trials) are never on the front and do not
-    dominate anything. ``tolerance`` ({column: margin}, e.g. twice the seed noise of accuracy)
-    keeps every row that no other row beats by more than the margins: the front within noise."""
+    dominate anything. ``tolerance`` ({column: margin}) keeps every row that no other row beats
+    by more than the margins (``summary.front_within_ci`` marks front points by their CI)."""
     points = _oriented(df, objectives)
     complete = ~np.isnan(points).any(axis=1)
     mask = np.zeros(len(df), dtype=bool)

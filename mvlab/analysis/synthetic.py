@@ -92,6 +92,11 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
         study.set_metric_names(list(OBJECTIVES))
     study.set_user_attr(names.STUDY_KIND, "population")
     study.set_user_attr(names.STUDY_SYNTHETIC, True)
+    # As a study file's analysis: section: the first configuration of the first pattern is the
+    # reference (it is one of those run with every seed).
+    study.set_user_attr(names.STUDY_ANALYSIS, {
+        "reference": {"pattern": patterns[0], "branch": branches[0], "d_state": d_states[0]},
+        "equivalence_margin": 0.5, "reliability_threshold": 0.8, "trend": {}})
     client, parent = _mlflow_parent(name, tracking_uri)
     if tracking_uri:
         study.set_user_attr(names.STUDY_TRACKING_URI, tracking_uri)

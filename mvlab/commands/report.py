@@ -10,7 +10,7 @@ Rebuild a study's report from its Optuna storage without retraining anything: pe
 every configuration against the study's reference (paired over seeds, Holm-adjusted, TOST
 equivalence: better / worse / equivalent / undetermined), the ordered hypothesis (Page's L),
 split-half reliability of the ranking, the Pareto front over configuration means, per-choice
-summaries and EDFs, rank agreement across fidelities, and the failed/pruned trials, tied
+summaries and EDFs, rank agreement across fidelities, and the failed/pruned trials, joined
 together in README.md.
 
 The report goes into the study's own folder (studies/<name>/report/, beside its journal) or

@@ -4,7 +4,8 @@
 display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged together):
 
 * configurations: duplicate points of one network (``grammar.network_spec``) are one
-  configuration; each gets its seed mean with a t interval over seeds;
+  configuration; each gets its seed mean with a t interval (the seed sd pooled over the
+  fidelity's configurations);
 * verdicts: every configuration against the study's reference (``analysis.reference``), paired
   over seeds, Holm-adjusted, TOST at ``analysis.equivalence_margin``, one verdict each
   (``mvlab.analysis.verdicts``); the ordered hypothesis ``analysis.trend`` by Page's L;
@@ -326,11 +327,12 @@ def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
                 f"{rel['threshold']:g})")
     else:
         needed = rel["seeds_needed"]
-        seeds = ("no number of seeds (the halves do not agree)" if not math.isfinite(needed)
-                 else f"about {int(needed)} seeds")
+        seeds = ("the seeds it would take cannot be projected: the halves do not agree "
+                 "(r <= 0)" if not math.isfinite(needed)
+                 else f"reaching it would take about {int(needed)} seeds")
         head = (f"Ranking by seed mean: UNRELIABLE (split-half reliability {rel['r_full']:.2f}, "
                 f"95 % CI {rel['r_full_low']:.2f} to {rel['r_full_high']:.2f}, below "
-                f"{rel['threshold']:g}; reaching it would take {seeds})")
+                f"{rel['threshold']:g}; {seeds})")
     lines = [head, ""]
     for rank, row in enumerate(means.itertuples(index=False), start=1):
         row = row._asdict()
@@ -486,7 +488,7 @@ def _verdicts_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -
 
     figure = plot_verdicts(part.verdicts, label=CONFIG_LABEL,
                            margin=float(analysis.settings.get("equivalence_margin") or 0.5),
-                           title=f"{part.fidelity}: each configuration minus the reference "
+                           title=f"{part.fidelity}\neach configuration minus the reference "
                                  f"({_name_of(part, part.reference)})")
     figure.savefig(path, dpi=120)
     return path
