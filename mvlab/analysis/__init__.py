@@ -36,8 +36,8 @@ from mvlab.analysis.load import (
     with_spec_fields,
 )
 from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread
-from mvlab.analysis.reliability import split_half
 from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
+from mvlab.analysis.reliability import split_half
 from mvlab.analysis.summary import (
     choice_summary,
     front_within_ci,

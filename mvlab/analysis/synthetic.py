@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from mvlab.analysis import names
 
@@ -31,14 +32,12 @@ RESOLUTION = 32
 def effects_table(effects: dict[str, float], seeds: dict[str, int] | int = 8,
                   reference: str = "reference", base: float = 70.0, seed_sd: float = 1.0,
                   noise_sd: float = 0.2, fidelity: str = "epochs=5 res=32",
-                  seed: int = 0) -> "pd.DataFrame":
+                  seed: int = 0) -> pd.DataFrame:
     """Long table (config, seed, fidelity, heldout_top1) of ``reference`` and every configuration
     in ``effects`` ({name: true difference in points}). ``seeds``: seeds per configuration (an
     int for all, or {name: count}; the reference runs the most). Seed ``s`` adds the same block
     effect (sd ``seed_sd``) to every configuration; each run adds its own noise (sd
     ``noise_sd``)."""
-    import pandas as pd
-
     counts = {name: seeds if isinstance(seeds, int) else seeds.get(name, max(seeds.values()))
               for name in [reference, *effects]}
     rng = np.random.default_rng(seed)
