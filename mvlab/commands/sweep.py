@@ -53,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     from mvlab.study import SweepOptions, load_study, run_sweep
     from mvlab.study.plan import describe_plan
+    from mvlab.study.tokens import few_token_warnings
 
     config = load_study(args.file, args.overrides)
+    for line in few_token_warnings(config):
+        print(f"mvlab sweep: warning: {line}", file=sys.stderr)
     if args.check:
         print(describe_plan(config, args.storage))
         return 0

@@ -1,0 +1,47 @@
+"""The calibration study (experiments/calibration.yaml) end to end at toy size: its positive
+controls (conv vs the mixers, mamba_only vs attn_only, width x1 vs x2) run as real trials on the
+generated Pathfinder proxy, through the same sweep as every study."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from mvlab.study import SweepOptions, load_study, run_sweep
+from mvlab.study.runner import open_study, storage_url_for
+from mvlab.study.tokens import few_token_warnings
+
+CALIBRATION = Path(__file__).resolve().parents[1] / "experiments" / "calibration.yaml"
+TOY_MODEL = ("stem=8 stem_stride=1 drop_path=0 | depth=1 width=8 | depth=1 width=16 "
+             "| depth=2 width=32 pattern=last_half heads=2 | depth=2 width=64 pattern=last_half "
+             "heads=4")
+
+
+@pytest.mark.slow
+def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_study(CALIBRATION, [
+        f"model={TOY_MODEL}", "space.dim=[8, 16]", "study.seeds=[0]",
+        "data.resolution=32", "data.per_class=16", "data.val_per_class=8",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=16", "train.threads=1",
+        "bench.batch_size=4", "bench.warmup=1", "bench.steps=1", "bench.repeats=1",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ])
+    assert few_token_warnings(config) == []  # 32 px, stem_stride=1: stage 3 8x8, stage 4 4x4
+    summary = run_sweep(config, SweepOptions(progress=False))
+    assert summary.counts["COMPLETE"] == 8
+    study = open_study(config, storage_url_for(config))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    controls = {(t.params["pattern"], t.params["dim"]) for t in trials}
+    assert controls == {(p, d) for p in ("conv", "last_half", "mamba_only", "attn_only")
+                        for d in (8, 16)}
+    for trial in trials:
+        top1, throughput = trial.values
+        assert 0.0 <= top1 <= 100.0 and throughput > 0 and math.isfinite(throughput)
+        spec = trial.user_attrs["spec"]
+        assert "stem_stride=1" in spec and f"width={trial.params['dim'] * 4} " in spec
+        conv_stages = spec.count("pattern=conv")  # stages 1-2 always; 3-4 for the control
+        assert conv_stages == (4 if trial.params["pattern"] == "conv" else 2)
