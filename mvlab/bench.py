@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import math
 import os
 import re
 import statistics
@@ -64,13 +65,15 @@ CLOCKS = ("auto", "thread_cpu", "process_cpu", "wall")
 # Column order of the CSVs: settings first, then the measurement. ``img_s_*`` and
 # ``step_ms_median`` are on ``clock``; ``wall_img_s_*`` are wall time beside it; ``spread`` is the
 # interquartile range of the repeats over their median, ``spread_range`` (max - min) over median;
+# ``img_s_ci_low``/``_high`` a distribution-free 95 % interval of the median (``median_ci``);
 # ``img_s_repeats``/``wall_img_s_repeats`` hold every repeat (round) as ``;``-separated numbers.
 COLUMNS = (
     "model", "spec", "mode", "device", "device_name", "torch", "cuda", "cudnn", "precision",
     "channels_last", "compile", "batch_size", "requested_batch_size", "img_size", "in_chans",
     "num_classes", "scan_backend", "params", "macs", "macs_with_scan", "macs_method", "warmup",
     "steps", "repeats", "schedule", "threads", "clock", "status", "img_s_median", "img_s_q1",
-    "img_s_q3", "img_s_min", "img_s_max", "spread", "spread_range", "step_ms_median",
+    "img_s_q3", "img_s_min", "img_s_max", "img_s_ci_low", "img_s_ci_high", "spread",
+    "spread_range", "step_ms_median",
     "wall_img_s_median", "wall_img_s_min", "wall_img_s_max", "img_s_repeats",
     "wall_img_s_repeats", "peak_mem_mb", "mvlab", "timestamp",
 )
@@ -373,7 +376,8 @@ def _summarise(samples: list[list[tuple[float, float]]] | None, batch: int) -> d
     """Per-repeat images/s on the clock and on the wall, with their median and spread."""
     if not samples:
         return {"status": "oom", "img_s_median": 0.0, "img_s_q1": 0.0, "img_s_q3": 0.0,
-                "img_s_min": 0.0, "img_s_max": 0.0, "spread": "n/a", "spread_range": "n/a",
+                "img_s_min": 0.0, "img_s_max": 0.0, "img_s_ci_low": 0.0, "img_s_ci_high": 0.0,
+                "spread": "n/a", "spread_range": "n/a",
                 "step_ms_median": "n/a", "wall_img_s_median": 0.0, "wall_img_s_min": 0.0,
                 "wall_img_s_max": 0.0, "img_s_repeats": "", "wall_img_s_repeats": ""}
     rates = [batch * len(times) / sum(t for t, _ in times) for times in samples]
@@ -382,9 +386,11 @@ def _summarise(samples: list[list[tuple[float, float]]] | None, batch: int) -> d
     q1, median, q3 = (statistics.quantiles(ordered, n=4, method="inclusive")
                       if len(ordered) > 1 else ordered * 3)
     steps = [t for times in samples for t, _ in times]
+    low, high = median_ci(rates)
     return {"status": "ok", "img_s_median": round(median, 2), "img_s_q1": round(q1, 2),
             "img_s_q3": round(q3, 2), "img_s_min": round(ordered[0], 2),
-            "img_s_max": round(ordered[-1], 2),
+            "img_s_max": round(ordered[-1], 2), "img_s_ci_low": round(low, 2),
+            "img_s_ci_high": round(high, 2),
             "spread": round((q3 - q1) / median, 4),
             "spread_range": round((ordered[-1] - ordered[0]) / median, 4),
             "step_ms_median": round(1000 * statistics.median(steps), 3),
@@ -392,6 +398,23 @@ def _summarise(samples: list[list[tuple[float, float]]] | None, batch: int) -> d
             "wall_img_s_min": round(min(walls), 2), "wall_img_s_max": round(max(walls), 2),
             "img_s_repeats": ";".join(f"{r:.2f}" for r in rates),
             "wall_img_s_repeats": ";".join(f"{w:.2f}" for w in walls)}
+
+
+def median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics
+    ``x(j)`` and ``x(n+1-j)`` with the largest ``j`` whose coverage, 1 - 2 P(Binomial(n, 1/2) < j),
+    is at least ``level``. With too few values for that (n < 6 at 95 %) it is min and max,
+    whose coverage is lower (94 % for 5 values, 75 % for 3)."""
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def coverage(j: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(j)) / 2**n
+
+    j = 1
+    while j + 1 <= (n + 1) // 2 and coverage(j + 1) >= level:
+        j += 1
+    return ordered[j - 1], ordered[n - j]
 
 
 # -- CSVs -----------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ import threading
 import types
 import typing
 
+import numpy as np
 import pytest
 import timm
 import torch
+from scipy.stats import binom
 from torch import nn
 
 from mvlab.bench import (
@@ -22,6 +24,7 @@ from mvlab.bench import (
     csv_name,
     measure_interleaved,
     measure_throughput,
+    median_ci,
     resolve_clock,
     run_benchmarks,
 )
@@ -70,6 +73,8 @@ def test_rows_carry_every_setting_and_append_to_a_csv_named_by_them(tmp_path):
         assert 0 < row["img_s_min"] <= row["img_s_q1"] <= row["img_s_median"] <= row["img_s_q3"] \
             <= row["img_s_max"]
         assert row["clock"] == "thread_cpu" and row["schedule"] == "consecutive"
+        # three repeats are too few for a 95 % interval of the median: min and max
+        assert (row["img_s_ci_low"], row["img_s_ci_high"]) == (row["img_s_min"], row["img_s_max"])
         repeats = [float(v) for v in row["img_s_repeats"].split(";")]
         assert len(repeats) == 3 and min(repeats) == pytest.approx(row["img_s_min"], abs=0.01)
         assert row["spread"] == pytest.approx(
@@ -162,6 +167,22 @@ def test_clock_resolves_by_device_and_threads():
             resolve_clock(clock, device, threads)
     # a study file accepts exactly the clocks the benchmark knows
     assert typing.get_args(field_types(BenchSettings)["clock"]) == CLOCKS
+
+
+@pytest.mark.parametrize("n", [3, 5, 6, 11, 20, 50])
+def test_median_interval_is_the_widest_order_statistics_pair_that_covers_95_percent(n):
+    values = [float(v) for v in np.random.default_rng(n).permutation(n)]
+    low, high = median_ci(values)
+    j = int(low) + 1  # values are 0..n-1, so x(j) = j - 1
+    assert high == n - j  # symmetric ranks: x(n + 1 - j)
+
+    def coverage(k):  # P(x(k) <= median <= x(n + 1 - k)) for a continuous distribution
+        return 1 - 2 * binom.cdf(k - 1, n, 0.5)
+
+    if n >= 6:
+        assert coverage(j) >= 0.95 and coverage(j + 1) < 0.95
+    else:
+        assert (low, high) == (0.0, n - 1.0)
 
 
 class _Burner:

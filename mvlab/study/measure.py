@@ -58,8 +58,8 @@ def bench_settings(bench: BenchSettings, img_size: int, train_threads: int | Non
 
 # Columns of ``mvlab bench study``'s CSV: the configuration and its throughput first, then every
 # column of mvlab.bench's rows (settings, clock, quartiles, wall time, the rounds' values).
-STUDY_COLUMNS = ("spec", "throughput", "clock", "spread", "spread_range", "device",
-                 "device_name", "threads", "points", "study")
+STUDY_COLUMNS = ("spec", "throughput", "img_s_ci_low", "img_s_ci_high", "clock", "spread",
+                 "spread_range", "device", "device_name", "threads", "points", "study")
 
 
 def study_columns() -> tuple[str, ...]:
