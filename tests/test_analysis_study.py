@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -119,8 +120,7 @@ def test_report_writes_verdicts_per_fidelity_into_the_study_folder(synthetic, mo
 
     root, storage = synthetic
     monkeypatch.chdir(root)
-    args = argparse.Namespace(study="tiny_report", overrides=[], storage=None, out=None,
-                              trials=None, throughput=None, throughput_column="throughput")
+    args = _report_args("tiny_report")
     assert handle(args) == 0
     out = root / "studies" / "tiny_report" / "report"  # beside the journal, not results/
     names = {p.name for p in out.iterdir()}
@@ -153,3 +153,45 @@ def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
     assert len(verdicts) == 6  # 8 points, 7 networks (attn_only once), less the reference
     readme = (tmp_path / "README.md").read_text()
     assert "Against the reference: last_half on" in readme and "Page's L" in readme
+
+
+def _report_args(study, **given):
+    defaults = dict(overrides=[], storage=None, out=None, trials=None, throughput=None,
+                    throughput_column="throughput")
+    return argparse.Namespace(study=study, **{**defaults, **given})
+
+
+def test_report_rebuilds_a_committed_study_from_its_trials_csv(tmp_path):
+    # results/hybrid_patterns holds a real sweep's trials.csv (its storage is not kept): the
+    # report rebuilds from it, with a separately measured throughput joined per network.
+    from mvlab.commands.report import handle
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "hybrid_patterns"
+    args = _report_args(str(root / "experiments" / "hybrid_patterns.yaml"), out=str(tmp_path),
+                        trials=str(folder / "trials.csv"),
+                        throughput=str(folder / "throughput_remeasured.csv"),
+                        throughput_column="throughput_remeasured")
+    assert handle(args) == 0
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    assert len(configs) == 13  # 14 points, attn_only with branch on and off one network
+    assert (configs["runs"] == 2).all()
+    remeasured = pd.read_csv(folder / "throughput_remeasured.csv")
+    first_half_off = remeasured.set_index("label").loc["first_half off", "throughput_remeasured"]
+    row = configs.set_index("configuration").loc["first_half off"]
+    assert row["throughput"] == pytest.approx(first_half_off)
+    verdicts = pd.read_csv(tmp_path / "verdicts.csv")
+    assert len(verdicts) == 12 and "trials.csv" not in {p.name for p in tmp_path.iterdir()}
+
+
+def test_report_throughput_csv_without_the_column_is_one_clear_error(tmp_path):
+    from mvlab.commands.report import handle
+    from mvlab.errors import StudyError
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "hybrid_patterns"
+    args = _report_args(str(root / "experiments" / "hybrid_patterns.yaml"), out=str(tmp_path),
+                        trials=str(folder / "trials.csv"),
+                        throughput=str(folder / "throughput_remeasured.csv"))
+    with pytest.raises(StudyError, match="--throughput-column"):
+        handle(args)
