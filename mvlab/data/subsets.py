@@ -87,6 +87,9 @@ def select_classes(spec: str | Sequence[str], available: Sequence[str]) -> Class
         else:
             raise DataError(f"classes={text!r} is not 'all', 'first:N', 'random:N[,SEED]', a shipped "
                             f"list ({', '.join(lists)}), an existing list file, or class ids")
+    if not wanted:
+        raise DataError(f"classes={text!r} names no class; give 'all', 'first:N', a list name "
+                        f"or class ids")
     present = set(available)
     missing = [c for c in wanted if c not in present]
     if missing:

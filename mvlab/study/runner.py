@@ -426,6 +426,13 @@ def run_sweep(config: StudyConfig, options: SweepOptions = SweepOptions(),
     other ranks, which only train; they return None."""
     if options.workers < 1:
         raise StudyError(f"--workers {options.workers}: needs at least 1")
+    most = 4 * (os.cpu_count() or 1)  # each worker is a process with its own torch
+    if options.workers > max(8, most):
+        raise StudyError(f"--workers {options.workers}: at most {max(8, most)} on this host "
+                         f"(4 per core); start sweeps on more hosts instead")
+    if options.n_trials is not None and options.n_trials < 1:
+        raise StudyError(f"--n-trials {options.n_trials}: needs at least 1 (or leave it out to "
+                         f"run the whole study)")
     if ddp.launched_world_size() > 1:
         if options.workers != 1:
             raise StudyError(f"--workers {options.workers} under torchrun: each trial already "

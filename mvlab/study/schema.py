@@ -259,6 +259,8 @@ class _Checker:
             raise self.fail(path, str(exc)) from None
         if not _finite(result):
             raise self.fail(path, f"expected finite numbers, got {value!r}")
+        if isinstance(result, str) and "\x00" in result:  # no name, path or URL holds one
+            raise self.fail(path, f"{result!r} holds a NUL character; remove it")
         return result
 
     def seed(self, value: Any, path: KeyPath) -> int:

@@ -334,6 +334,8 @@ def _first_line(exc: BaseException) -> str:
 def check_storage_folder(url: str) -> None:
     """StudyError unless a file storage's folder exists (or can be made) and is writable, so a
     path under a file or in a read-only folder is one line before the sweep takes any lock."""
+    if "\x00" in url:
+        raise StudyError(f"storage {url!r}: holds a NUL character; remove it")
     path = _journal_path(url)
     if path is None and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         path = Path(url[len("sqlite:///"):])
@@ -352,5 +354,7 @@ def check_writable_folder(folder: Path, what: str) -> None:
     except OSError as exc:
         raise StudyError(f"{what}: cannot create the folder {folder} ({exc.strerror or exc}); "
                          f"choose a writable place") from None
+    except ValueError:  # a NUL character in the path
+        raise StudyError(f"{what!r}: not a path (it holds a NUL character)") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise StudyError(f"{what}: the folder {folder} is not writable; choose a writable place")

@@ -87,6 +87,8 @@ def load_located_file(path: str | Path) -> Located:
         line = exc.object[:exc.start].count(b"\n") + 1
         raise StudyError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
                          f"save the study file as UTF-8") from None
+    except ValueError:  # a NUL in the path: no file can have that name
+        raise StudyError(f"{str(path)!r}: not a file name (it holds a NUL character)") from None
     return load_located(text, str(path))
 
 
