@@ -170,7 +170,8 @@ def test_build_into_an_empty_cache_is_atomic_and_reused(fresh_build, monkeypatch
     monkeypatch.setattr(cpu_c, "_FLAG_SETS", (("-O0", "-fopenmp-simd"),))
     assert cpu_c.is_available(), cpu_c.unavailable_reason()
     built = sorted(p.name for p in fresh_build.iterdir())
-    assert len(built) == 1 and built[0].startswith("scan_cpu_c-") and built[0].endswith(".so")
+    assert len(built) == 2 and built[0].startswith("scan_cpu_c-") and built[0].endswith(".so")
+    assert built[1] == built[0] + ".sha256"  # the checksum verified before every load
     mtime = (fresh_build / built[0]).stat().st_mtime_ns
     cpu_c._library.cache_clear()
     assert cpu_c.is_available()

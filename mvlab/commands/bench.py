@@ -101,6 +101,9 @@ def handle(args: argparse.Namespace) -> int:
         raise UserError("name at least one model, e.g. mvlab bench T convnext_tiny "
                         "(see mvlab bench --help)")
     args = inner.parse_args(targets, namespace=args)
+    if not args.no_save:  # before measuring: a bad --out would lose the rows at the end
+        from mvlab.safety import check_output_dir
+        check_output_dir(args.out, "--out")
 
     from mvlab.bench import format_table, run_benchmarks
 

@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from mvlab.safety import mask_url
     from mvlab.study import SweepOptions, load_study, run_sweep
     from mvlab.study.plan import describe_plan
     from mvlab.study.tokens import few_token_warnings
@@ -78,8 +79,9 @@ def handle(args: argparse.Namespace) -> int:
         values = ", ".join(f"{k}={row[k]:.4g}" for k in config.objective_names)
         knobs = " ".join(f"{k}={row[k]}" for k in (d.key for d in config.space) if k in row)
         print(f"  #{row['trial']}: {values}  {knobs}")
-    print(f"storage: {summary.storage_url}")
-    print(f"mlflow:  {summary.tracking_uri} (parent run {summary.parent_run_id}); "
-          f"browse with: mlflow ui --backend-store-uri {summary.tracking_uri}")
+    tracking_uri = mask_url(summary.tracking_uri)
+    print(f"storage: {mask_url(summary.storage_url)}")
+    print(f"mlflow:  {tracking_uri} (parent run {summary.parent_run_id}); "
+          f"browse with: mlflow ui --backend-store-uri {tracking_uri}")
     print(f"report:  mvlab report {args.file}")
     return 0

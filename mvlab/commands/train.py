@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mvlab.errors import UserError
+from mvlab.safety import check_output_dir, check_output_file
 
 EPILOG = """examples:
   mvlab train tiny --data builtin --set train.epochs=2 data.per_class=50
@@ -61,24 +62,34 @@ def handle(args: argparse.Namespace) -> int:
     if args.device:
         train_cfg = dataclasses.replace(train_cfg, device=args.device)
     train_cfg = dataclasses.replace(train_cfg, progress=not args.quiet)
+    # Before training: a path that cannot be written would lose the result at the end.
+    if train_cfg.checkpoint_dir:
+        check_output_dir(train_cfg.checkpoint_dir, "--out")
+    if args.json_path:
+        check_output_file(args.json_path, "--json")
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         if not args.quiet:
             _print_epoch(epoch, train_cfg.epochs, metrics)
 
     result = train(spec, data_cfg, train_cfg, on_epoch=on_epoch)
-    if args.json_path:
-        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     if not result.ok:
         print(f"mvlab train: {result.summary()}", file=sys.stderr)
-        return 1
-    print(f"{result.spec}\n  {result.summary()}")
-    print(f"  precision={result.precision} channels_last={result.channels_last} "
-          f"compile={result.compile} scan_backend={result.scan_backend} device={result.device}")
-    if result.checkpoint:
-        print(f"  checkpoint: {result.checkpoint}")
-    return 0
+    else:
+        print(f"{result.spec}\n  {result.summary()}")
+        print(f"  precision={result.precision} channels_last={result.channels_last} "
+              f"compile={result.compile} scan_backend={result.scan_backend} device={result.device}")
+        if result.checkpoint:
+            print(f"  checkpoint: {result.checkpoint}")
+    if args.json_path:  # after the summary: a disk that filled up meanwhile loses only the file
+        try:
+            Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_path).write_text(json.dumps(result.to_dict(), indent=2, default=str)
+                                            + "\n")
+        except OSError as exc:
+            raise UserError(f"--json {args.json_path}: cannot write it ({exc.strerror or exc}); "
+                            f"the result above was not saved") from None
+    return 0 if result.ok else 1
 
 
 def build_configs(spec: str, data: str, overrides: list[str]):

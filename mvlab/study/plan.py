@@ -1,6 +1,7 @@
 """A validated study's plan in words (``mvlab sweep FILE --check``)."""
 from __future__ import annotations
 
+from mvlab.safety import mask_url
 from mvlab.study.runner import storage_url_for, tracking_uri_for
 from mvlab.study.schema import StudyConfig, describe_dimension
 from mvlab.study.space import collapse_points, grid_points, planned_points
@@ -28,8 +29,8 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
         f"{config.early_stop or 'off'}",
         "space:",
         *(f"  {describe_dimension(d)}" for d in config.space),
-        f"storage: {storage_url_for(config, storage)}",
-        f"mlflow:  {tracking_uri_for(config)}",
+        f"storage: {mask_url(storage_url_for(config, storage))}",
+        f"mlflow:  {mask_url(tracking_uri_for(config))}",
     ]
     return "\n".join(lines + collapsed_lines(config))
 

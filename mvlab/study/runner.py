@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mvlab.errors import StudyError, UserError
+from mvlab.safety import mask_url
 from mvlab.study import storage as st
 from mvlab.study import tracking
 from mvlab.study.interrupts import deferred_interrupts
@@ -149,7 +150,8 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
         uri, experiment_id, name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={"study": config.name, "kind": config.kind, "host": socket.gethostname(),
               "pid": str(os.getpid()), "pid_start": str(st.process_start_time(os.getpid())),
-              "command": " ".join(argv or sys.argv), "storage": st.describe_storage(url)},
+              "command": " ".join(argv or sys.argv),  # passwords masked by tracking
+              "storage": st.describe_storage(url)},
         params={"study": config.name, "kind": config.kind, "sampler": config.sampler,
                 "model": config.model, "workers": options.workers,
                 "storage": st.describe_storage(url), "seeds": list(config.seeds),
@@ -159,9 +161,16 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
                 "stale_trials_failed": stale, "queued_now": queued})
     study.set_user_attr(STUDY_KIND, "optimisation" if config.kind == "optimize" else "population")
     study.set_user_attr("study_kind", config.kind)
-    study.set_user_attr(STUDY_TRACKING_URI, uri)
+    # Without its password: the storage is shared, and libpq/MLflow read it from the
+    # environment (PGPASSWORD, ~/.pgpass, MLFLOW_TRACKING_PASSWORD; docs/security.md).
+    study.set_user_attr(STUDY_TRACKING_URI, mask_url(uri, placeholder=None))
     study.set_user_attr(STUDY_EXPERIMENT, experiment)
     study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
+    # How `mvlab report STUDY` judges it when given the study's name rather than its file.
+    import dataclasses
+
+    study.set_user_attr(STUDY_ANALYSIS, json.loads(json.dumps(
+        dataclasses.asdict(config.analysis), default=str)))
     target = tracking.TrackingTarget(uri, experiment_id, parent)
     return Prepared(config, url, target, planned, queued), study
 
@@ -169,11 +178,6 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
 def run_status(trial: optuna.trial.FrozenTrial) -> tuple[str, str | None]:
     """The MLflow status (and reason) a finished trial's run should end with."""
     reason = trial.user_attrs.get(st.REASON_ATTR)
-    # How `mvlab report STUDY` judges it when given the study's name rather than its file.
-    import dataclasses
-
-    study.set_user_attr(STUDY_ANALYSIS, json.loads(json.dumps(
-        dataclasses.asdict(config.analysis), default=str)))
     if trial.state == TrialState.COMPLETE:
         return "FINISHED", None
     if trial.state == TrialState.PRUNED or "interrupted" in str(reason or ""):

@@ -372,8 +372,7 @@ def _validate(located: Located) -> StudyConfig:
         band=band,
         sampler_seed=check.seed(study_raw.get("sampler_seed", 0), ("study", "sampler_seed")),
         population_size=population_size,
-        stale_after_s=check.typed(study_raw.get("stale_after_s", 600.0), float,
-                                  ("study", "stale_after_s")),
+        stale_after_s=_stale_after(check, study_raw.get("stale_after_s", 600.0)),
         objectives=objectives,
         constraints=constraints,
         bench=bench,
@@ -398,6 +397,22 @@ def _parse_model(check: _Checker, text: str) -> Any:
         return parse_spec(text)
     except UserError as exc:
         raise check.fail(("model",), f"not a preset or spec: {exc}") from None
+
+
+# Another host's trial is failed after this long without a heartbeat (one every
+# min(60 s, stale_after_s / 4)): with less, a busy host's late beat or a little clock skew
+# fails trials that are alive.
+MIN_STALE_AFTER_S = 60.0
+
+
+def _stale_after(check: _Checker, value: Any) -> float:
+    seconds = check.typed(value, float, ("study", "stale_after_s"))
+    if not math.isfinite(seconds) or seconds < MIN_STALE_AFTER_S:
+        raise check.fail(("study", "stale_after_s"),
+                         f"must be a finite number of seconds, at least {MIN_STALE_AFTER_S:g} "
+                         f"(a shorter limit fails live trials of busy or clock-skewed hosts), "
+                         f"got {value!r}; the default is 600")
+    return seconds
 
 
 def _format(spec: Any) -> str:

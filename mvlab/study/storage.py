@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -32,6 +34,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from mvlab.errors import StudyError
+from mvlab.safety import mask_credentials, mask_url
 
 log = logging.getLogger(__name__)
 HOST_ATTR, PID_ATTR, START_ATTR, HEARTBEAT_ATTR = "host", "pid", "pid_start", "heartbeat"
@@ -59,7 +62,15 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The open-lock works on every POSIX file system, NFS included (symlink locks do not).
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        lock = JournalFileOpenLock(str(path))
+        lock.acquire()  # the writers' lock: no record is half-written while we look
+        try:
+            note = repair_journal(path)
+        finally:
+            lock.release()
+        if note:
+            log.warning("%s", note)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     if url.startswith("sqlite"):
         if workers > 1:
             raise StudyError(f"storage {url}: SQLite is not safe for {workers} concurrent workers "
@@ -69,7 +80,7 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
     if "://" not in url:
-        raise StudyError(f"storage {url!r}: use journal:PATH, a file ending in .journal, "
+        raise StudyError(f"storage {mask_url(url)!r}: use journal:PATH, a file ending in .journal, "
                          f"sqlite:///PATH or postgresql://user@host/db")
     beat: dict = {}
     if stale_after_s is not None:
@@ -83,8 +94,8 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
         raise StudyError(f"storage {describe_storage(url)}: the database driver is missing "
                          f"({missing}); for PostgreSQL: pip install 'mvlab[postgres]'") from None
     except Exception as exc:  # connection refused, bad credentials, unknown database
-        raise StudyError(f"storage {url}: cannot open it ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0]})") from None
+        raise StudyError(mask_credentials(f"storage {url}: cannot open it ({type(exc).__name__}: "
+                                          f"{_first_line(exc)})")) from None
 
 
 def _open_rdb(url: str, beat: dict, attempts: int = 5) -> RDBStorage:
@@ -101,6 +112,82 @@ def _open_rdb(url: str, beat: dict, attempts: int = 5) -> RDBStorage:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+_RECORD_START = b'{"op_code":'  # every journal record; inside a JSON string it is escaped
+
+
+def repair_journal(path: Path) -> str | None:
+    """Make a journal whose writer died mid-record readable again; returns what was done (one
+    line) or None when nothing needed doing. Call it under the journal's lock.
+
+    Optuna reads past a torn last record, but the next append lands on the same line and from
+    then on every reader fails. Here a torn tail is cut off (a tail that is a whole record only
+    gets its newline), a record glued onto a torn one by such an append is kept and the torn
+    part dropped, and a copy of the original is kept next to it (``<file>.torn-<time>``). A
+    file that is not a journal at all raises ``StudyError``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StudyError(f"storage {path}: cannot read it ({exc.strerror or exc})") from None
+    if not data:
+        return None
+    body, newline, tail = data.rpartition(b"\n")
+    lines = body.split(b"\n") if newline else []
+    kept: list[bytes] = []
+    dropped = glued = 0
+    for number, line in enumerate(lines, start=1):
+        whole = line.startswith(_RECORD_START) and line.count(_RECORD_START) == 1
+        if (whole and number < len(lines)) or _is_record(line):
+            kept.append(line)
+            continue
+        start = line.rfind(_RECORD_START)
+        if start > 0 and _is_record(line[start:]):
+            kept.append(line[start:])  # a whole record appended onto a torn one
+            glued += 1
+            dropped += start
+        elif number == len(lines) and not tail and kept:
+            dropped += len(line) + 1  # a torn last record that got a newline
+        else:
+            what = "not an Optuna journal" if not kept else f"line {number} is not a journal record"
+            raise StudyError(f"storage {path}: {what}; point --storage (or the study's "
+                             f"storage:) at the study's .journal file, or move this file away")
+    if tail:
+        if _is_record(tail):
+            kept.append(tail)  # cut just before its newline
+        else:
+            dropped += len(tail)
+    if not kept:
+        raise StudyError(f"storage {path}: not an Optuna journal (no complete record); point "
+                         f"--storage (or the study's storage:) at the study's .journal file, or "
+                         f"move this file away")
+    repaired = b"\n".join(kept) + b"\n"
+    if repaired == data:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.torn-{stamp}")
+    for n in range(2, 1000):
+        if not backup.exists():
+            break
+        backup = path.with_name(f"{path.name}.torn-{stamp}-{n}")
+    shutil.copy2(path, backup)
+    tmp = path.with_name(f".{path.name}.repair-{os.getpid()}")
+    tmp.write_bytes(repaired)
+    shutil.copymode(path, tmp)
+    os.replace(tmp, path)
+    what = f"{glued} record(s) glued onto torn ones" if glued else "its last record was cut off"
+    return (f"storage {path}: {what} (a writer died mid-write?); removed {dropped} byte(s) of "
+            f"partial records, kept the original as {backup.name}")
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def engine_url(url: str) -> str:
@@ -129,13 +216,8 @@ def _journal_path(url: str) -> Path | None:
 
 
 def describe_storage(url: str) -> str:
-    """The URL without a password, for logs and MLflow params."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return url
+    """The URL with its password masked (``user:***@host``), for output, logs and MLflow."""
+    return mask_url(url)
 
 
 # --------------------------------------------------------------------------- owner / staleness
@@ -311,8 +393,9 @@ def prepare_lock(url: str, study_name: str) -> Iterator[None]:
             conn = engine.connect()
         except Exception as exc:  # no driver, refused, bad credentials, no such database
             hint = "; pip install 'mvlab[postgres]'" if isinstance(exc, ImportError) else ""
-            raise StudyError(f"storage {describe_storage(url)}: cannot open it "
-                             f"({type(exc).__name__}: {_first_line(exc)}){hint}") from None
+            raise StudyError(mask_credentials(f"storage {url}: cannot open it "
+                                              f"({type(exc).__name__}: {_first_line(exc)}){hint}")
+                             ) from None
         try:
             with conn:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})

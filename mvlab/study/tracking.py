@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mvlab.errors import StudyError
+from mvlab.safety import mask_credentials
 from mvlab.study.interrupts import deferred_interrupts
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def close_run(uri: str, run_id: str, status: str, reason: str | None = None) -> 
     tag ``fail_reason``."""
     client = _client(uri)
     if reason:
-        _retry(lambda: client.set_tag(run_id, "fail_reason", reason[:_PARAM_LIMIT]), "set_tag")
+        _retry(lambda: client.set_tag(run_id, "fail_reason", _text(reason)), "set_tag")
     end_run(uri, run_id, status)
 
 
@@ -140,7 +141,8 @@ def start_parent_run(uri: str, experiment_id: str, name: str, tags: dict[str, st
                      params: dict[str, Any]) -> str:
     """Open the sweep invocation's parent run; returns its id."""
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={k: _text(v) for k, v in tags.items()})
     _log_params(client, run.info.run_id, params)
     return run.info.run_id
 
@@ -175,6 +177,7 @@ class TrialRun:
         all_tags = {"trial_number": str(trial_number), **tags}
         if target.parent_run_id:
             all_tags["mlflow.parentRunId"] = target.parent_run_id
+        all_tags = {k: _text(v) for k, v in all_tags.items()}
         run = _retry(lambda: self.client.create_run(target.experiment_id, run_name=run_name,
                                                     tags=all_tags), "create_run")
         self.run_id: str = run.info.run_id
@@ -195,7 +198,7 @@ class TrialRun:
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, str(v)[:_PARAM_LIMIT]) for k, v in tags.items()]
+        items = [RunTag(k, _text(v)) for k, v in tags.items()]
         _retry(lambda: self.client.log_batch(self.run_id, tags=items), "set_tags")
 
     def log_json(self, payload: Any, name: str) -> None:
@@ -223,7 +226,13 @@ def _log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
 def _param_text(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         value = json.dumps(_jsonable(value), sort_keys=True)
-    return str(value)[:_PARAM_LIMIT]
+    return _text(value)
+
+
+def _text(value: Any) -> str:
+    """A param or tag value as MLflow stores it: a password in any URL masked (a study's MLflow
+    may be a server other people read), at most 6000 characters."""
+    return mask_credentials(str(value))[:_PARAM_LIMIT]
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,8 @@ accurate on held-out data at that same epoch. It is dominated already and its ac
 behind for the remaining epochs to matter, by the rule's own margin."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 import traceback
@@ -33,6 +35,8 @@ from mvlab.study.schema import StudyConfig
 from mvlab.study.space import TrialPlan, resolve_point, suggest_point
 from mvlab.study.tracking import TrackingTarget, TrialRun, flatten
 from mvlab.training import ddp
+
+log = logging.getLogger(__name__)
 
 # Trial user attributes (the names mvlab.analysis reads; see mvlab/analysis/names.py).
 SPEC, SEED, FIDELITY, RUN_ID = "spec", "seed", "fidelity", "mlflow_run_id"
@@ -102,6 +106,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
             progress.on_trial_start(trial.number, plan)
             _record_plan(trial, run, plan, config)
         values = _measure_and_train(study, trial, run, plan, config, data, progress)
+    except optuna.exceptions.UpdateFinishedTrialError:  # see _taken_over
+        _taken_over(study, trial, run)
     except _Pruned as verdict:
         _finish(study, trial, run, TrialState.PRUNED, verdict.reason, "KILLED")
     except _TrialFailed as exc:
@@ -109,7 +115,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
     except UserError as exc:  # an impossible point (optimize studies) or bad data
         _finish(study, trial, run, TrialState.FAIL, f"invalid configuration: {exc}", "FAILED")
     except KeyboardInterrupt:
-        trial.set_user_attr(st.REQUEUE_ATTR, True)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # _finish says so
+            trial.set_user_attr(st.REQUEUE_ATTR, True)
         _finish(study, trial, run, TrialState.FAIL, "interrupted by the user", "KILLED")
         raise
     except Exception as exc:  # a bug or a crash: record it and let the other trials run
@@ -119,10 +126,14 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
         _finish(study, trial, run, TrialState.FAIL, reason, "FAILED")
     else:
         with deferred_interrupts():  # a Ctrl-C now stops the sweep after recording the result
-            trial_status(trial, "ok")
-            study.tell(trial, values)
-            if run is not None:
-                run.finish("FINISHED")
+            try:
+                trial_status(trial, "ok")
+                study.tell(trial, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                _taken_over(study, trial, run)
+            else:
+                if run is not None:
+                    run.finish("FINISHED")
     progress.on_trial_end(study._storage.get_trial(trial._trial_id))
 
 
@@ -324,11 +335,29 @@ def hopeless(study: optuna.Study, config: StudyConfig, known: dict[str, float],
 def _finish(study: optuna.Study, trial: optuna.Trial, run: TrialRun | None, state: TrialState,
             reason: str, mlflow_status: str) -> None:
     with deferred_interrupts():  # a second Ctrl-C cannot cut the recording of the first
-        trial.set_user_attr(REASON, reason)
-        trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
-        study.tell(trial, state=state)
+        try:
+            trial.set_user_attr(REASON, reason)
+            trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
+            study.tell(trial, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            _taken_over(study, trial, run, f"it ended here too: {reason}")
+            return
         if run is not None:
             _quiet(lambda: run.finish(mlflow_status, reason))
+
+
+def _taken_over(study: optuna.Study, trial: optuna.Trial, run: TrialRun | None,
+                ours: str = "") -> None:
+    """Another worker finished this trial while it ran here (a stale verdict: a heartbeat too
+    late, a clock skew): Optuna refuses every further write to it. Stop the trial, keep what its
+    MLflow run holds and close it with the other worker's verdict; the sweep goes on."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    verdict = frozen.user_attrs.get(REASON) or f"marked {frozen.state.name}"
+    reason = (f"trial {trial.number} was ended by another worker while it ran here ({verdict}); "
+              f"stopped it and kept what its MLflow run recorded" + (f"; {ours}" if ours else ""))
+    log.warning("%s", reason)
+    if run is not None:
+        _quiet(lambda: run.finish("KILLED", reason))
 
 
 def _quiet(action: Callable[[], Any]) -> None:

@@ -14,10 +14,17 @@ a temporary name and renamed, so concurrent processes never load a half-written 
 headers are involved: a build takes a few seconds, a cached load milliseconds. Without a working
 compiler the backend reports itself unavailable, says why once in the log, and ``auto`` uses
 ``chunked``.
+
+A library in the cache runs as whoever loads it, so the cache is private: the folder is made
+with mode 0700, and a folder or library that belongs to another user or that group/others can
+write is refused (the backend is then unavailable, with that reason). Each build records the
+sha256 of the library next to it (``.so.sha256``); a library whose bytes do not match is rebuilt,
+never loaded.
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import logging
@@ -38,6 +45,7 @@ from mvlab.ops.scan.args import (
     grads_of_present,
     or_empty,
 )
+from mvlab.safety import UnsafePathError, check_trusted, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +104,80 @@ def _build(cc_path: str) -> tuple[Path | None, str]:
     """Compile the kernels (or find them in the cache): (path of the library, "") or (None, why)."""
     source = b"".join((_SOURCE_DIR / name).read_bytes() for name in _SOURCES)
     identity = "\0".join([_compiler_identity(cc_path), _cpu_identity(), str(_ABI)])
-    errors = []
-    for flags in _FLAG_SETS:
-        key = hashlib.sha256(source + b"\0" + identity.encode() + b"\0" + " ".join(flags).encode())
-        target = cache_dir() / f"scan_cpu_c-{key.hexdigest()[:20]}.so"
-        if target.exists():
-            return target, ""
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".so", dir=target.parent)
-            os.close(fd)
-        except OSError as exc:
-            return None, f"cannot write to the kernel cache {target.parent}: {exc} (set $MVLAB_CACHE)"
-        cmd = [cc_path, *flags, "-shared", "-fPIC", "-I", str(_SOURCE_DIR),
-               str(_SOURCE_DIR / "cpu_c.c"), "-o", tmp, "-lm"]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            done, why = None, f"{type(exc).__name__}: {exc}"
-        if done is not None and done.returncode == 0:
-            os.replace(tmp, target)  # atomic: other processes see no file or the whole file
-            log.debug("selective_scan: compiled the cpu_c kernels with %s", " ".join(flags))
-            return target, ""
-        Path(tmp).unlink(missing_ok=True)
-        if done is not None:
-            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-        errors.append(f"{' '.join(flags)}: {why}")
+    try:
+        folder = private_dir(cache_dir(), "the kernel cache")
+    except UnsafePathError as exc:
+        return None, str(exc)
+    # One build at a time per cache (a lock on the folder itself): concurrent builds of one key
+    # could pair one process's library with another's checksum.
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        errors = []
+        for flags in _FLAG_SETS:
+            key = hashlib.sha256(source + b"\0" + identity.encode() + b"\0" + " ".join(flags).encode())
+            target = folder / f"scan_cpu_c-{key.hexdigest()[:20]}.so"
+            if target.exists():
+                try:
+                    if _verified(target):
+                        return target, ""
+                except UnsafePathError as exc:
+                    return None, str(exc)
+                log.warning("selective_scan: %s does not match a checksum recorded when it was "
+                            "built (changed since, or built by an older mvlab); rebuilding it",
+                            target)
+            try:
+                built, why = _compile(cc_path, flags, target)
+            except OSError as exc:
+                return None, f"cannot write to the kernel cache {folder}: {exc} (set $MVLAB_CACHE)"
+            if built:
+                return target, ""
+            errors.append(f"{' '.join(flags)}: {why}")
+    finally:
+        os.close(lock)  # releases the lock
     return None, f"compiling {_SOURCE_DIR / 'cpu_c.c'} with {cc_path} failed ({'; '.join(errors)})"
+
+
+def _checksum_path(library: Path) -> Path:
+    return library.with_name(library.name + ".sha256")
+
+
+def _verified(library: Path) -> bool:
+    """Whether ``library`` is the file this user built: both it and its recorded checksum are
+    ours and writable by no one else (else ``UnsafePathError``), and its sha256 matches."""
+    record = _checksum_path(library)
+    check_trusted(library, "the kernel library")
+    if not record.exists():
+        return False  # built before checksums were recorded: rebuild
+    check_trusted(record, "the kernel checksum")
+    return record.read_text().strip() == hashlib.sha256(library.read_bytes()).hexdigest()
+
+
+def _compile(cc_path: str, flags: tuple[str, ...], target: Path) -> tuple[bool, str]:
+    """Build into a temporary file, record its sha256, then rename both into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    cmd = [cc_path, *flags, "-shared", "-fPIC", "-I", str(_SOURCE_DIR),
+           str(_SOURCE_DIR / "cpu_c.c"), "-o", tmp, "-lm"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        done, why = None, f"{type(exc).__name__}: {exc}"
+    if done is not None and done.returncode == 0:
+        os.chmod(tmp, 0o700)  # the linker honours the umask, which may let the group write
+        digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+        fd, tmp_record = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".sha256",
+                                          dir=target.parent)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(digest + "\n")
+        os.replace(tmp_record, _checksum_path(target))
+        os.replace(tmp, target)  # atomic: other processes see no file or the whole file
+        log.debug("selective_scan: compiled the cpu_c kernels with %s", " ".join(flags))
+        return True, ""
+    Path(tmp).unlink(missing_ok=True)
+    if done is not None:
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return False, why
 
 
 class _Layout(ctypes.Structure):
