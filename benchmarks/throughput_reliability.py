@@ -15,12 +15,14 @@ while ``--load`` extra processes keep the cores busy, and prints
 
 Writes OUT/pass1.csv and OUT/pass2.csv (``mvlab bench study``'s columns), OUT/summary.csv (one
 row per configuration, both passes and both clocks side by side) and OUT/summary.json (tau,
-goals, load averages, settings).
+goals, load averages, settings); ``--from-passes`` recomputes the last two from the first two.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import signal
 import statistics
@@ -87,10 +89,30 @@ def main() -> int:
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2,
                         help="loader processes running alongside (default: one per core)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the CSVs and JSON")
+    parser.add_argument("--from-passes", action="store_true",
+                        help="measure nothing: summarise OUT/pass1.csv and OUT/pass2.csv again")
     args = parser.parse_args()
 
-    from scipy.stats import kendalltau
+    if args.from_passes:
+        first, second = (read_rows(args.out / f"pass{i}.csv") for i in (1, 2))
+        previous = json.loads((args.out / "summary.json").read_text())
+        context = {k: previous[k] for k in ("loaders", "load_avg", "seconds")}
+    else:
+        first, second, context = measure(args)
+    summarise(first, second, context, args.out)
+    return 0
 
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["img_s_median"] = float(row["img_s_median"])
+        row["wall_img_s_median"] = float(row["wall_img_s_median"])
+    return rows
+
+
+def measure(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
     from mvlab.bench import write_rows
     from mvlab.study import load_study
     from mvlab.study.measure import study_columns, study_throughput
@@ -114,65 +136,95 @@ def main() -> int:
             loads[f"after_pass{index}"] = load_avg()
     finally:
         stop_load(loaders)
+    context = {"loaders": args.load, "load_avg": loads, "seconds": round(time.time() - started)}
+    return passes[0], passes[1], context
 
-    first, second = passes
+
+def summarise(first: list[dict], second: list[dict], context: dict, out: Path) -> None:
+    from scipy.stats import kendalltau, spearmanr
+
+    from mvlab.bench import median_ci, write_rows
+
     summary = []
     for a, b in zip(first, second, strict=True):
         entry = {"points": a["points"]}
         for name, row in (("pass1", a), ("pass2", b)):
-            cpu_iqr, cpu_range = spread_of(per_round(row, "img_s_repeats"))
+            rates = per_round(row, "img_s_repeats")
+            cpu_iqr, cpu_range = spread_of(rates)
             wall_iqr, wall_range = spread_of(per_round(row, "wall_img_s_repeats"))
+            low, high = median_ci(rates)
             entry.update({f"{name}_img_s": row["img_s_median"], f"{name}_spread": round(cpu_iqr, 4),
                           f"{name}_spread_range": round(cpu_range, 4),
+                          f"{name}_ci_halfwidth": round((high - low) / 2 / row["img_s_median"], 4),
                           f"{name}_wall_img_s": row["wall_img_s_median"],
                           f"{name}_wall_spread": round(wall_iqr, 4),
                           f"{name}_wall_spread_range": round(wall_range, 4)})
         entry["pass2_over_pass1"] = round(b["img_s_median"] / a["img_s_median"], 4)
         entry["spec"] = a["spec"]
         summary.append(entry)
-    write_rows(args.out / "summary.csv", summary, list(summary[0]))
+    # The load differs between the passes and moves every configuration alike: what is left after
+    # dividing by the median ratio is what would reorder them.
+    shift = statistics.median(e["pass2_over_pass1"] for e in summary)
+    for e in summary:
+        e["pass_deviation"] = round(e["pass2_over_pass1"] / shift - 1, 4)
+    write_rows(out / "summary.csv", summary, list(summary[0]))
 
-    def tau(column: str) -> float:
-        return float(kendalltau([e[f"pass1_{column}"] for e in summary],
-                                [e[f"pass2_{column}"] for e in summary]).statistic)
+    def both(column: str) -> tuple[list[float], list[float]]:
+        return [e[f"pass1_{column}"] for e in summary], [e[f"pass2_{column}"] for e in summary]
 
     spreads = [e[f"pass{i}_spread"] for e in summary for i in (1, 2)]
     ranges = [e[f"pass{i}_spread_range"] for e in summary for i in (1, 2)]
+    halfwidths = [e[f"pass{i}_ci_halfwidth"] for e in summary for i in (1, 2)]
     wall_spreads = [e[f"pass{i}_wall_spread"] for e in summary for i in (1, 2)]
+    deviations = [abs(e["pass_deviation"]) for e in summary]
+    pooled = sorted((math.sqrt(e["pass1_img_s"] * e["pass2_img_s"]) for e in summary),
+                    reverse=True)
+    gaps = [1 - b / a for a, b in zip(pooled, pooled[1:], strict=False)]
     result = {
-        "study": config.name, "configurations": len(summary), "rounds": first[0]["repeats"],
-        "steps": first[0]["steps"], "batch_size": first[0]["batch_size"],
-        "img_size": first[0]["img_size"], "threads": first[0]["threads"],
-        "clock": first[0]["clock"], "device_name": first[0]["device_name"],
-        "loaders": args.load, "load_avg": loads, "seconds": round(time.time() - started),
-        "kendall_tau_cpu": round(tau("img_s"), 4), "kendall_tau_wall": round(tau("wall_img_s"), 4),
+        "study": first[0]["study"], "configurations": len(summary),
+        "rounds": int(first[0]["repeats"]), "steps": int(first[0]["steps"]),
+        "batch_size": int(first[0]["batch_size"]), "img_size": int(first[0]["img_size"]),
+        "threads": int(first[0]["threads"]), "clock": first[0]["clock"],
+        "device_name": first[0]["device_name"], **context,
+        "kendall_tau_cpu": round(float(kendalltau(*both("img_s")).statistic), 4),
+        "kendall_tau_wall": round(float(kendalltau(*both("wall_img_s")).statistic), 4),
+        "spearman_cpu": round(float(spearmanr(*both("img_s")).statistic), 4),
         "spread_max": max(spreads), "spread_median": statistics.median(spreads),
-        "spread_range_max": max(ranges), "wall_spread_max": max(wall_spreads),
-        "wall_spread_median": statistics.median(wall_spreads),
-        "max_pass_ratio_deviation": round(max(abs(e["pass2_over_pass1"] - 1) for e in summary), 4),
+        "spread_range_max": max(ranges), "ci_halfwidth_max": max(halfwidths),
+        "ci_halfwidth_median": statistics.median(halfwidths),
+        "wall_spread_max": max(wall_spreads), "wall_spread_median": statistics.median(wall_spreads),
+        "pass_shift": round(shift, 4), "pass_deviation_max": max(deviations),
+        "pass_deviation_median": statistics.median(deviations),
+        "neighbour_gap_median": round(statistics.median(gaps), 4),
     }
     result["goal_tau"] = result["kendall_tau_cpu"] >= TAU_GOAL
     result["goal_spread"] = result["spread_max"] <= SPREAD_GOAL
-    (args.out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
 
     width = max(len(e["points"]) for e in summary)
     print(f"\n{'configuration':<{width}}  {'cpu img/s p1':>12} {'p2':>8} {'spread p1':>9} "
-          f"{'p2':>6}   {'wall img/s p1':>13} {'p2':>8} {'spread p1':>9} {'p2':>6}")
+          f"{'p2':>6} {'CI+-':>6}   {'wall img/s p1':>13} {'p2':>8} {'spread p1':>9} {'p2':>6}")
     for e in sorted(summary, key=lambda e: -e["pass1_img_s"]):
         print(f"{e['points']:<{width}}  {e['pass1_img_s']:>12.1f} {e['pass2_img_s']:>8.1f} "
-              f"{100 * e['pass1_spread']:>8.1f}% {100 * e['pass2_spread']:>5.1f}%   "
+              f"{100 * e['pass1_spread']:>8.1f}% {100 * e['pass2_spread']:>5.1f}% "
+              f"{100 * e['pass1_ci_halfwidth']:>5.1f}%   "
               f"{e['pass1_wall_img_s']:>13.1f} {e['pass2_wall_img_s']:>8.1f} "
               f"{100 * e['pass1_wall_spread']:>8.1f}% {100 * e['pass2_wall_spread']:>5.1f}%")
-    print(f"\nKendall tau between passes: {result['kendall_tau_cpu']:.3f} on {result['clock']} "
-          f"(goal >= {TAU_GOAL}: {'met' if result['goal_tau'] else 'MISSED'}), "
-          f"{result['kendall_tau_wall']:.3f} on wall time")
-    print(f"spread (q3-q1)/median: max {100 * result['spread_max']:.1f} %, median "
-          f"{100 * result['spread_median']:.1f} % (goal <= {100 * SPREAD_GOAL:.0f} %: "
-          f"{'met' if result['goal_spread'] else 'MISSED'}); (max-min)/median max "
-          f"{100 * result['spread_range_max']:.1f} %; wall time: max "
-          f"{100 * result['wall_spread_max']:.1f} %, median {100 * result['wall_spread_median']:.1f} %")
-    print(f"load average before/after: {loads}; {result['seconds']} s; wrote {args.out}")
-    return 0
+    r = result
+    print(f"\nKendall tau between passes: {r['kendall_tau_cpu']:.3f} on {r['clock']} "
+          f"(goal >= {TAU_GOAL}: {'met' if r['goal_tau'] else 'MISSED'}), "
+          f"{r['kendall_tau_wall']:.3f} on wall time; Spearman {r['spearman_cpu']:.3f}")
+    print(f"spread of the rounds (q3-q1)/median: max {100 * r['spread_max']:.1f} %, median "
+          f"{100 * r['spread_median']:.1f} % (goal <= {100 * SPREAD_GOAL:.0f} %: "
+          f"{'met' if r['goal_spread'] else 'MISSED'}); (max-min)/median max "
+          f"{100 * r['spread_range_max']:.1f} %; wall time: max {100 * r['wall_spread_max']:.1f} %, "
+          f"median {100 * r['wall_spread_median']:.1f} %")
+    print(f"95 % interval of a median: +-{100 * r['ci_halfwidth_median']:.1f} % (max "
+          f"+-{100 * r['ci_halfwidth_max']:.1f} %); pass 2 / pass 1 = {r['pass_shift']:.3f} for "
+          f"all alike, then within {100 * r['pass_deviation_max']:.1f} % (median "
+          f"{100 * r['pass_deviation_median']:.1f} %); neighbours in the ranking are "
+          f"{100 * r['neighbour_gap_median']:.1f} % apart (median)")
+    print(f"load average: {r['load_avg']}; {r['seconds']} s; wrote {out}")
 
 
 if __name__ == "__main__":
