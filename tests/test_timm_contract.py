@@ -83,8 +83,7 @@ def test_fx_feature_extraction_equals_forward_intermediates(which):
         expected = getter(x)
         assert [f.shape[1] for f in expected] == getter.feature_info.channels()
         for got in (fx(x), hook(x)):
-            assert len(got) == len(expected)
-            for g, e in zip(got, expected):
+            for g, e in zip(got, expected, strict=True):
                 torch.testing.assert_close(g, e)
 
 
@@ -119,7 +118,7 @@ def test_forward_intermediates_reset_classifier_and_pruning(which):
         assert [64 // s.shape[-1] for s in stages] == [i["reduction"] for i in model.feature_info]
         two = model.forward_intermediates(x, indices=[1, 2], stop_early=True,
                                           intermediates_only=True)
-        for got, want in zip(two, stages[1:3]):
+        for got, want in zip(two, stages[1:3], strict=True):
             torch.testing.assert_close(got, want)
         pre_logits = model.forward_head(final, pre_logits=True)
 
@@ -161,8 +160,7 @@ def test_torch_export_of_the_backbone_equals_eager():
             expected = backbone(inputs)
             for runner in (program.module(), loaded):
                 got = runner(inputs)
-                assert len(got) == len(expected)
-                for g, e in zip(got, expected):
+                for g, e in zip(got, expected, strict=True):
                     torch.testing.assert_close(g, e)
 
 

@@ -26,8 +26,7 @@ import torch
 from mvlab.ops.scan import cpu_c as _cpu_c
 from mvlab.ops.scan import mamba_ssm as _mamba_ssm
 from mvlab.ops.scan import triton as _triton
-from mvlab.ops.scan.args import (ScanArgumentError, ScanBackendUnavailable, check_args,
-                                 compute_dtype)
+from mvlab.ops.scan.args import ScanArgumentError, ScanBackendUnavailable, check_args, compute_dtype
 from mvlab.ops.scan.chunked import selective_scan_chunked
 from mvlab.ops.scan.cpu_c import selective_scan_cpu_c
 from mvlab.ops.scan.mamba_ssm import selective_scan_mamba_ssm
