@@ -168,3 +168,16 @@ def test_torch_export_of_a_backend_it_cannot_trace_says_which_can():
     backbone = small_model("tiny", features_only=True, scan_backend="chunked").eval()
     with pytest.raises(ScanBackendUnavailable, match="torch.export needs a traceable scan"):
         torch.export.export(backbone, (images(),))
+
+
+def test_the_scan_on_meta_tensors_gives_shapes_only():
+    from mvlab.ops import selective_scan
+
+    batch, dim, length, n = 2, 6, 5, 3
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    u, delta = torch.empty(batch, dim, length, **meta), torch.empty(batch, dim, length, **meta)
+    A = torch.empty(dim, n, device="meta")
+    B, C = torch.empty(batch, n, length, **meta), torch.empty(batch, n, length, **meta)
+    y, last = selective_scan(u, delta, A, B, C, return_last_state=True)
+    assert (y.device.type, y.shape, y.dtype) == ("meta", u.shape, torch.bfloat16)
+    assert (last.shape, last.dtype) == ((batch, dim, n), torch.float32)  # the state stays fp32
