@@ -13,10 +13,11 @@ from pathlib import Path
 from mvlab.errors import UserError
 
 MASK = "***"
-# scheme://rest, up to whitespace or a quote (a URL inside a command line or an error message)
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
+# scheme://rest, up to whitespace (a URL inside a command line or an error message; a quote
+# may be part of a password, so it does not end the URL)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 # password=... in a query string or a libpq keyword string ("host=db password=secret")
-_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api_key|access_key)=([^&\s'\"]+)")
+_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api_key|access_key)=([^&\s]+)")
 
 
 class UnsafePathError(UserError):

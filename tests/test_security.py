@@ -20,6 +20,8 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mvlab import safety
 from mvlab.cli import main as cli_main
@@ -47,6 +49,7 @@ class _RunsCode:
 
 # --- 1. resume state: weights-only ---------------------------------------------------------------
 
+@pytest.mark.slow  # builds the built-in data first (about 15 s the first time)
 def test_a_planted_resume_pickle_runs_nothing_and_is_one_line(tmp_path, cache_dir, capsys):
     out, marker = tmp_path / "run", tmp_path / "PWNED"
     out.mkdir()
@@ -223,6 +226,25 @@ def test_a_decoded_cache_others_can_write_is_refused(image_tree, tmp_path, monke
         build_or_open(tmp_path / "c", "t", root, items, side=8, progress=False)
 
 
+def test_the_builtin_tree_follows_the_cache_rule(tmp_path, monkeypatch):
+    """The decoded cache is built from the built-in PNG tree, so a planted tree is refused too."""
+    from mvlab.data.builtin import write_once
+
+    def write(folder: Path) -> None:
+        (folder / "a.txt").write_text("x")
+
+    root = tmp_path / "cache" / "builtin" / "set-1"
+    assert write_once(root, write, "1") == root
+    assert root.parent.stat().st_mode & 0o777 == 0o700
+    root.parent.chmod(0o777)
+    with pytest.raises(UnsafePathError, match="built-in data cache .* writable by"):
+        write_once(root, write, "1")
+    root.parent.chmod(0o700)
+    monkeypatch.setattr(safety, "current_uid", lambda: os.geteuid() + 4242)
+    with pytest.raises(UnsafePathError, match="belongs to"):
+        write_once(root, write, "1")
+
+
 # --- 3. credentials ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, shown", [
@@ -241,6 +263,21 @@ def test_mask_url(url, shown):
 
 def test_mask_url_can_drop_the_password_for_environment_credentials():
     assert mask_url("postgresql://u:pw@h/db", placeholder=None) == "postgresql://u@h/db"
+
+
+# what users put in a URL's password, escaped or not (no whitespace: it ends a shell word)
+_PASSWORD_CHARS = "abcXYZ019-_.~!$&'()*+,;=%:@/?#\""
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(alphabet=_PASSWORD_CHARS, min_size=1, max_size=40),
+       scheme=st.sampled_from(["postgresql", "postgresql+psycopg2", "mysql", "http", "https"]))
+def test_no_password_survives_masking(password, scheme):
+    url = f"{scheme}://mvlab:{password}@db-host:5432/mvlab"
+    line = f"mvlab sweep s.yaml --storage {url} --n-trials 2"
+    assert mask_credentials(line) == (f"mvlab sweep s.yaml --storage {scheme}://mvlab:***@"
+                                      f"db-host:5432/mvlab --n-trials 2")
+    assert mask_url(url, placeholder=None) == f"{scheme}://mvlab@db-host:5432/mvlab"
 
 
 def test_mask_credentials_in_a_command_line():
@@ -262,14 +299,21 @@ space:
   pattern: [last_half]
 bench: {{batch_size: 2, warmup: 1, steps: 1, repeats: 1, threads: 1}}
 workdir: "{workdir}"
-"""
+{tracking}"""
 
 
-def _study(tmp_path: Path, cache: str, name: str = "sec"):
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow database for the module: creating its schema costs 10-25 s on a busy CPU."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def _study(tmp_path: Path, cache: str, name: str = "sec", tracking: str | None = None):
     from mvlab.study import load_study
 
     path = tmp_path / f"{name}.yaml"
-    path.write_text(STUDY.format(name=name, cache=cache, workdir=tmp_path / "studies" / name))
+    path.write_text(STUDY.format(name=name, cache=cache, workdir=tmp_path / "studies" / name,
+                                 tracking=f'tracking: {{uri: "{tracking}"}}\n' if tracking else ""))
     return path, load_study(str(path))
 
 
@@ -282,13 +326,15 @@ def test_check_prints_no_password(tmp_path, cache_dir, capsys):
     assert "storage: postgresql://u:***@db/x" in out and "mlflow:  http://me:***@mlf:5000" in out
 
 
-def test_the_parent_runs_command_tag_carries_no_password(tmp_path, cache_dir, monkeypatch):
+@pytest.mark.slow  # MLflow: about 10 s on a quiet CPU, 30 s on a busy one
+def test_the_parent_runs_command_tag_carries_no_password(tmp_path, cache_dir, monkeypatch,
+                                                        tracking_uri):
     from mlflow import MlflowClient
 
     from mvlab.study.runner import SweepOptions, prepare
 
     monkeypatch.chdir(tmp_path)
-    _, config = _study(tmp_path, cache_dir)
+    _, config = _study(tmp_path, cache_dir, name="cmdtag", tracking=tracking_uri)
     argv = ["mvlab", "sweep", "sec.yaml", "--storage", "postgresql://mvlab:s3cret@db/mvlab",
             "--set", "tracking.uri=http://me:tok3n@mlf:5000"]
     prepared, _study_obj = prepare(config, SweepOptions(progress=False), argv)
@@ -391,6 +437,33 @@ def test_a_journal_the_old_code_appended_onto_is_repaired(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
 
 
+@pytest.fixture(scope="module")
+def journal_bytes(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("journal") / "optuna.journal"
+    _tiny_journal(path, trials=3)
+    return path.read_bytes()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_journal_cut_anywhere_keeps_exactly_its_whole_records(journal_bytes, tmp_path, data):
+    from mvlab.study.storage import repair_journal
+
+    cut = data.draw(st.integers(min_value=1, max_value=len(journal_bytes)), label="cut")
+    path = tmp_path / f"cut-{cut}.journal"
+    path.write_bytes(journal_bytes[:cut])
+    repair_journal(path)
+    whole = journal_bytes[:journal_bytes.rfind(b"\n", 0, cut) + 1]
+    record_ends = cut == len(journal_bytes) - 1  # only the newline missing: the record is whole
+    assert path.read_bytes() == (journal_bytes if record_ends else whole)
+    if path.read_bytes():
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(path)))
+        assert optuna.get_all_study_names(storage) == ["j"]
+    for leftover in tmp_path.glob(f"cut-{cut}.journal.torn-*"):
+        leftover.unlink()
+
+
 @pytest.mark.parametrize("content", [b"hello\nworld\n", os.urandom(64) + b"\n", b"{}\n[1,2]\n"])
 def test_a_file_that_is_not_a_journal_is_one_clear_error(tmp_path, content):
     from mvlab.study.storage import open_storage
@@ -445,7 +518,9 @@ def test_stale_after_s_must_be_finite_and_at_least_a_minute(tmp_path, cache_dir,
     assert load_study(str(path), ["study.stale_after_s=60"]).stale_after_s == 60
 
 
-def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypatch, caplog):
+@pytest.mark.slow  # MLflow and a (faked) trial: about 10 s
+def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypatch, caplog,
+                                                  tracking_uri):
     """Another host marks the running trial failed (a negative stale_after_s did it before
     validation; clock skew still can): the worker's next per-epoch write finds the trial
     finished, stops training, closes its MLflow run with what it had, and returns normally."""
@@ -453,20 +528,20 @@ def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypat
     from optuna.trial import TrialState
 
     import mvlab.train as train_module
-    from mvlab.study import storage as st
+    from mvlab.study import storage
     from mvlab.study.runner import SweepOptions, prepare, work
     from mvlab.train import TrainResult
 
     monkeypatch.chdir(tmp_path)
-    _, config = _study(tmp_path, cache_dir)
+    _, config = _study(tmp_path, cache_dir, name="stale", tracking=tracking_uri)
     prepared, study = prepare(config, SweepOptions(progress=False))
     epochs_run = []
 
     def train(spec, data, cfg, on_epoch=None):  # the other host's verdict arrives mid-training
         (running,) = study.get_trials(states=(TrialState.RUNNING,))
-        storage = study._storage
-        storage.set_trial_user_attr(running._trial_id, st.REASON_ATTR, "stale: no heartbeat")
-        storage.set_trial_state_values(running._trial_id, TrialState.FAIL)
+        backend = study._storage
+        backend.set_trial_user_attr(running._trial_id, storage.REASON_ATTR, "stale: no heartbeat")
+        backend.set_trial_state_values(running._trial_id, TrialState.FAIL)
         on_epoch(0, {"train_loss": 1.0, "heldout_top1": 12.5})
         epochs_run.append(0)  # never reached: the write above stops the run
         return TrainResult(status="ok")

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mvlab.errors import DataError
+from mvlab.safety import check_trusted, private_dir
 
 BUILTIN_DIR = Path(__file__).with_name("builtin") / "fashion_mnist"
 ARRAYS = BUILTIN_DIR / "fashion_mnist_subset.npz"
@@ -51,9 +52,12 @@ def write_once(root: Path, write: Callable[[Path], None], stamp: str) -> Path:
 
     The tree is written under a temporary name and renamed into place when complete, so a
     crashed or concurrent writer never leaves a half tree where a reader would use it."""
+    # The decoded cache is built from this tree: the same ownership rule (docs/security.md).
     if (root / ".complete").is_file():
+        check_trusted(root.parent, "the built-in data cache")
+        check_trusted(root, "the built-in data tree")
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(root.parent, "the built-in data cache")
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         write(tmp)

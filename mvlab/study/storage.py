@@ -159,11 +159,11 @@ def repair_journal(path: Path) -> str | None:
             kept.append(tail)  # cut just before its newline
         else:
             dropped += len(tail)
-    if not kept:
+    if not kept and tail[:len(_RECORD_START)] != _RECORD_START[:len(tail)]:
         raise StudyError(f"storage {path}: not an Optuna journal (no complete record); point "
                          f"--storage (or the study's storage:) at the study's .journal file, or "
                          f"move this file away")
-    repaired = b"\n".join(kept) + b"\n"
+    repaired = b"\n".join(kept) + b"\n" if kept else b""  # else the first record was torn
     if repaired == data:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
