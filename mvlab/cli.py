@@ -10,7 +10,7 @@ from mvlab.errors import UserError
 
 # Order is the order shown in --help. A module that is missing is skipped, so the CLI never
 # breaks because one command is under construction.
-COMMANDS = ["show", "data", "train", "bench", "sweep", "report"]
+COMMANDS = ["show", "data", "train", "bench", "sweep", "report", "dashboard"]
 
 
 def build_parser() -> argparse.ArgumentParser:

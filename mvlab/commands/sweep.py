@@ -79,9 +79,29 @@ def handle(args: argparse.Namespace) -> int:
         values = ", ".join(f"{k}={row[k]:.4g}" for k in config.objective_names)
         knobs = " ".join(f"{k}={row[k]}" for k in (d.key for d in config.space) if k in row)
         print(f"  #{row['trial']}: {values}  {knobs}")
-    tracking_uri = mask_url(summary.tracking_uri)
     print(f"storage: {mask_url(summary.storage_url)}")
-    print(f"mlflow:  {tracking_uri} (parent run {summary.parent_run_id}); "
-          f"browse with: mlflow ui --backend-store-uri {tracking_uri}")
-    print(f"report:  mvlab report {args.file}")
+    print_next_steps(args.file, args.storage and mask_url(args.storage),
+                     mask_url(summary.tracking_uri), summary.parent_run_id,
+                     summary.experiment_id)
     return 0
+
+
+def print_next_steps(study_file: str, storage: str | None, tracking_uri: str,
+                     parent_run_id: str, experiment_id: str) -> None:
+    """Where to look next, as commands that work as printed (``.venv/bin/...`` after
+    ``make``) and the MLflow page that compares the trials."""
+    import shlex
+
+    from mvlab.commands import printed
+    from mvlab.study.tracking import trials_view_url
+
+    mvlab, study = printed.program("mvlab"), shlex.quote(study_file)
+    ui = printed.mlflow_ui(tracking_uri)
+    print(f"mlflow:  {tracking_uri} (parent run {parent_run_id})")
+    if ui:
+        print(f"  serve:  {ui}")
+    print(f"  trials: {trials_view_url(printed.mlflow_server(tracking_uri), experiment_id)}")
+    where = f" --storage {shlex.quote(storage)}" if storage else ""
+    print(f"optuna:  {mvlab} dashboard {study}{where}   # live Pareto front, "
+          f"http://127.0.0.1:8080")
+    print(f"report:  {mvlab} report {study}")

@@ -76,6 +76,7 @@ class SweepSummary:
     counts: dict[str, int]
     pareto: list[dict[str, Any]]
     artifacts: list[Path]
+    experiment_id: str = ""
 
 
 def storage_url_for(config: StudyConfig, override: str | None = None) -> str:
@@ -143,29 +144,36 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
 
         stale = st.fail_stale_trials(study, config.stale_after_s)
         queued = _queue_points(study, config, options.retry_failed)
-        experiment_id = tracking.prepare_tracking(uri, experiment, _artifact_root(config, uri))
+        experiment_id = tracking.prepare_tracking(uri, experiment, _artifact_root(config, uri),
+                                                  config.description)
+        tracking.set_trials_view(uri, experiment_id, list(config.objectives),
+                                 [d.key for d in config.space])
+        close_orphaned_runs(study, config, uri, experiment_id)
+        # Under the lock: sweeps started together reopen one parent run rather than each
+        # opening its own. Per-sweep facts are tags (the latest sweep's), study facts params.
+        parent = tracking.start_parent_run(
+            uri, experiment_id, name=f"sweep {config.name}",
+            resume=study.user_attrs.get(STUDY_PARENT_RUN_ID),
+            tags={"study": config.name, "kind": config.kind, "host": socket.gethostname(),
+                  "pid": str(os.getpid()), "pid_start": str(st.process_start_time(os.getpid())),
+                  "command": " ".join(argv or sys.argv),  # passwords masked by tracking
+                  "storage": st.describe_storage(url), "workers": options.workers,
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "stale_trials_failed": stale, "queued_now": queued},
+            params={"study": config.name, "kind": config.kind, "sampler": config.sampler,
+                    "model": config.model, "storage": st.describe_storage(url),
+                    "seeds": list(config.seeds),
+                    "space": {d.key: list(d.choices) if d.kind == "categorical"
+                              else [d.kind, d.low, d.high, d.log] for d in config.space},
+                    "objectives": dict(config.objectives), "constraints": config.constraints})
+        study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
     planned = config.n_trials if config.kind == "optimize" else len(planned_points(config) or [])
-    close_orphaned_runs(study, config, uri, experiment_id)
-    parent = tracking.start_parent_run(
-        uri, experiment_id, name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        tags={"study": config.name, "kind": config.kind, "host": socket.gethostname(),
-              "pid": str(os.getpid()), "pid_start": str(st.process_start_time(os.getpid())),
-              "command": " ".join(argv or sys.argv),  # passwords masked by tracking
-              "storage": st.describe_storage(url)},
-        params={"study": config.name, "kind": config.kind, "sampler": config.sampler,
-                "model": config.model, "workers": options.workers,
-                "storage": st.describe_storage(url), "seeds": list(config.seeds),
-                "space": {d.key: list(d.choices) if d.kind == "categorical"
-                          else [d.kind, d.low, d.high, d.log] for d in config.space},
-                "objectives": dict(config.objectives), "constraints": config.constraints,
-                "stale_trials_failed": stale, "queued_now": queued})
     study.set_user_attr(STUDY_KIND, "optimisation" if config.kind == "optimize" else "population")
     study.set_user_attr("study_kind", config.kind)
     # Without its password: the storage is shared, and libpq/MLflow read it from the
     # environment (PGPASSWORD, ~/.pgpass, MLFLOW_TRACKING_PASSWORD; docs/security.md).
     study.set_user_attr(STUDY_TRACKING_URI, mask_url(uri, placeholder=None))
     study.set_user_attr(STUDY_EXPERIMENT, experiment)
-    study.set_user_attr(STUDY_PARENT_RUN_ID, parent)
     # How `mvlab report STUDY` judges it when given the study's name rather than its file.
     import dataclasses
 
@@ -518,7 +526,8 @@ def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSumma
     written: list[Path] = []
     if status == "KILLED":  # interrupted: close the run and get out; `mvlab report` rebuilds
         tracking.end_run(uri, parent, status)
-        return SweepSummary(config.name, prepared.storage_url, uri, parent, totals, [], [])
+        return SweepSummary(config.name, prepared.storage_url, uri, parent, totals, [], [],
+                            prepared.target.experiment_id)
     try:
         written = report.write_sweep_artifacts(study, prepared.storage_url,
                                                config.workdir / "sweep")
@@ -532,7 +541,8 @@ def finalize(prepared: Prepared, study: optuna.Study, status: str) -> SweepSumma
     tracking.end_run(uri, parent, status)
     pareto = report.pareto_records(study, config)
     return SweepSummary(config.name, prepared.storage_url, prepared.target.uri,
-                        prepared.target.parent_run_id or "", totals, pareto, written)
+                        prepared.target.parent_run_id or "", totals, pareto, written,
+                        prepared.target.experiment_id)
 
 
 # --------------------------------------------------------------------------------- display

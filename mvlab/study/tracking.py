@@ -1,5 +1,5 @@
-"""MLflow records of a study: one experiment per study, a parent run per ``mvlab sweep``
-invocation, a child run per trial.
+"""MLflow records of a study: one experiment per study, one parent run per study (every
+``mvlab sweep`` of it reopens it), a child run per trial.
 
 Everything goes through an explicit ``MlflowClient`` (no global active run), so worker
 processes can write child runs of the parent that the main process opened. The default backend
@@ -29,6 +29,12 @@ T = TypeVar("T")
 
 # MLflow caps a param value at 6000 characters; a spec string is far below that.
 _PARAM_LIMIT = 6000
+
+# Experiment tags the MLflow 3 UI reads: the experiment's kind ("Machine learning" rather than
+# GenAI), its description, and stored runs-table views (opened by ``viewStateShareKey``).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+SHARED_VIEW_TAG, TRIALS_VIEW = "mlflow.sharedViewState.", "trials"
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -103,12 +109,28 @@ def _retry(action: Callable[[], T], what: str, attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
-def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None) -> str:
-    """Create the backend (schema) and the experiment once; returns the experiment id."""
+def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None,
+                     description: str = "") -> str:
+    """Create the backend (schema) and the experiment once, label it as a model-training
+    experiment with the study's description (on resumed ones too); returns the experiment id."""
     client = _client(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:
-        return found.experiment_id
+        experiment_id = found.experiment_id
+    else:
+        experiment_id = _create_experiment(client, experiment, artifact_root)
+    labels = {EXPERIMENT_KIND_TAG: TRAINING_KIND}
+    if description.strip():
+        labels[NOTE_TAG] = description.strip()
+    current = found.tags if found is not None else {}
+    for key, value in labels.items():
+        if current.get(key) != value:
+            _retry(lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v),
+                   "set_experiment_tag")
+    return experiment_id
+
+
+def _create_experiment(client: Any, experiment: str, artifact_root: Path | None) -> str:
     location = artifact_root.resolve().as_uri() if artifact_root is not None else None
     if artifact_root is not None:
         artifact_root.mkdir(parents=True, exist_ok=True)
@@ -119,6 +141,57 @@ def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None) -> s
         if found is None:
             raise
         return found.experiment_id
+
+
+def set_trials_view(uri: str, experiment_id: str, objectives: list[tuple[str, str]],
+                    knobs: list[str]) -> None:
+    """Store the runs-table view that compares trials (``trials_view_url`` opens it): the
+    objectives as metric columns and the design knobs as param columns, sorted best first
+    by the first objective. Sorting by a metric also lists the child runs flat, where the
+    default view folds them under their parent's row."""
+    first, direction = objectives[0]
+    columns = [_column("metrics", name) for name, _ in objectives]
+    columns += [_column("params", key) for key in [*knobs, "seed"]]
+    view = {"orderByKey": _column("metrics", first), "orderByAsc": direction == "minimize",
+            "selectedColumns": [*dict.fromkeys(columns), _column("attributes", "Duration")],
+            "runsHiddenMode": "SHOW_ALL",  # every trial in the charts, not the first ten
+            **_objective_charts([name for name, _ in objectives])}
+    _retry(lambda: _client(uri).set_experiment_tag(
+        experiment_id, SHARED_VIEW_TAG + TRIALS_VIEW, json.dumps(view)), "set_experiment_tag")
+
+
+def trials_view_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page of the experiment's trials. ``workflowType`` picks the UI's "Model
+    training" side: MLflow 3.17 lands on the GenAI overview otherwise, whatever the
+    experiment's kind tag says."""
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType="
+            f"machine_learning&viewStateShareKey={TRIALS_VIEW}")
+
+
+def _objective_charts(names: list[str]) -> dict[str, Any]:
+    """The chart view's one section, "Objectives": the first two objectives against each other
+    (each trial a point: the front) and a bar chart per objective. Charts of other metrics are
+    a click away (Add chart)."""
+    section = "mvlab-objectives"
+    card = {"runsCountToCompare": 100, "metricSectionId": section, "deleted": False,
+            "isGenerated": False}
+    charts = []
+    if len(names) >= 2:
+        charts.append({**card, "uuid": "mvlab-front", "type": "SCATTER",
+                       "displayName": f"{names[0]} vs {names[1]}",
+                       "xaxis": {"key": names[0], "type": "METRIC"},
+                       "yaxis": {"key": names[1], "type": "METRIC"}})
+    charts += [{**card, "uuid": f"mvlab-{name}", "type": "BAR", "metricKey": name,
+                "displayName": name} for name in names]
+    return {"compareRunCharts": charts,
+            "compareRunSections": [{"uuid": section, "name": "Objectives", "display": True,
+                                    "isReordered": False, "deleted": False,
+                                    "isGenerated": False}]}
+
+
+def _column(kind: str, key: str) -> str:
+    """A runs-table column as the MLflow UI names it."""
+    return f"{kind}.`{key}`"
 
 
 def running_runs(uri: str, experiment_id: str) -> list[Any]:
@@ -138,13 +211,43 @@ def close_run(uri: str, run_id: str, status: str, reason: str | None = None) -> 
 
 
 def start_parent_run(uri: str, experiment_id: str, name: str, tags: dict[str, str],
-                     params: dict[str, Any]) -> str:
-    """Open the sweep invocation's parent run; returns its id."""
+                     params: dict[str, Any], resume: str | None = None) -> str:
+    """Open the study's parent run; returns its id. ``resume``: the id of the parent an
+    earlier sweep of the study opened; it is reopened (RUNNING, this sweep's tags, the params
+    it lacks) when it still exists in this experiment, so a study keeps one parent run."""
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=name,
-                            tags={k: _text(v) for k, v in tags.items()})
-    _log_params(client, run.info.run_id, params)
-    return run.info.run_id
+    tags = {k: _text(v) for k, v in tags.items()}
+    previous = _live_run(client, resume, experiment_id) if resume else None
+    if previous is None:
+        run = _retry(lambda: client.create_run(experiment_id, run_name=name, tags=tags),
+                     "create_run")
+        _log_params(client, run.info.run_id, params)
+        return run.info.run_id
+    run_id = previous.info.run_id
+    _retry(lambda: client.update_run(run_id, status="RUNNING"), "update_run")
+    set_run_tags(uri, run_id, tags)
+    # MLflow refuses to change a logged param: the first sweep's values stay.
+    _log_params(client, run_id, {k: v for k, v in params.items()
+                                 if k not in previous.data.params})
+    return run_id
+
+
+def _live_run(client: Any, run_id: str, experiment_id: str) -> Any:
+    """The run, if it exists, belongs to the experiment and is not deleted; else None."""
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - deleted for good, or another tracking store
+        return None
+    if run.info.experiment_id != experiment_id or run.info.lifecycle_stage != "active":
+        return None
+    return run
+
+
+def set_run_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+
+    items = [RunTag(k, _text(v)) for k, v in tags.items()]
+    _retry(lambda: _client(uri).log_batch(run_id, tags=items), "set_tags")
 
 
 def end_run(uri: str, run_id: str, status: str) -> None:
