@@ -449,13 +449,17 @@ def journal_bytes(tmp_path_factory) -> bytes:
 def test_a_journal_cut_anywhere_keeps_exactly_its_whole_records(journal_bytes, tmp_path, data):
     from mvlab.study.storage import repair_journal
 
-    cut = data.draw(st.integers(min_value=1, max_value=len(journal_bytes)), label="cut")
+    newlines = [i for i, byte in enumerate(journal_bytes) if byte == 0x0A]
+    cut = data.draw(st.one_of(st.integers(min_value=1, max_value=len(journal_bytes)),
+                              st.sampled_from(newlines)), label="cut")  # and just before one
     path = tmp_path / f"cut-{cut}.journal"
     path.write_bytes(journal_bytes[:cut])
     repair_journal(path)
-    whole = journal_bytes[:journal_bytes.rfind(b"\n", 0, cut) + 1]
-    record_ends = cut == len(journal_bytes) - 1  # only the newline missing: the record is whole
-    assert path.read_bytes() == (journal_bytes if record_ends else whole)
+    if cut < len(journal_bytes) and journal_bytes[cut:cut + 1] == b"\n":
+        expected = journal_bytes[:cut + 1]  # only the newline was cut: the record is whole
+    else:
+        expected = journal_bytes[:journal_bytes.rfind(b"\n", 0, cut) + 1]
+    assert path.read_bytes() == expected
     if path.read_bytes():
         storage = optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(path)))
