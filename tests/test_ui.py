@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -42,6 +43,7 @@ class Swept:
     study_file: Path
     first: SweepSummary
     closing: dict[str, str]  # "serve", "trials", "optuna", "report" -> what the resume printed
+    front: list[str]  # the resume's lines of the Pareto front
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +66,12 @@ def swept(tmp_path_factory) -> Swept:
         os.chdir(old)
     assert code == 0 and first.counts["COMPLETE"] == 2
     closing = {}
+    front = [line.strip() for line in out.getvalue().splitlines() if line.startswith("  #")]
     for line in out.getvalue().splitlines():
         key, sep, value = line.strip().partition(":")
         if sep and key in ("serve", "trials", "optuna", "report"):
             closing[key] = value.strip()
-    return Swept(folder, study_file, first, closing)
+    return Swept(folder, study_file, first, closing, front)
 
 
 @pytest.mark.slow
@@ -108,6 +111,11 @@ def test_closing_lines_name_this_environments_programs(swept):
         found = shutil.which(argv[0]) or str(swept.folder / argv[0])
         assert os.path.samefile(found, bin_dir / program), (key, argv)
     assert shlex.split(swept.closing["report"])[1:] == ["report", str(swept.study_file)]
+    # The front: two decimals throughout (not "10" next to "13.33") and the seed.
+    assert swept.front and len(swept.front) == len(swept.first.pareto)
+    for line in swept.front:
+        assert re.fullmatch(r"#\d+: heldout_top1=\d+\.\d\d, throughput=\d+\.\d\d  "
+                            r"pattern=(last_half|attn_only) seed=0", line), line
 
 
 def test_program_is_bare_only_when_the_shell_finds_this_environments_script(tmp_path,

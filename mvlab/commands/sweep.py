@@ -76,14 +76,22 @@ def handle(args: argparse.Namespace) -> int:
     print(f"study {summary.study}: {states}")
     print(f"Pareto front ({len(summary.pareto)} trials):")
     for row in summary.pareto:
-        values = ", ".join(f"{k}={row[k]:.4g}" for k in config.objective_names)
-        knobs = " ".join(f"{k}={row[k]}" for k in (d.key for d in config.space) if k in row)
+        values = ", ".join(f"{k}={_number(row[k])}" for k in config.objective_names)
+        keys = [*(d.key for d in config.space), "seed"]
+        knobs = " ".join(f"{k}={row[k]}" for k in dict.fromkeys(keys) if k in row)
         print(f"  #{row['trial']}: {values}  {knobs}")
     print(f"storage: {mask_url(summary.storage_url)}")
     print_next_steps(args.file, args.storage and mask_url(args.storage),
                      mask_url(summary.tracking_uri), summary.parent_run_id,
                      summary.experiment_id)
     return 0
+
+
+def _number(value: float) -> str:
+    """An objective, two decimals throughout (73.00 next to 73.83, not 73); counts such as
+    params or MACs whole, with thousands separators."""
+    value = float(value)
+    return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.2f}"
 
 
 def print_next_steps(study_file: str, storage: str | None, tracking_uri: str,
