@@ -16,8 +16,8 @@ A reused entry is trusted data, so the cache follows the kernel cache's rule (``
 ``<cache_dir>/decoded`` is made private (0700), and a folder or file there that belongs to
 another user or that group/others can write is refused with one line. An entry whose arrays do
 not match the checksums in its manifest (damaged, or changed after the build) is rebuilt.
-Checking costs one sha256 pass over the arrays per open: 0.3 s for the built-in set at 64 px
-(112 MB; docs/security.md).
+Checking costs one sha256 pass over the arrays per open: 0.1-0.3 s for the built-in set at
+64 px (112 MB; benchmarks/cache_checksum_cost.py, docs/security.md).
 """
 from __future__ import annotations
 
