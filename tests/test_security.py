@@ -479,6 +479,15 @@ def test_a_file_that_is_not_a_journal_is_one_clear_error(tmp_path, content):
     assert path.read_bytes() == content  # left as it was
 
 
+def test_report_on_a_file_that_is_not_a_journal_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies" / "x").mkdir(parents=True)
+    (tmp_path / "studies" / "x" / "optuna.journal").write_text("hello\nworld\n")
+    assert cli_main(["report", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not an Optuna journal" in err
+
+
 @pytest.mark.slow
 def test_after_a_torn_journal_the_next_sweep_and_the_report_work(tmp_path, cache_dir):
     """Sweeps as separate processes, like a crash: the cut record is the first sweep's last

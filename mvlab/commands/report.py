@@ -76,7 +76,10 @@ def handle(args: argparse.Namespace) -> int:
         if "://" not in storage and not Path(storage).exists():
             raise StudyError(f"{storage}: no such study storage; run `mvlab sweep` first or "
                              f"pass --storage URL")
-        if "://" in storage:  # opened as the sweep opens it: the same driver, one-line errors
+        # Opened as the sweep opens it: the same driver, one-line errors, a torn journal
+        # repaired (and a file that is not a journal one line, not a JSONDecodeError).
+        if "://" in storage or storage.startswith("journal:") or \
+                storage.endswith((".journal", ".log")):
             from mvlab.study.storage import open_storage
 
             storage = open_storage(storage)
