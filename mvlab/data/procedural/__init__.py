@@ -87,7 +87,3 @@ def materialize(cfg: Any, cache_dir: str | Path) -> Path:
         (out / "definition.json").write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
     return write_once(root, write, digest)
-
-
-def class_names(task: str) -> list[str]:
-    return list(TASKS[task].classes)
