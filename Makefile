@@ -8,6 +8,8 @@ STUDY  ?= experiments/hybrid_patterns.yaml
 # runs several times faster than two (README). Given on the command line, not in the study
 # file, because the file also serves GPU and many-core hosts; the committed results ran with 1.
 THREADS ?= 1
+# Processes sharing the study: with one thread each, one per core keeps both cores busy.
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 DASHBOARD_PORT ?= 8080
 
 .PHONY: setup sweep test lint clean dashboard lab
@@ -21,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 sweep: setup
-	$(VENV)/bin/mvlab sweep $(STUDY) --set train.threads=$(THREADS)
+	$(VENV)/bin/mvlab sweep $(STUDY) --workers $(WORKERS) --set train.threads=$(THREADS)
 
 # optuna-dashboard on the study's Optuna storage (the journal file by default): live Pareto
 # front, history and trials at http://127.0.0.1:$(DASHBOARD_PORT) while `make sweep` runs.

@@ -704,11 +704,6 @@ def set_option(spec: ModelSpec | str, key: str, value: Any) -> ModelSpec:
                     f"depths, s<i>.<stage key> or one of {', '.join(TOKEN_STAGE_KEYS)}")
 
 
-__all__ = [
-    "MixerOptions", "StageSpec", "ModelSpec", "PRESETS", "parse_spec", "format_spec",
-    "expand_pattern", "canonical_pattern", "set_option", "normalize_spec", "make_spec",
-    "preset_name", "default_heads", "network_spec",
-]
 def network_spec(spec: ModelSpec | str) -> str:
     """The canonical spec of the network ``spec`` builds, with everything that builds nothing
     dropped: patterns as their block letters, mixer options only where a stage has mixer blocks
@@ -731,3 +726,8 @@ def network_spec(spec: ModelSpec | str) -> str:
     return format_spec(replace(spec, stages=tuple(stages)))
 
 
+__all__ = [
+    "MixerOptions", "StageSpec", "ModelSpec", "PRESETS", "parse_spec", "format_spec",
+    "expand_pattern", "canonical_pattern", "set_option", "normalize_spec", "make_spec",
+    "preset_name", "default_heads", "network_spec",
+]

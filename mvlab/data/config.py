@@ -51,11 +51,11 @@ class DataConfig:
     val_per_class: int | None = None
     heldout_fraction: float = 0.1
     seed: int = 0
+    order_seed: int | None = None  # training order + augmentation; None: seed
     resolution: int = 64
     crop_pct: float | None = None
     cache: bool = True
     cache_dir: str | None = None
-    order_seed: int | None = None  # training order + augmentation; None: seed
     num_workers: int = 0
     storage_resolution: int | None = None
     train_split: str = "train"

@@ -39,8 +39,8 @@ STUDY_KIND = "kind"                      # "population" (grid/random/QMC) or "op
 STUDY_TRACKING_URI = "mlflow_tracking_uri"
 STUDY_EXPERIMENT = "mlflow_experiment"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
-STUDY_CONFIG, STUDY_FIDELITY_HASH = "study_config", "fidelity_hash"
 STUDY_ANALYSIS = "analysis"  # the study file's analysis: settings (reference, margin, ...)
+STUDY_CONFIG, STUDY_FIDELITY_HASH = "study_config", "fidelity_hash"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
