@@ -7,6 +7,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 import types
 import typing
 
@@ -208,25 +209,32 @@ class _Burner:
             thread.join()
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
-def test_thread_clock_ignores_other_threads_that_share_the_core():
-    # Pinned to one core, three burner threads take about three quarters of it: wall time and
-    # the process's CPU time both see them; the measuring thread's CPU time must not.
-    model = build_model("tiny", num_classes=10)
-    settings = dict(QUICK, steps=6, batch_size=4, num_classes=10, complexity=False)
-    allowed = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(allowed)})
-    try:
-        quiet = measure_throughput(model, **settings)
-        with _Burner(3):
-            burned = measure_throughput(model, **settings)
-            process = measure_throughput(model, clock="process_cpu", **settings)
-    finally:
-        os.sched_setaffinity(0, allowed)
-    assert quiet["clock"] == burned["clock"] == "thread_cpu"
-    assert burned["wall_img_s_median"] < 0.7 * burned["img_s_median"]  # the burners competed
-    assert burned["img_s_median"] > 0.7 * quiet["img_s_median"]
-    assert process["img_s_median"] < 0.6 * burned["img_s_median"]
+class Descheduled(nn.Module):
+    """A tiny network whose forward also spends 20 ms off the CPU, as a thread does while the
+    scheduler runs other jobs on its core."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(4, 10))
+
+    def forward(self, x):
+        time.sleep(0.02)
+        return self.net(x)
+
+
+def test_thread_clock_counts_only_the_measuring_threads_own_cpu_time():
+    # Time off the CPU (the sleep) and CPU time burnt by other threads of the process are both
+    # invisible to the thread clock; wall time sees the first, the process clock the second.
+    # The margins are tens of times, not percent, so a loaded machine cannot flip them.
+    settings = dict(QUICK, steps=5, batch_size=4, num_classes=10, complexity=False)
+    model = Descheduled()
+    with _Burner(1):
+        thread = measure_throughput(model, **settings)
+        process = measure_throughput(model, clock="process_cpu", **settings)
+    assert thread["clock"] == "thread_cpu" and process["clock"] == "process_cpu"
+    assert thread["wall_img_s_median"] < thread["img_s_median"] / 5
+    assert process["img_s_median"] < thread["img_s_median"] / 3
 
 
 class Recorded(nn.Module):

@@ -347,5 +347,6 @@ def test_an_unreachable_database_is_one_line(sweep_env, tmp_path, capsys):
 
     path, _ = _study_file(sweep_env, "unreachable")
     assert main(["sweep", str(path), "--storage", "postgresql://nobody@127.0.0.1:1/none"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("mvlab sweep: warning:")]  # the tiny study's few-token warnings
     assert len(err) == 1 and "cannot open it" in err[0] and "127.0.0.1" in err[0], err

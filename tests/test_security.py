@@ -358,16 +358,18 @@ def test_a_url_without_password_uses_pgpassword_and_pgpass(tmp_path, monkeypatch
 
     admin = sqlalchemy.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
+        # a database of its own: the shared test database holds tables other roles own
+        conn.execute(sqlalchemy.text("DROP DATABASE IF EXISTS mvlab_pw_db"))
         conn.execute(sqlalchemy.text("DROP ROLE IF EXISTS mvlab_pw"))
         conn.execute(sqlalchemy.text("CREATE ROLE mvlab_pw LOGIN PASSWORD 'pw-4-test'"))
-        conn.execute(sqlalchemy.text("GRANT ALL ON SCHEMA public TO mvlab_pw"))
+        conn.execute(sqlalchemy.text("CREATE DATABASE mvlab_pw_db OWNER mvlab_pw"))
     hba = Path(os.environ["MVLAB_PG_DIR"]) / "data" / "pg_hba.conf"
     original = hba.read_text()
     hba.write_text("host all mvlab_pw 127.0.0.1/32 scram-sha-256\n" + original)
     try:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_reload_conf()"))
-        host = POSTGRES_URL.split("@", 1)[1]
+        host = POSTGRES_URL.split("@", 1)[1].split("/", 1)[0] + "/mvlab_pw_db"
         url = f"postgresql://mvlab_pw@{host}"
         monkeypatch.delenv("PGPASSWORD", raising=False)
         monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
@@ -390,6 +392,7 @@ def test_a_url_without_password_uses_pgpassword_and_pgpass(tmp_path, monkeypatch
         hba.write_text(original)
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_reload_conf()"))
+            conn.execute(sqlalchemy.text("DROP DATABASE IF EXISTS mvlab_pw_db WITH (FORCE)"))
         admin.dispose()
 
 
