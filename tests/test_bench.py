@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 import timm
 import torch
 from scipy.stats import binom
+from study_texts import TINY_GRID
 from torch import nn
 
 from mvlab.bench import (
@@ -303,21 +303,7 @@ def test_sweep_throughput_uses_the_cpu_clock_with_one_thread_by_default():
 
 # -- the study command and device naming ---------------------------------------------------
 
-STUDY = """\
-name: benchy
-model: tiny
-data:
-  resolution: 16
-  per_class: 10
-train:
-  epochs: 2
-  batch_size: 8
-study:
-  kind: grid
-  seeds: [0, 1]
-space:
-  pattern: [last_half, attn_only]
-  branch: [on, off]
+STUDY = TINY_GRID.replace("name: t\n", "name: benchy\n") + """\
 bench:
   batch_size: 2
   warmup: 1

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from study_texts import TINY_GRID
 
 from mvlab.errors import StudyError
 from mvlab.study import grid_points, load_study, load_study_text, population_points
@@ -21,22 +22,7 @@ from mvlab.study.trial import EARLY_TOP1, hopeless
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
-BASE = """\
-name: t
-model: tiny
-data:
-  resolution: 16
-  per_class: 10
-train:
-  epochs: 2
-  batch_size: 8
-study:
-  kind: grid
-  seeds: [0, 1]
-space:
-  pattern: [last_half, attn_only]
-  branch: [on, off]
-"""
+BASE = TINY_GRID
 
 
 def _error(text: str, overrides: tuple[str, ...] = ()) -> str:
