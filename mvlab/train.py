@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 OnEpoch = Callable[[int, dict], "bool | None"]
 
 # Settings that do not change what a run computes; a checkpoint may be resumed under other values.
+# Upper bounds on counts a user types (docs/training.md): past them a run would only allocate or
+# loop for hours before failing.
+MAX_COUNTS = {"epochs": 100_000, "batch_size": 65_536, "sync_every": 1_000_000, "threads": 1024}
 _RESUME_NEUTRAL = ("device", "threads", "checkpoint_dir", "resume", "progress", "sync_every")
 
 
@@ -127,14 +130,19 @@ class TrainConfig:
         def bad(key: str, why: str) -> TrainConfigError:
             return TrainConfigError(f"train.{key}={getattr(self, key)!r}: {why}")
 
-        if self.threads is not None and int(self.threads) < 1:
-            raise bad("threads", "must be a positive integer, or null for torch's default")
+        if self.threads is not None and not 1 <= int(self.threads) <= MAX_COUNTS["threads"]:
+            raise bad("threads", f"must be an integer in 1..{MAX_COUNTS['threads']}, or null for "
+                                 f"torch's default")
         for key in ("epochs", "batch_size", "sync_every"):
-            if int(getattr(self, key)) < 1:
-                raise bad(key, "must be a positive integer")
-        if self.eval_batch_size is not None and int(self.eval_batch_size) < 1:
-            raise bad("eval_batch_size", "must be a positive integer or null")
+            if not 1 <= int(getattr(self, key)) <= MAX_COUNTS[key]:
+                raise bad(key, f"must be an integer in 1..{MAX_COUNTS[key]}")
+        if self.eval_batch_size is not None and not (
+                1 <= int(self.eval_batch_size) <= MAX_COUNTS["batch_size"]):
+            raise bad("eval_batch_size", f"must be an integer in 1..{MAX_COUNTS['batch_size']} "
+                                         f"or null")
         for key in ("lr", "min_lr", "warmup_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"):
+            if not math.isfinite(float(getattr(self, key))):
+                raise bad(key, "must be a finite number")
             if float(getattr(self, key)) < 0:
                 raise bad(key, "must be >= 0")
         if not float(self.lr) > 0:

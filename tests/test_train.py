@@ -231,3 +231,18 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
         assert main(["train", "tiny", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", 10**12, r"batch_size=1000000000000: must be an integer in 1\.\.65536"),
+    ("epochs", 10**12, r"epochs=.*1\.\.100000"),
+    ("threads", 10**6, r"threads=1000000: must be an integer in 1\.\.1024"),
+    ("eval_batch_size", 0, r"eval_batch_size=0"),
+    ("weight_decay", float("nan"), r"weight_decay=nan: must be a finite number"),
+    ("warmup_lr", float("inf"), r"warmup_lr=inf: must be a finite number"),
+])
+def test_train_config_bounds_every_count_and_rejects_non_finite_rates(key, value, message):
+    from mvlab.train import TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError, match=message):
+        TrainConfig(**{key: value})
