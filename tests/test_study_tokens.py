@@ -74,3 +74,21 @@ def test_check_prints_the_warning_and_still_succeeds(tmp_path, capsys):
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_study_asks_its_question_where_it_can_be_asked(path):
     assert few_token_warnings(load_study(path)) == []
+
+
+def test_a_population_is_checked_without_sampling_it(monkeypatch):
+    # Sampling a population builds and measures every candidate (seconds for n in the
+    # thousands); the warning probes each dimension's values instead, and still finds a probe
+    # value that starves a stage.
+    import mvlab.study.space as space
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the token check sampled the population")
+
+    monkeypatch.setattr(space, "population_points", refuse)
+    config = load_study(EXPERIMENTS / "design_space.yaml")
+    assert config.kind == "population"
+    assert few_token_warnings(config) == []
+    starved = load_study(EXPERIMENTS / "design_space.yaml",
+                         overrides=["data.resolution=32"])
+    assert any("stage 4" in line for line in few_token_warnings(starved))

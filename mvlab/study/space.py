@@ -126,7 +126,7 @@ def validate_space(config: StudyConfig, fail: Callable[[tuple, str], StudyError]
         if dim.target == "model":
             continue
         base_cfg = config.train if dim.target == "train" else config.data
-        for value in _probe_values(dim):
+        for value in probe_values(dim):
             try:
                 _replace(base_cfg, dim.target, {dim.field_name: value})
             except UserError as exc:
@@ -150,7 +150,7 @@ def validate_space(config: StudyConfig, fail: Callable[[tuple, str], StudyError]
                                f"{exc}") from None
         return
     for dim in model_dims:
-        for value in _probe_values(dim):
+        for value in probe_values(dim):
             try:
                 set_option(base, dim.key, value)
             except UserError as exc:
@@ -158,7 +158,7 @@ def validate_space(config: StudyConfig, fail: Callable[[tuple, str], StudyError]
                                                f"model: {exc}") from None
 
 
-def _probe_values(dim: Dimension) -> tuple[Any, ...]:
+def probe_values(dim: Dimension) -> tuple[Any, ...]:
     if dim.kind == "categorical":
         return dim.choices
     return (dim.low, dim.high)

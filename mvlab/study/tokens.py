@@ -8,6 +8,7 @@ network computes, and a study comparing them measures noise. ``mvlab sweep`` (al
 from __future__ import annotations
 
 from mvlab.study.schema import StudyConfig
+from mvlab.study.space import SEED_PARAM, Point, grid_points, probe_values, resolve_point
 
 MIN_TOKEN_SIDE = 4
 
@@ -17,10 +18,8 @@ def few_token_warnings(config: StudyConfig) -> list[str]:
     stage sees a map (or window) smaller than ``MIN_TOKEN_SIDE`` on a side."""
     from mvlab.grammar import parse_spec
     from mvlab.models.complexity import complexity
-    from mvlab.study.space import planned_points, resolve_point
-
     warnings: dict[tuple, str] = {}
-    for params in planned_points(config) or [{}]:
+    for params in _points_to_check(config):
         plan = resolve_point(config, params)
         spec = parse_spec(plan.spec)
         resolution = plan.data.resolution
@@ -47,3 +46,12 @@ def few_token_warnings(config: StudyConfig) -> list[str]:
                              f"fewer than {MIN_TOKEN_SIDE}x{MIN_TOKEN_SIDE}, so what its blocks "
                              f"are cannot matter much; {fix} (docs/grammar.md, token maps)")
     return list(warnings.values())
+
+
+def _points_to_check(config: StudyConfig) -> list[Point]:
+    """A grid's own points; for populations and optimize studies the base point and each
+    dimension's choices (or range ends) one at a time, so ``--check`` stays fast for any ``n``
+    (sampling a population means building and measuring every candidate)."""
+    if config.kind == "grid":  # the seed changes no token map: one seed's points
+        return [p for p in grid_points(config) if p[SEED_PARAM] == config.seeds[0]]
+    return [{}] + [{dim.key: value} for dim in config.space for value in probe_values(dim)]
