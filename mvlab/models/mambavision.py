@@ -11,15 +11,19 @@ For the released layouts that is exactly the reference: one partition per level.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mvlab.grammar import ModelSpec, StageSpec, format_spec, parse_spec
+from mvlab.grammar import PRESETS, ModelSpec, StageSpec, format_spec, parse_spec
 from mvlab.models.blocks import ConvBlock, Downsample, Stem, TokenBlock, from_tokens, to_tokens
+from mvlab.models.weights import checkpoint_filter_fn
 from mvlab.ops import resolve_backend
 
 
@@ -256,3 +260,116 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- timm registry
+# As in timm's own model files: the configs, one builder, then one registered function per
+# name, so that a name found in a config or a log leads to its definition by a plain search.
+
+_HF = "https://huggingface.co/nvidia/{repo}/resolve/main/{file}"
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.875, "interpolation": "bicubic", "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD, "first_conv": "patch_embed.conv_down.0",
+        "classifier": "head", "crop_mode": "center",
+        "license": "nvidia-source-code-license-nc (weights)", **kwargs,
+    }
+
+
+def _hf(repo: str, file: str, crop_pct: float) -> dict[str, Any]:
+    return _cfg(_HF.format(repo=repo, file=file), crop_pct=crop_pct)
+
+
+# Official ImageNet-1K weights (NVIDIA's release on the Hugging Face hub) and the eval crops NVIDIA
+# published with them. Nothing is bundled: download the .pth.tar and call
+# mvlab.load_pretrained(model, path), or pretrained=True where the hub is reachable.
+default_cfgs = generate_default_cfgs({
+    "mambavision_t.in1k": _hf("MambaVision-T-1K", "mambavision_tiny_1k.pth.tar", 1.0),
+    "mambavision_t2.in1k": _hf("MambaVision-T2-1K", "mambavision_tiny2_1k.pth.tar", 0.98),
+    "mambavision_s.in1k": _hf("MambaVision-S-1K", "mambavision_small_1k.pth.tar", 0.93),
+    "mambavision_b.in1k": _hf("MambaVision-B-1K", "mambavision_base_1k.pth.tar", 1.0),
+    "mambavision_l.in1k": _hf("MambaVision-L-1K", "mambavision_large_1k.pth.tar", 1.0),
+    "mambavision_l2.in1k": _hf("MambaVision-L2-1K", "mambavision_large2_1k.pth.tar", 1.0),
+    "mambavision_l3.in21k_ft_in1k": _cfg(crop_pct=1.0),
+    "mambavision_tiny.untrained": _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
+    "mambavision_proxy.untrained": _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
+    "mambavision_spec.untrained": _cfg(),
+})
+
+# timm name -> grammar preset; tests/test_timm_contract.py checks that every preset has its
+# registered function below and that nothing else is registered under mambavision_*.
+TIMM_NAMES = {f"mambavision_{name.lower()}": name for name in PRESETS}
+
+
+def create_mambavision(variant: str, spec: ModelSpec | str, pretrained: bool = False,
+                       **kwargs: Any) -> MambaVision:
+    """timm's builder for the registered ``variant`` (its pretrained config) with ``spec``."""
+    return build_model_with_cfg(
+        MambaVision, variant, pretrained, spec=spec,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), feature_cls="getter"),
+        **kwargs)
+
+
+@register_model
+def mambavision_t(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-T: depths 1-3-8-4, widths 80-640, 31.8 M parameters."""
+    return create_mambavision("mambavision_t", PRESETS["T"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_t2(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-T2: depths 1-3-11-4, widths 80-640, 35.1 M parameters."""
+    return create_mambavision("mambavision_t2", PRESETS["T2"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_s(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-S: depths 3-3-7-5, widths 96-768, 50.1 M parameters."""
+    return create_mambavision("mambavision_s", PRESETS["S"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_b(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-B: depths 3-3-10-5, widths 128-1024, layer scale, 97.7 M parameters."""
+    return create_mambavision("mambavision_b", PRESETS["B"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_l(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-L: depths 3-3-10-5, widths 196-1568, layer scale, 228.0 M parameters."""
+    return create_mambavision("mambavision_l", PRESETS["L"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_l2(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-L2: depths 3-3-12-5, widths 196-1568, layer scale, 241.6 M parameters."""
+    return create_mambavision("mambavision_l2", PRESETS["L2"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_l3(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """MambaVision-L3: depths 3-3-20-10, widths 256-2048, layer scale, 739.6 M parameters."""
+    return create_mambavision("mambavision_l3", PRESETS["L3"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_tiny(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """mvlab's CPU test size: depths 1-1-2-2, widths 16-128, global attention, 64 px."""
+    return create_mambavision("mambavision_tiny", PRESETS["tiny"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_proxy(pretrained: bool = False, **kwargs: Any) -> MambaVision:
+    """The sweeps' default proxy: T's depths at widths 24-192, global attention, 64 px."""
+    return create_mambavision("mambavision_proxy", PRESETS["proxy"], pretrained, **kwargs)
+
+
+@register_model
+def mambavision_spec(pretrained: bool = False, spec: ModelSpec | str = "T",
+                     **kwargs: Any) -> MambaVision:
+    """Any grammar spec (string, ModelSpec or preset name) as a timm model."""
+    return create_mambavision("mambavision_spec", spec, pretrained, **kwargs)

@@ -1,4 +1,7 @@
-"""Loading weights: NVIDIA's released files and mvlab's own.
+"""Loading model weights: NVIDIA's released files and mvlab's own.
+
+Only a network's tensors; a run's resume state (optimiser, scheduler, RNG, epoch) is
+``mvlab.training.checkpoint``.
 
 Accepted files: ``.pth.tar``/``.pth``/``.pt`` holding a plain state dict or a dict with
 ``state_dict`` (or ``model``, ``state_dict_ema``), and ``.safetensors``. A ``module.`` prefix
