@@ -8,8 +8,10 @@ from spec_strategies import model_specs
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from mvlab.grammar import PRESETS, set_option
+from mvlab.grammar import PRESETS, MixerOptions, set_option
 from mvlab.models import MambaVision, build_model, complexity
+from mvlab.models.blocks import MambaVisionMixer
+from mvlab.models.dims import MixerDims
 
 
 @settings(max_examples=15, deadline=None)
@@ -19,6 +21,48 @@ def test_analytic_params_equal_the_module(spec):
         model = MambaVision(spec, num_classes=17)
     assert complexity(spec, 64, num_classes=17).params == sum(
         p.numel() for p in model.parameters())
+
+
+# Every (branch, out) pair of the mixer's table, with widths whose dt rank rounds up (ceil(w/16)),
+# odd half-widths, expand > 1 and d_state, d_conv off their defaults.
+MIXER_VARIANTS = [
+    (40, MixerOptions()),
+    (40, MixerOptions(out="gate")),
+    (40, MixerOptions(branch=False, out="gate")),
+    (40, MixerOptions(branch=False, out="concat")),
+    (33, MixerOptions(expand=2, d_state=5, d_conv=4, conv1d="causal")),
+    (17, MixerOptions(expand=2, d_state=1, d_conv=2, branch=False, out="gate")),
+    (50, MixerOptions(expand=2, d_state=16, out="gate", conv1d="causal")),
+    (24, MixerOptions(expand=2, d_conv=5, branch=False, out="concat")),
+]
+
+
+@pytest.mark.parametrize("width, opts", MIXER_VARIANTS,
+                         ids=lambda v: v if isinstance(v, int) else f"{v.branch}-{v.out}-{v.expand}")
+def test_mixer_module_and_analytic_count_share_one_shape_arithmetic(width, opts):
+    dims = MixerDims.of(width, opts)
+    mixer = MambaVisionMixer(width, opts, scan_backend="reference")
+    assert sum(p.numel() for p in mixer.parameters()) == dims.params
+    assert (mixer.in_proj.out_features, mixer.out_proj.in_features, mixer.x_proj.out_features,
+            mixer.dt_proj.in_features) == (dims.in_proj_out, dims.out_proj_in, dims.x_proj_out,
+                                           dims.dt_rank)
+    assert hasattr(mixer, "conv1d_z") == dims.branch
+    assert mixer.conv1d_x.weight.numel() * (2 if dims.branch else 1) == dims.conv_weights
+    # MACs per token as FlopCounterMode sees the module (the reference scan is elementwise).
+    # A causal or even-sized conv computes a few padded outputs it then drops, which the
+    # paper-style count leaves out: compared where the conv computes exactly the tokens.
+    tokens = 7
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        mixer(torch.randn(2, tokens, width))
+    if opts.conv1d == "regular" and opts.d_conv % 2:
+        assert counter.get_total_flops() == 2 * 2 * tokens * dims.weights_per_token
+
+
+def test_mixer_dims_refuse_an_odd_inner_width():
+    # x and z are the two halves of in_proj's output: the grammar rejects an odd width*expand
+    # and so does a mixer built directly
+    with pytest.raises(ValueError, match="even"):
+        MixerDims.of(17, MixerOptions(expand=3))
 
 
 @pytest.mark.parametrize("spec, size", [

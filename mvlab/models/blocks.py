@@ -8,14 +8,13 @@ exact GELU.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, register_notrace_function
 from torch import nn
 
 from mvlab.grammar import STEM_CONV_STRIDES, MixerOptions
+from mvlab.models.dims import MixerDims
 from mvlab.ops import selective_scan
 
 # The scan dispatches on device and backend in Python (compiled C, Triton, loops): FX keeps it
@@ -123,29 +122,29 @@ class MambaVisionMixer(nn.Module):
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         opts = opts or MixerOptions()
+        dims = MixerDims.of(dim, opts)
         self.dim = dim
         self.opts = opts
-        self.d_state = opts.d_state
-        self.d_inner = opts.expand * dim
-        self.d_half = self.d_inner // 2
-        self.dt_rank = math.ceil(dim / 16)
+        self.dims = dims
+        self.d_state = dims.d_state
+        self.d_inner = dims.d_inner
+        self.d_half = dims.d_half
+        self.dt_rank = dims.dt_rank
         self.causal = opts.conv1d == "causal"
         self.scan_backend = scan_backend
-        self.has_z = opts.branch or opts.out == "gate"
-        self.in_proj = nn.Linear(dim, self.d_inner if self.has_z else self.d_half, bias=False,
-                                 **dd)
-        self.conv1d_x = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
+        self.has_z = dims.has_z
+        self.in_proj = nn.Linear(dim, dims.in_proj_out, bias=False, **dd)
+        self.conv1d_x = nn.Conv1d(self.d_half, self.d_half, dims.d_conv, groups=self.d_half,
                                   bias=False, **dd)
-        if opts.branch:
-            self.conv1d_z = nn.Conv1d(self.d_half, self.d_half, opts.d_conv, groups=self.d_half,
+        if dims.branch:
+            self.conv1d_z = nn.Conv1d(self.d_half, self.d_half, dims.d_conv, groups=self.d_half,
                                       bias=False, **dd)
-        self.x_proj = nn.Linear(self.d_half, self.dt_rank + 2 * self.d_state, bias=False, **dd)
+        self.x_proj = nn.Linear(self.d_half, dims.x_proj_out, bias=False, **dd)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_half, bias=True, **dd)
         A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device)
         self.A_log = nn.Parameter(torch.log(A.repeat(self.d_half, 1)).to(dtype=dtype))
         self.D = nn.Parameter(torch.ones(self.d_half, **dd))
-        concat = opts.branch and opts.out == "concat"
-        self.out_proj = nn.Linear(self.d_inner if concat else self.d_half, dim, bias=False, **dd)
+        self.out_proj = nn.Linear(dims.out_proj_in, dim, bias=False, **dd)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         # Token-major (batch, L, channels) throughout: the scan reads channel-major views of it

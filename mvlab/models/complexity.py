@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mvlab.grammar import STEM_CONV_STRIDES, MixerOptions, ModelSpec, StageSpec, parse_spec
+from mvlab.grammar import STEM_CONV_STRIDES, ModelSpec, StageSpec, parse_spec
+from mvlab.models.dims import MixerDims
 
 
 @dataclass(frozen=True)
@@ -64,37 +65,6 @@ def _down(n: int, stride: int = 2) -> int:
     return (n - 1) // stride + 1
 
 
-def mixer_shapes(width: int, opts: MixerOptions) -> dict[str, int]:
-    """Channel counts of a mixer of block width ``width`` (mirrors MambaVisionMixer)."""
-    d_inner = opts.expand * width
-    d_half = d_inner // 2
-    has_z = opts.branch or opts.out == "gate"
-    return dict(
-        d_half=d_half,
-        dt_rank=math.ceil(width / 16),
-        in_out=d_inner if has_z else d_half,
-        out_in=d_inner if (opts.branch and opts.out == "concat") else d_half,
-    )
-
-
-def mixer_params(width: int, opts: MixerOptions) -> int:
-    s = mixer_shapes(width, opts)
-    d_half, rank, n, k = s["d_half"], s["dt_rank"], opts.d_state, opts.d_conv
-    convs = d_half * k * (2 if opts.branch else 1)
-    return (width * s["in_out"] + convs + d_half * (rank + 2 * n) + rank * d_half + d_half
-            + d_half * n + d_half + s["out_in"] * width)
-
-
-def mixer_macs(width: int, opts: MixerOptions, tokens: int) -> tuple[int, int]:
-    """(paper-style MACs, scan MACs) of one mixer over ``tokens`` tokens."""
-    s = mixer_shapes(width, opts)
-    d_half, rank, n, k = s["d_half"], s["dt_rank"], opts.d_state, opts.d_conv
-    convs = d_half * k * (2 if opts.branch else 1)
-    per_token = (width * s["in_out"] + convs + d_half * (rank + 2 * n) + rank * d_half
-                 + s["out_in"] * width)
-    return tokens * per_token, tokens * d_half * (3 * n + 1)
-
-
 def _stage_cost(index: int, stage: StageSpec, spec: ModelSpec, h: int, w: int) -> StageCost:
     c, letters = stage.width, stage.blocks
     hidden = int(c * spec.mlp_ratio)
@@ -120,11 +90,10 @@ def _stage_cost(index: int, stage: StageSpec, spec: ModelSpec, h: int, w: int) -
             params += 4 * c * c + 4 * c
             macs += tokens * 4 * c * c + num_windows * 2 * seq * seq * c
         else:
-            opts = stage.mixer_for(j)
-            params += mixer_params(c, opts)
-            block_macs, block_scan = mixer_macs(c, opts, tokens)
-            macs += block_macs
-            scan += block_scan
+            dims = MixerDims.of(c, stage.mixer_for(j))
+            params += dims.params
+            macs += tokens * dims.weights_per_token
+            scan += tokens * dims.scan_macs_per_token
     return StageCost(index, letters, c, stage.heads, stage.window, (h, w), (hp, wp),
                      num_windows, seq, params, macs, scan)
 
