@@ -590,6 +590,28 @@ def preset_name(text: str) -> str | None:
 _STAGE_KEY = re.compile(r"^s(\d+)\.(\w+)$")
 _BLOCK_KEY = re.compile(r"^s(\d+)\.b(\d+)\.(\w+)$")
 TOKEN_STAGE_KEYS = ("pattern", "heads", "window") + MIXER_KEYS
+# The global keys set_option takes (``mlp`` is the canonical form's spelling of ``mlp_ratio``).
+OPTION_GLOBAL_KEYS = ("stem", "stem_stride", "mlp_ratio", "mlp", "drop_path", "layer_scale", "dim",
+                      "depths")
+
+
+def option_keys() -> tuple[str, ...]:
+    """The keys ``set_option`` takes, for listings and "did you mean" hints; per-block keys
+    (``s{i}.b{j}.<mixer key>``, any block ``j``) are open-ended: ``is_option_key`` tells them."""
+    return (OPTION_GLOBAL_KEYS + TOKEN_STAGE_KEYS
+            + tuple(f"s{i}.{k}" for i in range(1, NUM_STAGES + 1) for k in STAGE_KEYS + MIXER_KEYS))
+
+
+def is_option_key(key: str) -> bool:
+    """Whether ``set_option`` knows ``key`` (whether a value fits a given spec is its own
+    question: ``s3.b9.conv1d`` is a key, and an error on a stage of 8 blocks)."""
+    if key in OPTION_GLOBAL_KEYS or key in TOKEN_STAGE_KEYS:
+        return True
+    match = _BLOCK_KEY.match(key)
+    if match:
+        return 1 <= int(match[1]) <= NUM_STAGES and match[3] in MIXER_KEYS
+    match = _STAGE_KEY.match(key)
+    return bool(match) and 1 <= int(match[1]) <= NUM_STAGES and match[2] in STAGE_KEYS + MIXER_KEYS
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -729,5 +751,5 @@ def network_spec(spec: ModelSpec | str) -> str:
 __all__ = [
     "MixerOptions", "StageSpec", "ModelSpec", "PRESETS", "parse_spec", "format_spec",
     "expand_pattern", "canonical_pattern", "set_option", "normalize_spec", "make_spec",
-    "preset_name", "default_heads", "network_spec",
+    "preset_name", "default_heads", "network_spec", "option_keys", "is_option_key",
 ]

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from mvlab.study.interrupts import deferred_interrupts
-from mvlab.study.runner import _interrupt_once
+from mvlab.study.worker import _interrupt_once
 
 
 def test_ctrl_c_inside_a_write_waits_for_its_end():

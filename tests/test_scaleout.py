@@ -310,7 +310,7 @@ def test_journal_rule_uses_the_process_here_and_the_heartbeat_elsewhere(tmp_path
 def test_a_trial_starting_while_another_sweep_prepares_keeps_its_point(tmp_path, sweep_env):
     """A worker suggests its queued point one parameter at a time; a sweep preparing meanwhile
     must still see the whole point as taken (it once queued it again: run twice)."""
-    from mvlab.study.runner import _queue_points
+    from mvlab.study.preparation import _queue_points
     from mvlab.study.space import distributions
 
     path, _ = _study_file(sweep_env, "partial")

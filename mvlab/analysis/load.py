@@ -2,7 +2,7 @@
 
 Columns: ``trial``, ``state``, one column per objective (named by the study's metric names),
 ``params.<knob>`` for every sampled knob, the trial's scalar user attributes (``spec``, ``seed``,
-``fidelity``, ``mlflow_run_id``, ``status``, ``params``, ``macs``, ...; see ``names``), and,
+``fidelity``, ``mlflow_run_id``, ``status``, ``params``, ``macs``, ...; see ``mvlab.records``), and,
 when the MLflow store is reachable, ``metrics.<name>`` from the trial's run. ``df.attrs`` holds
 ``objectives`` ({column: "maximize" | "minimize"}), ``study`` and ``study_attrs``."""
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from mvlab.analysis import names
+from mvlab import records
 from mvlab.analysis.errors import AnalysisError
-
-_JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 
 
 def open_storage(storage, must_exist: bool = True):
@@ -31,11 +29,9 @@ def open_storage(storage, must_exist: bool = True):
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
     text = str(storage)
-    if text.startswith("journal:"):
-        text = text[len("journal:"):].removeprefix("//")
-    elif "://" in text or not text.endswith(_JOURNAL_SUFFIXES):
+    path = records.journal_path(text)  # the sweep's own reading of a storage URL
+    if path is None:
         return text
-    path = Path(text).expanduser()
     if must_exist and not path.exists():
         raise AnalysisError(f"journal storage {str(path)!r} does not exist; pass the file the "
                             "sweep wrote (default: studies/<name>/optuna.journal)")
@@ -51,7 +47,7 @@ def find_storage(study: str, start: str | Path | None = None) -> str:
 
     if os.environ.get("MVLAB_STORAGE"):
         return os.environ["MVLAB_STORAGE"]
-    relative = names.DEFAULT_STORAGE.format(study=study)
+    relative = records.DEFAULT_STORAGE.format(study=study)
     here = Path(start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / relative).exists():
@@ -61,7 +57,7 @@ def find_storage(study: str, start: str | Path | None = None) -> str:
                         "sqlite:/// or postgresql:// URL)")
 
 
-def fidelity_levels(df: pd.DataFrame, column: str = names.FIDELITY) -> list[str]:
+def fidelity_levels(df: pd.DataFrame, column: str = records.FIDELITY) -> list[str]:
     """The distinct fidelity labels, cheapest first (ordered by the numbers in each label, so
     "epochs=1 res=32" comes before "epochs=4 res=32")."""
     import re
@@ -86,7 +82,9 @@ def _scalar(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _objectives(study) -> dict[str, str]:
+def study_objectives(study) -> dict[str, str]:
+    """{objective name: "maximize" | "minimize"} of an Optuna study, named by its metric names
+    (Optuna's own ``value`` / ``objective_<i>`` when the study has none)."""
     metric_names = study.metric_names or (
         ["value"] if len(study.directions) == 1
         else [f"objective_{i}" for i in range(len(study.directions))])
@@ -95,16 +93,16 @@ def _objectives(study) -> dict[str, str]:
 
 
 def _trial_row(trial, objectives: dict[str, str]) -> dict[str, Any]:
-    row: dict[str, Any] = {names.TRIAL: trial.number, names.STATE: trial.state.name}
+    row: dict[str, Any] = {records.TRIAL: trial.number, records.STATE: trial.state.name}
     for key, value in trial.user_attrs.items():
         row[key] = _scalar(value)
     for key, value in trial.params.items():
-        row[names.PARAM_PREFIX + key] = value
+        row[records.PARAM_PREFIX + key] = value
     values = trial.values or [math.nan] * len(objectives)
     for name, value in zip(objectives, values, strict=True):
         row[name] = value
     if trial.datetime_start and trial.datetime_complete:
-        row["duration_s"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        row[records.DURATION_S] = (trial.datetime_complete - trial.datetime_start).total_seconds()
     return row
 
 
@@ -120,7 +118,7 @@ def _mlflow_metrics(run_ids: list[str], tracking_uri: str) -> pd.DataFrame:
             run = client.get_run(run_id)
         except MlflowException:
             continue  # a trial whose run was deleted keeps its Optuna record
-        rows[run_id] = {names.METRIC_PREFIX + k: v for k, v in run.data.metrics.items()}
+        rows[run_id] = {records.METRIC_PREFIX + k: v for k, v in run.data.metrics.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -139,38 +137,45 @@ def load_study(study: str, storage: str | Path, tracking_uri: str | None = None,
         available = optuna.get_all_study_names(storage=resolved)
         raise AnalysisError(f"no study named {study!r} in {storage}; it holds "
                             f"{sorted(available) or 'no studies'}") from exc
-    objectives = _objectives(record)
+    objectives = study_objectives(record)
     rows = [_trial_row(t, objectives) for t in record.get_trials(deepcopy=False)]
     table = pd.DataFrame(rows)
     if table.empty:
-        table = pd.DataFrame(columns=[names.TRIAL, names.STATE, *objectives])
-    uri = tracking_uri or record.user_attrs.get(names.STUDY_TRACKING_URI)
-    if mlflow and uri and names.MLFLOW_RUN_ID in table.columns:
-        run_ids = table[names.MLFLOW_RUN_ID].dropna().astype(str).unique().tolist()
+        table = pd.DataFrame(columns=[records.TRIAL, records.STATE, *objectives])
+    uri = tracking_uri or record.user_attrs.get(records.STUDY_TRACKING_URI)
+    if mlflow and uri and records.MLFLOW_RUN_ID in table.columns:
+        run_ids = table[records.MLFLOW_RUN_ID].dropna().astype(str).unique().tolist()
         metrics = _mlflow_metrics(run_ids, uri)
         if not metrics.empty:
-            table = table.join(metrics, on=names.MLFLOW_RUN_ID)
+            table = table.join(metrics, on=records.MLFLOW_RUN_ID)
     table.attrs.update(objectives=objectives, study=study, study_attrs=dict(record.user_attrs))
     return table
 
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
     """Trials that finished and trained: state COMPLETE and status not "failed"."""
-    keep = df[names.STATE] == "COMPLETE"
-    if names.STATUS in df.columns:
-        keep &= df[names.STATUS].fillna("ok") != "failed"
+    keep = df[records.STATE] == "COMPLETE"
+    if records.STATUS in df.columns:
+        keep &= df[records.STATUS].fillna("ok") != "failed"
     result = df[keep].copy()
     result.attrs = dict(df.attrs)
     return result
 
 
-def design_choices(df: pd.DataFrame) -> list[str]:
+def design_choices(df: pd.DataFrame, include_seed: bool = False) -> list[str]:
     """The ``params.*`` columns that take more than one value: the knobs a study varied.
 
-    The seed (``params.seed``, a grid dimension of every sweep) is not a design choice."""
-    seed = names.PARAM_PREFIX + names.SEED
-    return [c for c in df.columns if str(c).startswith(names.PARAM_PREFIX) and c != seed
-            and df[c].nunique(dropna=True) > 1]
+    The seed (``params.seed``, a grid dimension of every sweep) is not a design choice unless
+    ``include_seed``."""
+    seed = records.PARAM_PREFIX + records.SEED_PARAM
+    return [c for c in df.columns if str(c).startswith(records.PARAM_PREFIX)
+            and (include_seed or c != seed) and df[c].nunique(dropna=True) > 1]
+
+
+def architecture_choices(df: pd.DataFrame) -> list[str]:
+    """The varied knobs other than the training budget (``params.train.*``, ``params.data.*``)."""
+    budget = tuple(records.PARAM_PREFIX + prefix for prefix in records.BUDGET_PREFIXES)
+    return [c for c in design_choices(df) if not str(c).startswith(budget)]
 
 
 def objectives_of(df: pd.DataFrame) -> dict[str, str]:
@@ -197,9 +202,9 @@ def spec_fields(spec: str) -> dict[str, str]:
 
 def with_spec_fields(df: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
     """``df`` plus a ``spec.<key>`` column for each spec field (all varying ones by default)."""
-    if names.SPEC not in df.columns:
-        raise AnalysisError(f"the table has no {names.SPEC!r} column to read spec fields from")
-    fields = pd.DataFrame([spec_fields(s) if isinstance(s, str) else {} for s in df[names.SPEC]],
+    if records.SPEC not in df.columns:
+        raise AnalysisError(f"the table has no {records.SPEC!r} column to read spec fields from")
+    fields = pd.DataFrame([spec_fields(s) if isinstance(s, str) else {} for s in df[records.SPEC]],
                           index=df.index)
     if keys is None:
         keys = [c for c in fields.columns if fields[c].nunique(dropna=True) > 1]

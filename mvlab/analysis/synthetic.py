@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvlab import records
 from mvlab.analysis import names
 
 PATTERNS = ("last_half", "first_half", "interleave", "mamba_only", "attn_only")
 _PATTERN_EFFECT = {"last_half": 0.04, "first_half": 0.0, "interleave": 0.02,
                    "mamba_only": -0.03, "attn_only": 0.01}
-OBJECTIVES = {"heldout_top1": "maximize", "throughput": "maximize"}
+OBJECTIVES = dict(records.DEFAULT_OBJECTIVES)
 RESOLUTION = 32
 
 
@@ -62,7 +63,7 @@ def _spec(pattern: str, branch: str, d_state: int) -> str:
 
 def fidelity_label(epochs: int) -> str:
     """The label ``mvlab sweep`` gives a training budget."""
-    return f"epochs={epochs} res={RESOLUTION}"
+    return records.fidelity_label(epochs, RESOLUTION)
 
 
 def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,

@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from mvlab.records import THROUGHPUT
+
 DESCRIPTION = """\
 Rebuild a study's report from its Optuna storage without retraining anything: per fidelity,
 every configuration against the study's reference (paired over seeds, Holm-adjusted, TOST
@@ -38,27 +40,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--throughput", metavar="CSV",
                         help="throughput per network from a separate measurement (columns spec "
                              "and --throughput-column), instead of the sweep's own")
-    parser.add_argument("--throughput-column", default="throughput", metavar="NAME",
+    parser.add_argument("--throughput-column", default=THROUGHPUT, metavar="NAME",
                         help="the column of --throughput to use (default %(default)s)")
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    from mvlab import records
     from mvlab.errors import StudyError
+    from mvlab.study.locations import default_storage_url, default_workdir, storage_url_for
     from mvlab.study.report import analyse, build_report, write_report
-    from mvlab.study.runner import storage_url_for
 
     config = None
     if args.study.endswith((".yaml", ".yml")) or Path(args.study).is_file():
-        from mvlab.study import load_study
+        from mvlab.study.schema import load_study
 
         config = load_study(args.study, args.overrides)
         name, storage = config.name, storage_url_for(config, args.storage)
         workdir = Path(config.workdir)
     else:
         name = args.study
-        storage = args.storage or str(Path("studies") / name / "optuna.journal")
-        workdir = Path("studies") / name
+        workdir = Path(default_workdir(name))
+        storage = args.storage or default_storage_url(workdir)
     out = Path(args.out) if args.out else workdir / "report"
     settings = dataclasses.asdict(config.analysis) if config is not None else None
     if args.trials:
@@ -78,8 +81,7 @@ def handle(args: argparse.Namespace) -> int:
                              f"pass --storage URL")
         # Opened as the sweep opens it: the same driver, one-line errors, a torn journal
         # repaired (and a file that is not a journal one line, not a JSONDecodeError).
-        if "://" in storage or storage.startswith("journal:") or \
-                storage.endswith((".journal", ".log")):
+        if "://" in storage or records.journal_path(storage) is not None:
             from mvlab.study.storage import open_storage
 
             storage = open_storage(storage)

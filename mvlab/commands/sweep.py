@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mvlab import records
+
 DESCRIPTION = """\
 Run the study in FILE: train every grid point / sampled model / optimiser trial on the proxy,
 measure throughput first (cheap, so infeasible models are rejected before training), record
@@ -52,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from mvlab.safety import mask_url
-    from mvlab.study import SweepOptions, load_study, run_sweep
     from mvlab.study.plan import describe_plan
+    from mvlab.study.schema import load_study
     from mvlab.study.tokens import few_token_warnings
+    from mvlab.study.types import SweepOptions
 
     config = load_study(args.file, args.overrides)
     for line in few_token_warnings(config):
@@ -62,6 +65,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.check:
         print(describe_plan(config, args.storage))
         return 0
+    from mvlab.study.runner import run_sweep  # torch, Optuna and MLflow: only to run it
+
     options = SweepOptions(workers=args.workers, storage=args.storage, n_trials=args.n_trials,
                            retry_failed=args.retry_failed, progress=not args.no_progress)
     try:
@@ -77,9 +82,9 @@ def handle(args: argparse.Namespace) -> int:
     print(f"Pareto front ({len(summary.pareto)} trials):")
     for row in summary.pareto:
         values = ", ".join(f"{k}={_number(row[k])}" for k in config.objective_names)
-        keys = [*(d.key for d in config.space), "seed"]
+        keys = [*(d.key for d in config.space), records.SEED_PARAM]
         knobs = " ".join(f"{k}={row[k]}" for k in dict.fromkeys(keys) if k in row)
-        print(f"  #{row['trial']}: {values}  {knobs}")
+        print(f"  #{row[records.TRIAL]}: {values}  {knobs}")
     print(f"storage: {mask_url(summary.storage_url)}")
     print_next_steps(args.file, args.storage and mask_url(args.storage),
                      mask_url(summary.tracking_uri), summary.parent_run_id,

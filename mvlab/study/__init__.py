@@ -6,12 +6,32 @@ Public API::
     config = load_study("experiments/hybrid_patterns.yaml", ["train.epochs=1"])
     summary = run_sweep(config, SweepOptions(workers=2))
 
-See docs/studies.md for the file format and what a sweep records."""
-from mvlab.study.report import build_report
-from mvlab.study.runner import SweepOptions, SweepSummary, prepare, run_sweep, work
-from mvlab.study.schema import Dimension, StudyConfig, load_study, load_study_text
-from mvlab.study.space import TrialPlan, grid_points, population_points, resolve_point
+See docs/studies.md for the file format and what a sweep records. The names are imported on
+first use: validating a study (``mvlab sweep --check``) needs neither torch nor MLflow."""
+from __future__ import annotations
 
-__all__ = ["load_study", "load_study_text", "StudyConfig", "Dimension", "run_sweep",
-           "SweepOptions", "SweepSummary", "prepare", "work", "build_report", "TrialPlan",
-           "grid_points", "population_points", "resolve_point"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_study": "schema", "load_study_text": "schema",
+    "StudyConfig": "types", "Dimension": "types", "TrialPlan": "types",
+    "SweepOptions": "types", "SweepSummary": "types",
+    "grid_points": "space", "population_points": "space", "resolve_point": "space",
+    "prepare": "preparation", "work": "worker", "run_sweep": "runner",
+    "build_report": "report",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

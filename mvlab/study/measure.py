@@ -4,47 +4,35 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mvlab.study.schema import BenchSettings
+from mvlab import records
+from mvlab.study.cost import complexity_of, num_classes_of
+from mvlab.study.types import BenchSettings
 
-
-def complexity_of(spec: str, img_size: int, num_classes: int = 1000) -> dict[str, float]:
-    """``params``, ``macs`` (the paper's FLOPs convention: scan excluded) and ``macs_with_scan``
-    of ``spec`` for one ``img_size`` image; analytic, no model is built."""
-    from mvlab.models import complexity
-
-    cost = complexity(spec, img_size=img_size, num_classes=num_classes)
-    return {"params": float(cost.params), "macs": float(cost.macs),
-            "macs_with_scan": float(cost.macs_with_scan)}
-
-
-def num_classes_of(data_cfg: Any) -> int:
-    """Classes a data config selects (lists folders only, decodes nothing)."""
-    from mvlab.data import select_subset
-
-    return len(select_subset(data_cfg).classes)
+__all__ = ["complexity_of", "num_classes_of", "throughput_of", "bench_settings", "study_columns",
+           "study_configurations", "study_throughput", "warm_up", "STUDY_COLUMNS"]
 
 
 def throughput_of(spec: str, bench: BenchSettings, img_size: int, num_classes: int,
                   train_threads: int | None = None) -> dict[str, Any]:
-    """Images/s of ``spec`` under ``bench`` (mvlab.bench: warm-up, then timed, synchronised
-    steps; on a CPU in CPU time, see ``mvlab.bench.resolve_clock``). The returned row is the
+    """Images/s of ``spec`` under ``bench`` (mvlab.training.bench: warm-up, then timed, synchronised
+    steps; on a CPU in CPU time, see ``mvlab.training.bench.resolve_clock``). The returned row is the
     benchmark's CSV row (it carries the settings and the clock it was measured with) plus
     ``throughput`` (median img/s) and ``latency_ms`` (median time of one batch)."""
-    from mvlab.bench import measure_throughput
+    from mvlab.training.bench import measure_throughput
 
     settings = bench_settings(bench, img_size, train_threads)
     row = dict(measure_throughput(spec, num_classes=num_classes, complexity=False, **settings))
     if row.get("status") != "ok":
-        row["throughput"], row["latency_ms"] = float("nan"), float("nan")
+        row[records.THROUGHPUT], row[records.LATENCY_MS] = float("nan"), float("nan")
         return row
-    row["throughput"] = float(row["img_s_median"])
-    row["latency_ms"] = float(row["step_ms_median"])
+    row[records.THROUGHPUT] = float(row["img_s_median"])
+    row[records.LATENCY_MS] = float(row["step_ms_median"])
     return row
 
 
 def bench_settings(bench: BenchSettings, img_size: int, train_threads: int | None
                    ) -> dict[str, Any]:
-    """``mvlab.bench`` keywords for a study's ``bench:`` section."""
+    """``mvlab.training.bench`` keywords for a study's ``bench:`` section."""
     settings = dataclasses.asdict(bench)
     settings["img_size"] = img_size
     # Measure with the threads the trial trains with: on a shared CPU two threads can run
@@ -57,13 +45,13 @@ def bench_settings(bench: BenchSettings, img_size: int, train_threads: int | Non
 
 
 # Columns of ``mvlab bench study``'s CSV: the configuration and its throughput first, then every
-# column of mvlab.bench's rows (settings, clock, quartiles, wall time, the rounds' values).
-STUDY_COLUMNS = ("spec", "throughput", "img_s_ci_low", "img_s_ci_high", "clock", "spread",
-                 "spread_range", "device", "device_name", "threads", "points", "study")
+# column of mvlab.training.bench's rows (settings, clock, quartiles, wall time, the rounds' values).
+STUDY_COLUMNS = (records.SPEC, records.THROUGHPUT, "img_s_ci_low", "img_s_ci_high", "clock",
+                 "spread", "spread_range", "device", "device_name", "threads", "points", "study")
 
 
 def study_columns() -> tuple[str, ...]:
-    from mvlab.bench import COLUMNS
+    from mvlab.training.bench import COLUMNS
 
     return STUDY_COLUMNS + tuple(c for c in COLUMNS if c not in STUDY_COLUMNS)
 
@@ -73,7 +61,7 @@ def study_configurations(config: Any) -> dict[str, list[str]]:
     duplicates already collapsed, seeds merged), in plan order, each with the labels of the
     points that build it (seeds left out)."""
     from mvlab.errors import StudyError
-    from mvlab.study.space import SEED_PARAM, planned_points, resolve_point
+    from mvlab.study.space import planned_points, resolve_point
 
     points = planned_points(config)
     if points is None:
@@ -82,7 +70,7 @@ def study_configurations(config: Any) -> dict[str, list[str]]:
                          f"population study, or name the models (mvlab bench MODEL ...)")
     configurations: dict[str, list[str]] = {}
     for point in points:
-        label = " ".join(f"{k}={v}" for k, v in point.items() if k != SEED_PARAM)
+        label = records.point_label(point, skip=(records.SEED_PARAM,))
         labels = configurations.setdefault(resolve_point(config, point).spec, [])
         if label not in labels:
             labels.append(label)
@@ -101,10 +89,10 @@ def study_throughput(config: Any, rounds: int = STUDY_ROUNDS, steps: int = STUDY
                      on_round: Any = None, **overrides: Any) -> list[dict[str, Any]]:
     """Every distinct configuration of ``config`` measured interleaved over ``rounds`` of
     ``steps`` steps each, with the study's other ``bench:`` settings (batch, size, precision,
-    warm-up, threads, clock; ``overrides``: ``mvlab.bench`` keywords replacing them). One row
+    warm-up, threads, clock; ``overrides``: ``mvlab.training.bench`` keywords replacing them). One row
     per configuration with ``STUDY_COLUMNS`` first; ``throughput`` is the median img/s over the
     rounds on the row's ``clock``."""
-    from mvlab.bench import measure_interleaved
+    from mvlab.training.bench import measure_interleaved
 
     configurations = study_configurations(config)
     settings = bench_settings(config.bench, config.bench.img_size or config.data.resolution,
@@ -117,8 +105,9 @@ def study_throughput(config: Any, rounds: int = STUDY_ROUNDS, steps: int = STUDY
     columns = study_columns()
     out = []
     for row, (spec, labels) in zip(rows, configurations.items(), strict=True):
-        extra = {"spec": spec, "points": "; ".join(labels), "study": config.name,
-                 "throughput": row["img_s_median"] if row["status"] == "ok" else float("nan")}
+        extra = {records.SPEC: spec, "points": "; ".join(labels), "study": config.name,
+                 records.THROUGHPUT: row["img_s_median"] if row["status"] == "ok"
+                 else float("nan")}
         out.append({c: {**row, **extra}.get(c, "n/a") for c in columns})
     return out
 

@@ -1,10 +1,12 @@
 """A validated study's plan in words (``mvlab sweep FILE --check``)."""
 from __future__ import annotations
 
+from mvlab import records
 from mvlab.safety import mask_url
-from mvlab.study.runner import storage_url_for, tracking_uri_for
-from mvlab.study.schema import StudyConfig, describe_dimension
+from mvlab.study.locations import storage_url_for, tracking_uri_for
+from mvlab.study.schema import describe_dimension
 from mvlab.study.space import collapse_points, grid_points, planned_points
+from mvlab.study.types import StudyConfig
 
 
 def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
@@ -42,7 +44,7 @@ def collapsed_lines(config: StudyConfig) -> list[str]:
     dropped = collapse_points(config, grid_points(config))[1]
     if not dropped:
         return []
-    words = lambda point: " ".join(f"{k}={v}" for k, v in point.items())  # noqa: E731
+    words = records.point_label
     return [f"collapsed: {len(dropped)} point(s) train the same configuration as another and "
             "are run and reported once:",
             *(f"  {words(c.point)} == {words(c.same_as)} ({c.reason})" for c in dropped)]

@@ -31,8 +31,24 @@ from typing import Any
 import optuna
 import pandas as pd
 
-PARAM = "params."  # column prefix of trial params in mvlab.analysis tables
-SEED_COLUMN = f"{PARAM}seed"
+from mvlab import records
+from mvlab.records import (
+    FIDELITY,
+    LABEL,
+    MACS,
+    MLFLOW_RUN_ID,
+    NETWORK,
+    PARAM_PREFIX,
+    PARAMS,
+    REASON,
+    SEED,
+    SPEC,
+    STATE,
+    THROUGHPUT,
+    TRIAL,
+)
+
+PARAM = PARAM_PREFIX  # column prefix of trial params in mvlab.analysis tables
 MAX_CHOICES = 12  # knobs with more distinct values get no per-choice table
 CONFIG = "config"  # the configuration column the report adds (network spec + fidelity)
 CONFIG_LABEL = "configuration"  # its readable name: the knob words of its points
@@ -44,7 +60,7 @@ def trials_table(study: optuna.Study, storage: Any, tracking_uri: str | None = N
     from mvlab.analysis import load_study
 
     table = load_study(study.study_name, storage, tracking_uri=tracking_uri, mlflow=mlflow)
-    table["label"] = labels(table)
+    table[LABEL] = labels(table)
     return table
 
 
@@ -60,14 +76,16 @@ def labels(table: pd.DataFrame) -> pd.Series:
 
 def varied_knobs(table: pd.DataFrame, include_seed: bool = False) -> list[str]:
     """``params.*`` columns that take more than one value (the seed only when asked)."""
-    return [c for c in table.columns if str(c).startswith(PARAM)
-            and (include_seed or c != SEED_COLUMN) and table[c].nunique(dropna=True) > 1]
+    from mvlab.analysis.load import design_choices
+
+    return design_choices(table, include_seed=include_seed)
 
 
 def architecture_knobs(table: pd.DataFrame) -> list[str]:
     """Varied knobs other than the training budget (``params.train.*``, ``params.data.*``)."""
-    return [k for k in varied_knobs(table)
-            if not k.startswith((PARAM + "train.", PARAM + "data."))]
+    from mvlab.analysis.load import architecture_choices
+
+    return architecture_choices(table)
 
 
 def pattern_column(table: pd.DataFrame) -> str | None:
@@ -80,8 +98,10 @@ def pattern_column(table: pd.DataFrame) -> str | None:
 
 
 def objectives(study: optuna.Study) -> dict[str, str]:
-    names = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
-    return {n: d.name.lower() for n, d in zip(names, study.directions, strict=True)}
+    """The study's objectives, named as the loaded table's columns are."""
+    from mvlab.analysis.load import study_objectives
+
+    return study_objectives(study)
 
 
 def accuracy_of(goals: Mapping[str, str]) -> str:
@@ -104,10 +124,10 @@ def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
 
     result = table.copy()
     result.attrs = dict(table.attrs)
-    if "label" not in result.columns:
-        result["label"] = labels(result)
-    if "spec" not in result.columns:
-        result["network"] = result["label"]
+    if LABEL not in result.columns:
+        result[LABEL] = labels(result)
+    if SPEC not in result.columns:
+        result[NETWORK] = result[LABEL]
     else:
         cache: dict[str, str] = {}
 
@@ -118,14 +138,14 @@ def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
                 cache[spec] = network_spec(spec)
             return cache[spec]
 
-        known = result["network"] if "network" in result.columns else pd.Series(
+        known = result[NETWORK] if NETWORK in result.columns else pd.Series(
             float("nan"), index=result.index)
-        result["network"] = known.where(known.notna(), result["spec"].map(network))
-    fidelity = result["fidelity"].astype(str) if "fidelity" in result.columns else ""
-    result[CONFIG] = result["network"].astype(str) + " @ " + fidelity
+        result[NETWORK] = known.where(known.notna(), result[SPEC].map(network))
+    fidelity = result[FIDELITY].astype(str) if FIDELITY in result.columns else ""
+    result[CONFIG] = result[NETWORK].astype(str) + " @ " + fidelity
     words = architecture_knobs(result)
     short = (result[words].astype(str).agg(" ".join, axis=1) if words
-             else result["label"].astype(str))
+             else result[LABEL].astype(str))
     names = short.groupby(result[CONFIG]).agg(lambda s: " = ".join(dict.fromkeys(s)))
     result[CONFIG_LABEL] = result[CONFIG].map(names)
     return result
@@ -133,10 +153,10 @@ def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
 
 def one_per_seed(done: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, seed): a network's duplicate points count once."""
-    return done.drop_duplicates([CONFIG, "seed"]) if "seed" in done.columns else done
+    return done.drop_duplicates([CONFIG, SEED]) if SEED in done.columns else done
 
 
-def join_throughput(done: pd.DataFrame, path: str | Path, column: str = "throughput",
+def join_throughput(done: pd.DataFrame, path: str | Path, column: str = THROUGHPUT,
                     ) -> pd.DataFrame:
     """Replace each trial's throughput by the one a separate measurement (a CSV with ``spec``
     and ``column``, e.g. ``mvlab bench study``) gives its network: the sweep's own, taken while
@@ -148,15 +168,15 @@ def join_throughput(done: pd.DataFrame, path: str | Path, column: str = "through
         measured = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise StudyError(f"--throughput {path}: cannot read it as CSV ({exc})") from None
-    missing = [c for c in ("spec", column) if c not in measured.columns]
+    missing = [c for c in (SPEC, column) if c not in measured.columns]
     if missing:
         raise StudyError(f"--throughput {path}: no column(s) {missing}; it has "
                          f"{list(measured.columns)} (pick one with --throughput-column)")
-    measured = measured.assign(network=measured["spec"].map(network_spec))
-    per_network = measured.groupby("network")[column].median()
-    result = done.assign(throughput=done["network"].map(per_network))
+    measured = measured.assign(**{NETWORK: measured[SPEC].map(network_spec)})
+    per_network = measured.groupby(NETWORK)[column].median()
+    result = done.assign(**{THROUGHPUT: done[NETWORK].map(per_network)})
     result.attrs = dict(done.attrs)
-    unmatched = int(result["throughput"].isna().sum())
+    unmatched = int(result[THROUGHPUT].isna().sum())
     if unmatched:
         raise StudyError(f"--throughput {path}: {unmatched} trial(s) have no measured network "
                          "in it; measure every configuration of the study")
@@ -211,7 +231,7 @@ def _config_of(done: pd.DataFrame, point: Mapping[str, Any]) -> str | None:
 
 
 def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str, Any] | None
-            = None, throughput: str | Path | None = None, throughput_column: str = "throughput",
+            = None, throughput: str | Path | None = None, throughput_column: str = THROUGHPUT,
             n_boot: int = 2000, seed: int = 0) -> StudyAnalysis:
     """The study's statistics per fidelity (module doc). ``table``: one row per trial as
     ``mvlab.analysis.load_study`` returns it; ``settings``: the study's ``analysis:`` section
@@ -241,12 +261,12 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
     if throughput is not None and len(done):
         done = join_throughput(done, throughput, throughput_column)
         source = f"{throughput} ({throughput_column}, median per network)"
-    levels = fidelity_levels(done) if len(done) and "fidelity" in done.columns else ["all"]
+    levels = fidelity_levels(done) if len(done) and FIDELITY in done.columns else ["all"]
     maximise = goals.get(accuracy, "maximize").startswith("max")
     result = StudyAnalysis(str(table.attrs.get("study", "")), goals, accuracy, settings, table,
                            {}, throughput_source=source)
     for level in levels:
-        rows = done[done["fidelity"].astype(str) == level] if level != "all" else done
+        rows = done[done[FIDELITY].astype(str) == level] if level != "all" else done
         if rows.empty:
             continue
         metrics = [m for m in goals if m in rows.columns]
@@ -255,7 +275,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
         means = means.reset_index(drop=True)
         every = _complete(table)
         means["trials"] = means[CONFIG].map(
-            every[every[CONFIG].isin(means[CONFIG])].groupby(CONFIG)["trial"].agg(
+            every[every[CONFIG].isin(means[CONFIG])].groupby(CONFIG)[TRIAL].agg(
                 lambda s: ",".join(map(str, sorted(s)))))
         analysis = FidelityAnalysis(level, means)
         if len(goals) >= 2:
@@ -308,7 +328,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
         low, high = list(result.fidelities)[0], list(result.fidelities)[-1]
         try:
             result.fidelity_agreement = fidelity_table(done, accuracy, low, high,
-                                                       config="network", n_boot=n_boot,
+                                                       config=NETWORK, n_boot=n_boot,
                                                        seed=seed)
             result.fidelity_pair = (low, high)
         except AnalysisError as exc:
@@ -357,7 +377,7 @@ def write_pareto(table: pd.DataFrame, goals: Mapping[str, str], out_dir: Path) -
     table.to_csv(trials_csv, index=False)
     written = [trials_csv]
     if not len(_complete(table)) or not goals:
-        pd.DataFrame(columns=["trial", *goals]).to_csv(out_dir / "pareto.csv", index=False)
+        pd.DataFrame(columns=[TRIAL, *goals]).to_csv(out_dir / "pareto.csv", index=False)
         return [*written, out_dir / "pareto.csv"]
     analysis = analyse(table, goals, n_boot=200)
     return written + _write_fronts(analysis, out_dir)
@@ -370,10 +390,10 @@ def _write_fronts(analysis: StudyAnalysis, out_dir: Path) -> list[Path]:
         suffix = _suffix(level, several)
         means = part.configurations
         front = means[means["pareto"]] if "pareto" in means else means.iloc[:0]
-        front = front.assign(trial=front["trials"].str.split(",").str[0].astype(int))
-        columns = [c for c in ("trial", "trials", CONFIG_LABEL, *analysis.goals,
+        front = front.assign(**{TRIAL: front["trials"].str.split(",").str[0].astype(int)})
+        columns = [c for c in (TRIAL, "trials", CONFIG_LABEL, *analysis.goals,
                                f"{analysis.accuracy}_ci_low", f"{analysis.accuracy}_ci_high",
-                               "runs", "front_within_ci", "params", "macs", "spec", "fidelity")
+                               "runs", "front_within_ci", PARAMS, MACS, SPEC, FIDELITY)
                    if c in front.columns]
         path = out_dir / f"pareto{suffix}.csv"
         front[columns].to_csv(path, index=False)
@@ -411,8 +431,8 @@ def pareto_records(study: optuna.Study, config: Any) -> list[dict[str, Any]]:
     except (ValueError, RuntimeError):
         return []
     names = config.objective_names
-    return [{"trial": t.number, **dict(zip(names, t.values, strict=True)), **t.params,
-             "spec": t.user_attrs.get("spec")} for t in sorted(front, key=lambda t: t.number)]
+    return [{TRIAL: t.number, **dict(zip(names, t.values, strict=True)), **t.params,
+             SPEC: t.user_attrs.get(SPEC)} for t in sorted(front, key=lambda t: t.number)]
 
 
 # ------------------------------------------------------------------------------ mvlab report
@@ -421,13 +441,13 @@ def study_settings(storage: Any, study_name: str) -> dict[str, Any]:
     from mvlab.analysis.load import open_storage
 
     record = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-    return dict(record.user_attrs.get("analysis") or {})
+    return dict(record.user_attrs.get(records.STUDY_ANALYSIS) or {})
 
 
 def build_report(study_name: str, storage: Any, out_dir: Path,
                  tracking_uri: str | None = None, settings: Mapping[str, Any] | None = None,
                  throughput: str | Path | None = None,
-                 throughput_column: str = "throughput") -> list[Path]:
+                 throughput_column: str = THROUGHPUT) -> list[Path]:
     """Rebuild every table and plot of a study from its storage into ``out_dir``."""
     from mvlab.analysis import load_study
 
@@ -473,8 +493,8 @@ def write_report(analysis: StudyAnalysis, out_dir: Path, source: str) -> list[Pa
         analysis.fidelity_agreement.to_csv(path, index_label="ranker")
         written.append(path)
     table = analysis.table
-    failed = table[table["state"].isin(["FAIL", "PRUNED"])] if "state" in table else table[:0]
-    cols = [c for c in ("trial", "state", "label", "reason", "spec", "mlflow_run_id")
+    failed = table[table[STATE].isin(["FAIL", "PRUNED"])] if STATE in table else table[:0]
+    cols = [c for c in (TRIAL, STATE, LABEL, REASON, SPEC, MLFLOW_RUN_ID)
             if c in failed.columns]
     path = out_dir / "failed.csv"
     failed[cols].to_csv(path, index=False)
@@ -557,7 +577,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source: str) -> Path:
     table = analysis.table
-    states = table["state"].value_counts().to_dict() if "state" in table and len(table) else {}
+    states = table[STATE].value_counts().to_dict() if STATE in table and len(table) else {}
     settings = analysis.settings
     margin = float(settings.get("equivalence_margin") or 0.5)
     several = len(analysis.fidelities) > 1
@@ -610,7 +630,7 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
         if "pareto" in means:
             front = means[means["pareto"]]
             show = [c for c in (CONFIG_LABEL, *analysis.goals, f"{acc}_ci_low", f"{acc}_ci_high",
-                                "runs", "front_within_ci", "params", "macs")
+                                "runs", "front_within_ci", PARAMS, MACS)
                     if c in front.columns]
             lines += ["### Pareto front over configuration means", "",
                       "`front_within_ci`: the point leads a configuration that is at least as "
@@ -667,11 +687,11 @@ def table_from_csv(path: str | Path, goals: Mapping[str, str]) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise StudyError(f"--trials {path}: cannot read it as CSV ({exc})") from None
-    missing = [c for c in ("trial", "state", *goals) if c not in table.columns]
+    missing = [c for c in (TRIAL, STATE, *goals) if c not in table.columns]
     if missing:
         raise StudyError(f"--trials {path}: no column(s) {missing}; pass a trials.csv that "
                          "`mvlab report` wrote")
-    table = table.drop(columns=[c for c in ("pareto", "pareto_rank", "label") if c in table])
+    table = table.drop(columns=[c for c in ("pareto", "pareto_rank", LABEL) if c in table])
     table.attrs.update(objectives=dict(goals), study=Path(path).parent.name)
     return table
 

@@ -6,17 +6,24 @@ every search-space choice through the grammar, all before anything trains. Every
 file, line and key (or the ``--set`` that caused it) and says how to fix it."""
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mvlab import records
+from mvlab.config_fields import closest, coerce, describe, field_types, parse_amount
 from mvlab.errors import StudyError, UserError
-from mvlab.study.fields import closest, coerce, describe, field_types, parse_amount
+from mvlab.study.sections import config_class, construct_config
+from mvlab.study.types import (
+    MAX_TRIALS,
+    AnalysisSettings,
+    BenchSettings,
+    Dimension,
+    EarlyStop,
+    StudyConfig,
+    StudyKind,
+)
 from mvlab.study.yamlsource import (
     KeyPath,
     Located,
@@ -25,15 +32,13 @@ from mvlab.study.yamlsource import (
     load_value,
 )
 
-StudyKind = Literal["grid", "population", "optimize"]
 KINDS = ("grid", "population", "optimize")
 SAMPLERS = {"grid": ("grid",), "population": ("sobol", "random"), "optimize": ("nsga2", "tpe")}
 
 # What a trial can report; objectives and constraints pick from these.
-METRICS = ("heldout_top1", "heldout_top5", "val_top1", "val_top5", "throughput", "latency_ms",
-           "params", "macs")
+METRICS = records.METRICS
 CONSTRAINTS = ("max_params", "max_macs", "max_latency_ms", "min_throughput")
-BAND_METRICS = ("params", "macs")
+BAND_METRICS = (records.PARAMS, records.MACS)
 
 TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
             "constraints", "bench", "early_stop", "storage", "tracking", "workdir", "analysis")
@@ -45,144 +50,13 @@ BENCH_KEYS = ("mode", "batch_size", "img_size", "device", "precision", "channels
 EARLY_STOP_KEYS = ("after_epoch", "margin")
 TRACKING_KEYS = ("uri", "experiment")
 
-# Grammar set_option keys (docs/DESIGN.md); kept here to suggest the closest one for a typo.
-_STAGE_SUBKEYS = ("depth", "width", "pattern", "heads", "window", "d_state", "d_conv", "expand",
-                  "branch", "conv1d", "out")
-MODEL_SPACE_KEYS = (("stem", "mlp_ratio", "drop_path", "layer_scale", "dim", "depths",
-                     "pattern", "heads", "window", "d_state", "d_conv", "expand", "branch",
-                     "conv1d", "out")
-                    + tuple(f"s{i}.{k}" for i in range(1, 5) for k in _STAGE_SUBKEYS))
-RESERVED_PARAMS = ("seed",)
+RESERVED_PARAMS = (records.SEED_PARAM,)
 # Size limits of a study (docs/studies.md, Limits); the grammar bounds the model, DataConfig
 # the images.
-MAX_TRIALS = 100_000  # grid points x seeds, population n x seeds, n_trials
 MAX_POPULATION = 10_000  # population n: each is sampled and checked by `--check`
 BENCH_LIMITS = {"batch_size": (1, 65_536), "warmup": (0, 100_000), "steps": (1, 100_000),
                 "repeats": (1, 1_000), "threads": (1, 4_096)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One search-space axis. ``key`` is a grammar option (``s3.pattern``) or ``train.lr``."""
-
-    key: str
-    kind: Literal["categorical", "int", "float"]
-    choices: tuple[Any, ...] = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    where: str = ""
-
-    @property
-    def target(self) -> Literal["model", "train", "data"]:
-        head = self.key.split(".", 1)[0]
-        return head if head in ("train", "data") else "model"  # type: ignore[return-value]
-
-    @property
-    def field_name(self) -> str:
-        return self.key.split(".", 1)[1] if self.target != "model" else self.key
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """How the throughput objective is measured (before training, so it is cheap)."""
-
-    mode: Literal["infer", "train"] = "infer"
-    batch_size: int = 16
-    img_size: int | None = None  # None: the data resolution
-    device: str = "cpu"
-    precision: str = "auto"  # fp32 on a CPU, bf16/fp16 autocast on a GPU
-    channels_last: bool | None = None  # None: on (CUDA and CPU alike)
-    compile: bool = False
-    warmup: int = 2
-    steps: int = 5
-    repeats: int = 1
-    threads: int | None = None  # CPU threads; None: train.threads, else 1
-    # auto: thread CPU time on a CPU with 1 thread (process CPU time with more), wall on a GPU
-    # (mvlab.bench.resolve_clock)
-    clock: Literal["auto", "thread_cpu", "process_cpu", "wall"] = "auto"
-
-
-@dataclass(frozen=True)
-class EarlyStop:
-    """Prune a trial after ``after_epoch`` epochs when a finished trial is at least as fast and
-    more than ``margin`` top-1 points more accurate at the same epoch (docs/studies.md)."""
-
-    after_epoch: int = 1
-    margin: float = 5.0  # top-1 percentage points
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """How ``mvlab report`` judges the study (docs/studies.md, "Statistics"): every configuration
-    against ``reference`` (knob values, e.g. {pattern: last_half, branch: on}) with TOST at
-    ``equivalence_margin`` points; rankings below ``reliability_threshold`` split-half
-    reliability are marked unreliable; ``trend`` is an ordered hypothesis, one knob's values
-    worst-predicted first, the other knobs at the reference's values (Page's L)."""
-
-    reference: dict[str, Any] = field(default_factory=dict)
-    equivalence_margin: float = 0.5
-    reliability_threshold: float = 0.8
-    trend: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """A validated study. ``data`` and ``train`` are the resolved DataConfig / TrainConfig."""
-
-    name: str
-    source: str
-    model: str  # canonical spec string of the base model
-    model_text: str  # as written (a preset name or spec)
-    data: Any
-    train: Any
-    kind: StudyKind
-    sampler: str
-    space: tuple[Dimension, ...]
-    seeds: tuple[int, ...] = (0,)
-    n: int | None = None
-    n_trials: int | None = None
-    band: dict[str, tuple[float, float]] = field(default_factory=dict)
-    sampler_seed: int = 0
-    population_size: int | None = None
-    stale_after_s: float = 600.0  # trials beat every minute (storage.heartbeat)
-    objectives: tuple[tuple[str, str], ...] = (("heldout_top1", "maximize"),
-                                               ("throughput", "maximize"))
-    constraints: dict[str, float] = field(default_factory=dict)
-    bench: BenchSettings = BenchSettings()
-    early_stop: EarlyStop | None = None
-    storage: str | None = None
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    workdir: Path = Path("studies")
-    description: str = ""
-    analysis: AnalysisSettings = AnalysisSettings()
-
-    @property
-    def directions(self) -> list[str]:
-        return [d for _, d in self.objectives]
-
-    @property
-    def objective_names(self) -> list[str]:
-        return [m for m, _ in self.objectives]
-
-    def fidelity(self) -> dict[str, Any]:
-        """Settings that must not change while a study is resumed (they change what a trial
-        measures); the search space may grow."""
-        return {
-            "model": self.model,
-            "data": _jsonable(dataclasses.asdict(self.data)),
-            "train": _jsonable(dataclasses.asdict(self.train)),
-            "kind": self.kind,
-            "objectives": [list(o) for o in self.objectives],
-            "bench": dataclasses.asdict(self.bench),
-        }
-
-    def fidelity_hash(self) -> str:
-        text = json.dumps(self.fidelity(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -354,7 +228,7 @@ def _validate(located: Located) -> StudyConfig:
     bench = _bench(check, raw.get("bench"))
     early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
     tracking = check.mapping(raw.get("tracking"), ("tracking",), TRACKING_KEYS)
-    workdir_text = check.typed(raw.get("workdir", f"studies/{name}"), str, ("workdir",))
+    workdir_text = check.typed(raw.get("workdir", records.WORKDIR.format(study=name)), str, ("workdir",))
 
     config = StudyConfig(
         name=name,
@@ -421,17 +295,6 @@ def _format(spec: Any) -> str:
     return format_spec(spec)
 
 
-def config_class(section: str) -> type:
-    """The dataclass behind a study's ``data:`` or ``train:`` block."""
-    if section == "data":
-        from mvlab.data import DataConfig
-
-        return DataConfig
-    from mvlab.train import TrainConfig
-
-    return TrainConfig
-
-
 def _build_config(check: _Checker, section: str, value: Any) -> Any:
     cls = config_class(section)
     types_ = field_types(cls)
@@ -439,19 +302,6 @@ def _build_config(check: _Checker, section: str, value: Any) -> Any:
     kwargs = {key: check.typed(v, types_[key], (section, key)) for key, v in raw.items()}
     return construct_config(cls, kwargs, lambda key, msg: check.fail(
         (section, key) if key else (section,), msg), section)
-
-
-def construct_config(cls: type, kwargs: dict[str, Any], fail: Any, section: str) -> Any:
-    """``cls(**kwargs)``; its own validation errors are re-raised at the offending key."""
-    try:
-        return cls(**kwargs)
-    except (UserError, TypeError, ValueError) as exc:
-        text = str(exc)
-        mentioned = re.search(rf"\b{section}\.(\w+)", text)
-        key = mentioned[1] if mentioned and mentioned[1] in kwargs else None
-        if key is None:
-            key = next((k for k in kwargs if re.search(rf"\b{k}\b", text)), None)
-        raise fail(key, text) from None
 
 
 def _band(check: _Checker, value: Any, kind: str) -> dict[str, tuple[float, float]]:
@@ -475,6 +325,8 @@ def _band(check: _Checker, value: Any, kind: str) -> dict[str, tuple[float, floa
 
 
 def _space(check: _Checker, value: Any, kind: str) -> tuple[Dimension, ...]:
+    from mvlab.grammar import is_option_key, option_keys
+
     raw = check.mapping(value, ("space",), None)
     dims = []
     for key, spec in raw.items():
@@ -490,11 +342,13 @@ def _space(check: _Checker, value: Any, kind: str) -> tuple[Dimension, ...]:
             if name not in types_:
                 raise check.fail(path, f"unknown {head} option {name!r}"
                                        f"{closest(name, types_)}")
-        elif key not in MODEL_SPACE_KEYS:
-            options = MODEL_SPACE_KEYS + ("train.<option>", "data.<option>")
-            raise check.fail(path, f"unknown search-space key{closest(key, MODEL_SPACE_KEYS)}; "
-                                   f"use a grammar option ({', '.join(options[:15])}, "
-                                   f"s<1-4>.<stage key>) or train.<option> / data.<option>")
+        elif not is_option_key(key):  # the grammar's own list: what set_option takes
+            known = option_keys()
+            unprefixed = [k for k in known if "." not in k]
+            raise check.fail(path, f"unknown search-space key{closest(key, known)}; use a "
+                                   f"grammar option ({', '.join(unprefixed)}, "
+                                   f"s<1-4>.<stage key>, s<1-4>.b<block>.<mixer key>) or "
+                                   f"train.<option> / data.<option>")
         if isinstance(spec, list):
             if not spec:
                 raise check.fail(path, "an empty list of choices; give at least one")
@@ -551,7 +405,7 @@ def _choice(check: _Checker, path: KeyPath, key: str, value: Any) -> Any:
 
 def _objectives(check: _Checker, value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
-        return (("heldout_top1", "maximize"), ("throughput", "maximize"))
+        return records.DEFAULT_OBJECTIVES
     raw = check.mapping(value, ("objectives",), METRICS)
     if not raw:
         raise check.fail(("objectives",), "needs at least one metric, e.g. heldout_top1: maximize")
@@ -659,10 +513,6 @@ def _analysis(check: _Checker, value: Any, space: tuple[Dimension, ...]) -> Anal
             raise check.fail(path, "needs a list of at least 3 values, worst-predicted first")
         trend[key] = tuple(knob_value(path, key, v) for v in values)
     return AnalysisSettings(reference, margin, threshold, trend)
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def describe_dimension(dim: Dimension) -> str:

@@ -12,42 +12,23 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 
+from mvlab import records
+from mvlab.config_fields import coerce, field_types
 from mvlab.errors import StudyError, UserError
-from mvlab.study.fields import coerce, field_types
-from mvlab.study.schema import MAX_TRIALS, Dimension, StudyConfig, construct_config
+from mvlab.study.sections import construct_config
+from mvlab.study.types import MAX_TRIALS, Collapsed, Dimension, Point, StudyConfig, TrialPlan
 
-Point = dict[str, Any]
-SEED_PARAM = "seed"
+if TYPE_CHECKING:  # Optuna is imported where a sweep needs it: --check does not
+    import optuna
+    from optuna.distributions import BaseDistribution
+
+SEED_PARAM = records.SEED_PARAM
 MAX_GRID = MAX_TRIALS
 MAX_DRAWS = 100_000  # samples a population may draw to fill n under its band (~1 ms each)
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """Everything one trial trains and measures."""
-
-    params: Point
-    spec: str  # canonical grammar string
-    data: Any  # DataConfig
-    train: Any  # TrainConfig
-    seed: int
-
-    @property
-    def label(self) -> str:
-        """Short human label: the varied values, e.g. ``pattern=last_half branch=off seed=1``."""
-        return " ".join(f"{k}={v}" for k, v in self.params.items())
 
 
 # -------------------------------------------------------------------------------- resolution
@@ -167,6 +148,12 @@ def probe_values(dim: Dimension) -> tuple[Any, ...]:
 # ------------------------------------------------------------------------------- distributions
 def distributions(config: StudyConfig) -> dict[str, BaseDistribution]:
     """Optuna distributions of every trial param, in the space's order (seed last)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
     out: dict[str, BaseDistribution] = {}
     for dim in config.space:
         if dim.kind == "categorical":
@@ -188,6 +175,12 @@ def suggest_point(trial: optuna.Trial, config: StudyConfig) -> Point:
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
     if isinstance(dist, IntDistribution):
@@ -218,7 +211,7 @@ def population_points(config: StudyConfig,
     from scipy.stats import qmc
 
     if config.band and measure is None:
-        from mvlab.study.measure import complexity_of, num_classes_of
+        from mvlab.study.cost import complexity_of, num_classes_of
 
         classes = num_classes_of(config.data)
 
@@ -292,15 +285,6 @@ def planned_points(config: StudyConfig) -> list[Point] | None:
     if config.kind == "population":
         return collapse_points(config, population_points(config))[0]
     return None
-
-
-@dataclass(frozen=True)
-class Collapsed:
-    """A point dropped because an earlier point trains the same thing."""
-
-    point: Point
-    same_as: Point
-    reason: str
 
 
 def configuration_key(plan: TrialPlan) -> str:

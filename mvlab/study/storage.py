@@ -33,18 +33,20 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from mvlab import records
 from mvlab.errors import StudyError
 from mvlab.safety import mask_credentials, mask_url
+from mvlab.study.locations import default_storage_url
 
 log = logging.getLogger(__name__)
-HOST_ATTR, PID_ATTR, START_ATTR, HEARTBEAT_ATTR = "host", "pid", "pid_start", "heartbeat"
-REQUEUE_ATTR = "requeue"  # set on trials that failed for reasons outside the trial itself
-REASON_ATTR = "reason"  # the name mvlab.analysis reads
+HOST_ATTR, PID_ATTR = records.HOST, records.PID
+START_ATTR, HEARTBEAT_ATTR = records.PID_START, records.HEARTBEAT
+REQUEUE_ATTR = records.REQUEUE  # set on trials that failed for reasons outside the trial itself
+REASON_ATTR = records.REASON
 
-
-def default_storage_url(workdir: Path) -> str:
-    """The per-study journal file (works for one worker and for ``--workers N``)."""
-    return str(workdir / "optuna.journal")
+__all__ = ["default_storage_url", "open_storage", "repair_journal", "describe_storage",
+           "heartbeat", "heartbeat_interval", "fail_stale_trials", "claim_waiting_trial",
+           "prepare_lock", "owner_attrs", "owner_alive", "stale_reason"]
 
 
 def heartbeat_interval(stale_after_s: float) -> int:
@@ -53,8 +55,9 @@ def heartbeat_interval(stale_after_s: float) -> int:
 
 
 def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None) -> BaseStorage:
-    """An Optuna storage for ``url``: ``journal:PATH`` (or a path ending in .journal/.log),
-    ``sqlite:///PATH`` (one worker only), or a SQLAlchemy URL such as ``postgresql://...``.
+    """An Optuna storage for ``url``: ``journal:PATH`` (or a path ending in .journal, .log or
+    .jsonl), ``sqlite:///PATH`` (one worker only), or a SQLAlchemy URL such as
+    ``postgresql://...``.
 
     With ``stale_after_s`` a database storage keeps Optuna's heartbeat: a trial that has not
     beaten for that long is stale (``fail_stale_trials``)."""
@@ -80,8 +83,9 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
     if "://" not in url:
-        raise StudyError(f"storage {mask_url(url)!r}: use journal:PATH, a file ending in .journal, "
-                         f"sqlite:///PATH or postgresql://user@host/db")
+        raise StudyError(f"storage {mask_url(url)!r}: use journal:PATH, a file ending in "
+                         f"{', '.join(records.JOURNAL_SUFFIXES)}, sqlite:///PATH or "
+                         f"postgresql://user@host/db")
     beat: dict = {}
     if stale_after_s is not None:
         interval = heartbeat_interval(stale_after_s)
@@ -208,11 +212,7 @@ def _engine_kwargs(url: str) -> dict:
 
 
 def _journal_path(url: str) -> Path | None:
-    if url.startswith("journal:"):
-        return Path(url[len("journal:"):]).expanduser()
-    if "://" not in url and url.endswith((".journal", ".log")):
-        return Path(url).expanduser()
-    return None
+    return records.journal_path(url)
 
 
 def describe_storage(url: str) -> str:

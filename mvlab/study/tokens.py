@@ -7,8 +7,11 @@ network computes, and a study comparing them measures noise. ``mvlab sweep`` (al
 ``--check``) prints one warning per such stage before anything trains."""
 from __future__ import annotations
 
-from mvlab.study.schema import StudyConfig
-from mvlab.study.space import SEED_PARAM, Point, grid_points, probe_values, resolve_point
+from typing import NamedTuple
+
+from mvlab.grammar import STEM_CONV_STRIDES, ModelSpec, parse_spec
+from mvlab.study.space import SEED_PARAM, grid_points, probe_values, resolve_point
+from mvlab.study.types import Point, StudyConfig
 
 MIN_TOKEN_SIDE = 4
 
@@ -16,14 +19,12 @@ MIN_TOKEN_SIDE = 4
 def few_token_warnings(config: StudyConfig) -> list[str]:
     """One line per (stage, resolution, stem stride) where a planned model's mixer/attention
     stage sees a map (or window) smaller than ``MIN_TOKEN_SIDE`` on a side."""
-    from mvlab.grammar import parse_spec
-    from mvlab.models.complexity import complexity
     warnings: dict[tuple, str] = {}
     for params in _points_to_check(config):
         plan = resolve_point(config, params)
         spec = parse_spec(plan.spec)
         resolution = plan.data.resolution
-        for stage in complexity(spec, resolution).stages:
+        for stage in _token_maps(spec, resolution):
             if not any(letter != "C" for letter in stage.letters):
                 continue
             side = min(stage.map_size)
@@ -55,3 +56,28 @@ def _points_to_check(config: StudyConfig) -> list[Point]:
     if config.kind == "grid":  # the seed changes no token map: one seed's points
         return [p for p in grid_points(config) if p[SEED_PARAM] == config.seeds[0]]
     return [{}] + [{dim.key: value} for dim in config.space for value in probe_values(dim)]
+
+
+class _StageMap(NamedTuple):
+    index: int
+    letters: tuple[str, ...]
+    window: int | None
+    map_size: tuple[int, int]
+
+
+def _token_maps(spec: ModelSpec, resolution: int) -> list[_StageMap]:
+    """Each stage's token map at a square ``resolution``: the stem's two 3x3 convs (strides
+    from ``STEM_CONV_STRIDES``), then one stride-2 3x3 downsample between stages. The same
+    arithmetic as ``mvlab.models.complexity`` (a test holds them equal), computed here because
+    importing that module imports the model package, torch and timm, which ``--check`` must not
+    pay."""
+    def down(n: int, stride: int = 2) -> int:
+        return (n - 1) // stride + 1
+
+    first, second = STEM_CONV_STRIDES[spec.stem_stride]
+    side = down(down(resolution, first), second)
+    maps = []
+    for index, stage in enumerate(spec.stages):
+        maps.append(_StageMap(index, stage.blocks, stage.window, (side, side)))
+        side = down(side)
+    return maps

@@ -13,16 +13,22 @@ import json
 import logging
 import math
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mvlab import records
 from mvlab.errors import StudyError
 from mvlab.safety import mask_credentials
 from mvlab.study.interrupts import deferred_interrupts
+from mvlab.study.locations import default_tracking_uri
+from mvlab.study.types import TrackingTarget
+
+__all__ = ["TrackingTarget", "TrialRun", "default_tracking_uri", "prepare_tracking",
+           "set_trials_view", "trials_view_url", "check_reachable", "start_parent_run",
+           "close_run", "end_run", "running_runs", "set_run_tags", "log_parent_metrics",
+           "log_artifacts", "flatten"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,19 +41,6 @@ _PARAM_LIMIT = 6000
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
 SHARED_VIEW_TAG, TRIALS_VIEW = "mlflow.sharedViewState.", "trials"
-
-
-def default_tracking_uri(workdir: Path) -> str:
-    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
-
-
-@dataclass(frozen=True)
-class TrackingTarget:
-    """Where runs go: picklable, handed to worker processes."""
-
-    uri: str
-    experiment_id: str
-    parent_run_id: str | None = None
 
 
 CONNECT_TIMEOUT_S = 5.0  # a server on the same network answers in milliseconds
@@ -151,7 +144,7 @@ def set_trials_view(uri: str, experiment_id: str, objectives: list[tuple[str, st
     default view folds them under their parent's row."""
     first, direction = objectives[0]
     columns = [_column("metrics", name) for name, _ in objectives]
-    columns += [_column("params", key) for key in [*knobs, "seed"]]
+    columns += [_column("params", key) for key in [*knobs, records.SEED_PARAM]]
     view = {"orderByKey": _column("metrics", first), "orderByAsc": direction == "minimize",
             "selectedColumns": [*dict.fromkeys(columns), _column("attributes", "Duration")],
             "runsHiddenMode": "SHOW_ALL",  # every trial in the charts, not the first ten
@@ -206,7 +199,7 @@ def close_run(uri: str, run_id: str, status: str, reason: str | None = None) -> 
     tag ``fail_reason``."""
     client = _client(uri)
     if reason:
-        _retry(lambda: client.set_tag(run_id, "fail_reason", _text(reason)), "set_tag")
+        _retry(lambda: client.set_tag(run_id, records.TAG_FAIL_REASON, _text(reason)), "set_tag")
     end_run(uri, run_id, status)
 
 
@@ -277,9 +270,9 @@ class TrialRun:
                  tags: dict[str, str]):
         self.uri = target.uri
         self.client = _client(target.uri)
-        all_tags = {"trial_number": str(trial_number), **tags}
+        all_tags = {records.TAG_TRIAL_NUMBER: str(trial_number), **tags}
         if target.parent_run_id:
-            all_tags["mlflow.parentRunId"] = target.parent_run_id
+            all_tags[records.TAG_PARENT_RUN_ID] = target.parent_run_id
         all_tags = {k: _text(v) for k, v in all_tags.items()}
         run = _retry(lambda: self.client.create_run(target.experiment_id, run_name=run_name,
                                                     tags=all_tags), "create_run")
@@ -313,7 +306,7 @@ class TrialRun:
     def finish(self, status: str, reason: str | None = None) -> None:
         """``status``: FINISHED, FAILED or KILLED; the reason lands in tag ``fail_reason``."""
         if reason:
-            self.set_tags({"fail_reason": reason})
+            self.set_tags({records.TAG_FAIL_REASON: reason})
         end_run(self.uri, self.run_id, status)
 
 
@@ -345,10 +338,3 @@ def _jsonable(value: Any) -> Any:
 def flatten(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     """``{"lr": 1e-3}`` -> ``{"train.lr": 1e-3}``."""
     return {f"{prefix}.{k}": v for k, v in values.items()}
-
-
-def write_temp_json(payload: Any, name: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="mvlab-"))
-    path = folder / name
-    path.write_text(json.dumps(_jsonable(payload), indent=2))
-    return path

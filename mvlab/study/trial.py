@@ -27,24 +27,21 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from mvlab import records
 from mvlab.errors import UserError
 from mvlab.study import storage as st
 from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.measure import complexity_of, throughput_of
-from mvlab.study.schema import StudyConfig
-from mvlab.study.space import TrialPlan, resolve_point, suggest_point
-from mvlab.study.tracking import TrackingTarget, TrialRun, flatten
-from mvlab.training import ddp
+from mvlab.study.space import resolve_point, suggest_point
+from mvlab.study.tracking import TrialRun, flatten
+from mvlab.study.types import StudyConfig, TrackingTarget, TrainOrder, TrialPlan
 
 log = logging.getLogger(__name__)
 
-# Trial user attributes (the names mvlab.analysis reads; see mvlab/analysis/names.py).
-SPEC, SEED, FIDELITY, RUN_ID = "spec", "seed", "fidelity", "mlflow_run_id"
-NETWORK, INIT_SEED, ORDER_SEED, SPLIT_SEED = "network", "init_seed", "order_seed", "split_seed"
-STATUS, REASON, PARAMS, MACS = "status", "reason", "params", "macs"
-THROUGHPUT, LATENCY, EARLY_TOP1 = "throughput", "latency_ms", "early_heldout_top1"
-ACCURACY_METRICS = ("heldout_top1", "heldout_top5", "val_top1", "val_top5")
-PRE_TRAINING_METRICS = ("throughput", "latency_ms", "params", "macs")
+# The record's names (mvlab/records.py), by their short local names.
+SPEC, SEED, FIDELITY, RUN_ID = records.SPEC, records.SEED, records.FIDELITY, records.MLFLOW_RUN_ID
+STATUS, REASON, PARAMS, MACS = records.STATUS, records.REASON, records.PARAMS, records.MACS
+THROUGHPUT, LATENCY, EARLY_TOP1 = records.THROUGHPUT, records.LATENCY_MS, records.EARLY_HELDOUT_TOP1
 
 
 class _Pruned(Exception):
@@ -82,10 +79,7 @@ class DataCache:
 
 def fidelity_label(plan: TrialPlan) -> str:
     """The training budget in words, e.g. ``epochs=3 res=32 per_class=200``."""
-    words = [f"epochs={plan.train.epochs}", f"res={plan.data.resolution}"]
-    if plan.data.per_class:
-        words.append(f"per_class={plan.data.per_class}")
-    return " ".join(words)
+    return records.fidelity_label(plan.train.epochs, plan.data.resolution, plan.data.per_class)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
@@ -99,9 +93,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
         with deferred_interrupts():  # bookkeeping writes: a Ctrl-C waits, then fails the trial
             params = suggest_point(trial, config)
             run = TrialRun(target, trial.number, run_name=_run_name(trial.number, params),
-                           tags={"study": config.name, "kind": config.kind})
+                           tags={records.TAG_STUDY: config.name, records.TAG_KIND: config.kind})
             trial.set_user_attr(RUN_ID, run.run_id)
-            run.log_params({**params, "trial_number": trial.number})
+            run.log_params({**params, records.TAG_TRIAL_NUMBER: trial.number})
             plan = resolve_point(config, params)
             progress.on_trial_start(trial.number, plan)
             _record_plan(trial, run, plan, config)
@@ -127,7 +121,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
     else:
         with deferred_interrupts():  # a Ctrl-C now stops the sweep after recording the result
             try:
-                trial_status(trial, "ok")
+                trial_status(trial, records.STATUS_OK)
                 study.tell(trial, values)
             except optuna.exceptions.UpdateFinishedTrialError:
                 _taken_over(study, trial, run)
@@ -141,9 +135,9 @@ def seed_roles(plan: TrialPlan) -> dict[str, int]:
     """Which seed did what: initialisation (train.seed), training order and augmentation
     (data.order_seed), subset and held-out split (data.seed, fixed per study)."""
     order = getattr(plan.data, "order_seed", None)
-    return {INIT_SEED: int(plan.train.seed), ORDER_SEED: int(plan.data.seed if order is None
-                                                              else order),
-            SPLIT_SEED: int(plan.data.seed)}
+    return {records.INIT_SEED: int(plan.train.seed),
+            records.ORDER_SEED: int(plan.data.seed if order is None else order),
+            records.SPLIT_SEED: int(plan.data.seed)}
 
 
 def trial_status(trial: optuna.Trial, status: str) -> None:
@@ -162,15 +156,15 @@ def _record_plan(trial: optuna.Trial, run: TrialRun, plan: TrialPlan, config: St
     from mvlab.grammar import network_spec
 
     trial.set_user_attr(SPEC, plan.spec)
-    trial.set_user_attr(NETWORK, network_spec(plan.spec))
+    trial.set_user_attr(records.NETWORK, network_spec(plan.spec))
     trial.set_user_attr(SEED, plan.seed)
     trial.set_user_attr(FIDELITY, fidelity_label(plan))
     roles = seed_roles(plan)
     for name, value in roles.items():
         trial.set_user_attr(name, value)
-    run.set_tags({"spec": plan.spec, "fidelity": fidelity_label(plan)})
-    run.log_params({"spec": plan.spec, "seed": plan.seed, "fidelity": fidelity_label(plan),
-                    "study_kind": config.kind, **roles,
+    run.set_tags({SPEC: plan.spec, FIDELITY: fidelity_label(plan)})
+    run.log_params({SPEC: plan.spec, SEED: plan.seed, FIDELITY: fidelity_label(plan),
+                    records.PARAM_STUDY_KIND: config.kind, **roles,
                     **flatten("train", dataclasses.asdict(plan.train)),
                     **flatten("data", dataclasses.asdict(plan.data)),
                     **flatten("bench", dataclasses.asdict(config.bench))})
@@ -179,17 +173,18 @@ def _record_plan(trial: optuna.Trial, run: TrialRun, plan: TrialPlan, config: St
 def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, plan: TrialPlan,
                        config: StudyConfig, data: DataCache, progress: Progress
                        ) -> list[float] | None:
-    from mvlab.train import train
+    from mvlab.training import ddp
+    from mvlab.training.trainer import train
 
     bundle = data.get(plan.data, plan.train)
     run.log_json(bundle.manifest, "data_manifest.json")
     num_classes = int(bundle.num_classes)
 
     cost = complexity_of(plan.spec, plan.data.resolution, num_classes)
-    trial.set_user_attr(PARAMS, int(cost["params"]))
-    trial.set_user_attr(MACS, int(cost["macs"]))
+    trial.set_user_attr(PARAMS, int(cost[PARAMS]))
+    trial.set_user_attr(MACS, int(cost[MACS]))
     run.log_metrics(cost)
-    _check_constraints(config, cost, ("max_params", "params"), ("max_macs", "macs"))
+    _check_constraints(config, cost, ("max_params", PARAMS), ("max_macs", MACS))
 
     img_size = config.bench.img_size or plan.data.resolution
     bench_row = throughput_of(plan.spec, config.bench, img_size, num_classes,
@@ -197,8 +192,7 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     if bench_row.get("status") != "ok":
         raise _Pruned(f"infeasible: throughput could not be measured ({bench_row.get('status')}: "
                       f"no batch size fitted on {config.bench.device})")
-    measured = {THROUGHPUT: float(bench_row["throughput"]),
-                LATENCY: float(bench_row["latency_ms"])}
+    measured = {THROUGHPUT: float(bench_row[THROUGHPUT]), LATENCY: float(bench_row[LATENCY])}
     with deferred_interrupts():
         trial.set_user_attr(THROUGHPUT, measured[THROUGHPUT])
         trial.set_user_attr(LATENCY, measured[LATENCY])
@@ -242,7 +236,7 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     ranks = ddp.current()
     if ranks is not None:  # under torchrun: the other ranks train this plan with us
         run.log_params({"ddp.world_size": ranks.world_size, "ddp.backend": ranks.backend})
-        ddp.broadcast_object(("train", plan.spec, plan.data, plan.train), ranks)
+        ddp.broadcast_object(TrainOrder(plan.spec, plan.data, plan.train), ranks)
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
     run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))
@@ -283,7 +277,7 @@ def _check_constraints(config: StudyConfig, measured: dict[str, float],
 
 
 def _accuracy_of(metrics: dict) -> float | None:
-    for key in ("ema_heldout_top1", "heldout_top1"):
+    for key in (records.EMA_HELDOUT_TOP1, records.HELDOUT_TOP1):
         if metrics.get(key) is not None:
             return float(metrics[key])
     return None
@@ -291,8 +285,7 @@ def _accuracy_of(metrics: dict) -> float | None:
 
 # Final TrainResult fields -> MLflow metric names. Totals get their own names so they do not
 # collide with the per-epoch series of the same field (train_time_s of one epoch vs all).
-_FINAL_METRICS = {"heldout_top1": "heldout_top1", "heldout_top5": "heldout_top5",
-                  "val_top1": "val_top1", "val_top5": "val_top5", "val_loss": "val_loss",
+_FINAL_METRICS = {**{m: m for m in records.ACCURACY_METRICS}, "val_loss": "val_loss",
                   "train_time_s": "train_time_total_s", "wall_time_s": "wall_time_s",
                   "epochs_completed": "epochs_completed", "images_per_s": "train_images_per_s"}
 
@@ -311,7 +304,7 @@ def hopeless(study: optuna.Study, config: StudyConfig, known: dict[str, float],
     """The early-stop rule (module doc): the reason to prune, or None."""
     assert config.early_stop is not None
     margin = config.early_stop.margin
-    directions = {m: d for m, d in config.objectives if m in PRE_TRAINING_METRICS}
+    directions = {m: d for m, d in config.objectives if m in records.PRE_TRAINING_METRICS}
     for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         early = other.user_attrs.get(EARLY_TOP1)
         if early is None or float(early) < accuracy + margin:
@@ -322,7 +315,7 @@ def hopeless(study: optuna.Study, config: StudyConfig, known: dict[str, float],
             if theirs is None:
                 at_least_as_good = False
                 break
-            better_or_equal = theirs >= known[metric] if direction == "maximize" \
+            better_or_equal = theirs >= known[metric] if direction == records.MAXIMIZE \
                 else theirs <= known[metric]
             at_least_as_good &= better_or_equal
         if at_least_as_good:
@@ -337,7 +330,8 @@ def _finish(study: optuna.Study, trial: optuna.Trial, run: TrialRun | None, stat
     with deferred_interrupts():  # a second Ctrl-C cannot cut the recording of the first
         try:
             trial.set_user_attr(REASON, reason)
-            trial_status(trial, "failed" if state == TrialState.FAIL else "pruned")
+            trial_status(trial, records.STATUS_FAILED if state == TrialState.FAIL
+                         else records.STATUS_PRUNED)
             study.tell(trial, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             _taken_over(study, trial, run, f"it ended here too: {reason}")
