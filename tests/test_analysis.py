@@ -167,8 +167,14 @@ def test_bootstrap_is_reproducible_and_counts_a_quarter():
 
 
 def test_bootstrap_winner_never_absent():
-    share = bootstrap_win_share(["a", "b", "c"], [0.1, 0.9, np.nan], n_boot=100, seed=0)
-    assert share.to_dict() == {"a": pytest.approx(share["a"]), "b": share["b"], "c": 0.0}
+    # "c" has no error: it never wins, yet keeps its row (share 0). Of the two left, draws of 2
+    # with replacement (frac=1) are won by "b" (error 0.9) only when both draws are "b": 1/4.
+    share = bootstrap_win_share(["a", "b", "c"], [0.1, 0.9, np.nan], n_boot=20000, frac=1.0,
+                                seed=0)
+    assert list(share.index) == ["a", "b", "c"]  # best first
+    assert share["a"] == pytest.approx(0.75, abs=0.015)
+    assert share["b"] == pytest.approx(0.25, abs=0.015)
+    assert share["c"] == 0.0 and share.sum() == pytest.approx(1.0)
     with pytest.raises(AnalysisError, match="bootstrap_win_share"):
         bootstrap_range(["a", "b"], [0.1, 0.2], n_boot=10)
 

@@ -332,10 +332,6 @@ def test_grammar_strings_in_a_study_name_the_file_line_and_key(case):
 
 
 # ----------------------------------------------------------------- the command, end to end
-class _ReachedStorage(Exception):
-    """The input was valid: the sweep got as far as opening its storage."""
-
-
 @contextlib.contextmanager
 def _inside(folder: Path):
     previous = Path.cwd()
@@ -351,42 +347,72 @@ def fuzz_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-class _TrainingStarted(AssertionError):
-    """The guard fired: something started training."""
+class _TrainingStarted(BaseException):
+    """The guard fired: something started training. A BaseException, so that a trial's own
+    ``except Exception`` (which records a crash as a failed trial) cannot swallow it."""
 
 
-def _no_training():
-    """Make any start of training raise. ``run_trial`` is patched where the runner looks it up
-    (``mvlab.study.runner`` imported the name; patching ``mvlab.study.trial.run_trial`` would
-    leave the runner's reference untouched, and the guard could never fire)."""
+class _ReachedStorage(BaseException):
+    """The input was valid: the sweep got as far as creating or loading its Optuna study."""
+
+
+def _no_training(stop_at_storage: bool = True):
+    """Make any start of training raise ``_TrainingStarted`` and (``stop_at_storage``) any
+    opening of an Optuna study raise ``_ReachedStorage``.
+
+    Patched where every path to them ends, not where mvlab binds them: a training step calls
+    ``Tensor.backward`` (or ``torch.autograd.backward``), and every sweep opens its study with
+    ``optuna.create_study``/``optuna.load_study``. A name patched in one mvlab module (the old
+    ``mock.patch("mvlab.study.trial.run_trial")``) leaves other modules' imported references
+    untouched, so such a guard could never fire; these fire wherever the code lives
+    (the two ``test_the_..._guard_fires_...`` tests below show it)."""
+    import optuna
+    import torch
+
     def refuse(*args, **kwargs):
         raise _TrainingStarted("training started for a study file that should have been rejected")
 
+    def reached(*args, **kwargs):
+        raise _ReachedStorage()
+
     stack = contextlib.ExitStack()
-    for target in ("mvlab.train.train", "mvlab.study.runner.run_trial",
-                   "mvlab.study.trial.run_trial"):
-        stack.enter_context(mock.patch(target, refuse))
+    stack.enter_context(mock.patch.object(torch.Tensor, "backward", refuse))
+    stack.enter_context(mock.patch.object(torch.autograd, "backward", refuse))
+    if stop_at_storage:
+        stack.enter_context(mock.patch.object(optuna, "create_study", reached))
+        stack.enter_context(mock.patch.object(optuna, "load_study", reached))
     return stack
 
 
-def test_the_training_guard_fires_when_the_runner_starts_a_trial(tmp_path):
-    """The guard above is not decoration: a worker that claims a trial calls the patched name."""
-    import optuna
+def test_the_storage_guard_fires_for_a_valid_study(tmp_path):
+    """A valid file passes validation and reaches its storage: the guard stops it there, before
+    any trial, so the fuzz test below returns for valid files instead of running them."""
+    from mvlab.cli import main
 
-    from mvlab.study import runner
-    from mvlab.study.tracking import TrackingTarget
+    path = tmp_path / "study.yaml"
+    path.write_text(_dump({**BASE, "workdir": str(tmp_path / "studies")}))
+    with _no_training(), _inside(tmp_path), pytest.raises(_ReachedStorage):
+        main(["sweep", str(path), "--no-progress"])
 
-    config = load_study_text(_dump({**BASE, "workdir": str(tmp_path)}), SOURCE)
-    study = optuna.create_study(directions=config.directions)
-    prepared = runner.Prepared(config, "in-memory", TrackingTarget("none", "0"), 1, 1)
-    with _no_training(), \
-            mock.patch.object(runner, "open_study", return_value=study), \
-            mock.patch.object(runner, "recover_stale_trials", return_value=[]), \
-            mock.patch.object(runner, "warm_up"), \
-            mock.patch.object(runner, "_claim", side_effect=lambda s, c: s.ask()), \
-            mock.patch.object(runner.st, "heartbeat", return_value=contextlib.nullcontext()), \
+
+@pytest.mark.slow  # a real (tiny) trial up to its first training step: MLflow, data, benchmark
+def test_the_training_guard_fires_when_a_sweep_trains(tmp_path):
+    """The training guard is not decoration: with the storage left alone, a valid tiny sweep
+    runs its first trial and the first training step trips the guard, through the trial's own
+    failure handling."""
+    from mvlab.cli import main
+
+    doc = {**copy.deepcopy(BASE), "workdir": str(tmp_path / "studies"),
+           "data": {"dataset": "builtin", "resolution": 16, "per_class": 4, "val_per_class": 2},
+           "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0, "device": "cpu",
+                     "threads": 1},
+           "bench": {"batch_size": 2, "warmup": 1, "steps": 1, "repeats": 1}}
+    path = tmp_path / "study.yaml"
+    path.write_text(_dump(doc))
+
+    with _no_training(stop_at_storage=False), _inside(tmp_path), \
             pytest.raises(_TrainingStarted):
-        runner.work(prepared)
+        main(["sweep", str(path), "--no-progress", "--n-trials", "1"])
 
 
 @settings(max_examples=25, deadline=timedelta(seconds=10), derandomize=True,
@@ -400,9 +426,7 @@ def test_the_sweep_command_rejects_bad_files_before_training(fuzz_dir, doc):
     path.write_text(_dump(doc))
 
     err = io.StringIO()
-    with _no_training(), \
-            mock.patch("mvlab.study.runner.open_study", side_effect=_ReachedStorage), \
-            contextlib.redirect_stderr(err), _inside(fuzz_dir):
+    with _no_training(), contextlib.redirect_stderr(err), _inside(fuzz_dir):
         try:
             code = main(["sweep", str(path), "--no-progress"])
         except _ReachedStorage:
