@@ -1,6 +1,6 @@
 """Images/s of a proxy trial on the CPU: the sweep's default trial (built-in data, ``proxy``
-preset, 64 px, batch 128) trained by ``mvlab.train`` for a short run, next to the ceiling that
-``mvlab.bench`` measures for the same model and batch (synthetic input, training steps only).
+preset, 64 px, batch 128) trained by ``mvlab.training.trainer`` for a short run, next to the ceiling that
+``mvlab.training.bench`` measures for the same model and batch (synthetic input, training steps only).
 
     python benchmarks/cpu_proxy_trial.py                       # 1 epoch, threads = cores
     python benchmarks/cpu_proxy_trial.py --threads 1 --per-class 300 --epochs 1
@@ -41,9 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from mvlab.bench import measure_throughput
     from mvlab.data import DataConfig, build_data
-    from mvlab.train import TrainConfig, train
+    from mvlab.training.bench import measure_throughput
+    from mvlab.training.config import TrainConfig
+    from mvlab.training.trainer import train
 
     data_cfg = DataConfig(dataset="builtin", resolution=args.resolution, per_class=args.per_class)
     bundle = build_data(data_cfg, args.batch_size)

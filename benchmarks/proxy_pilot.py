@@ -6,7 +6,7 @@ reached, for a few candidate settings (task, difficulty, resolution, stem stride
         --candidate "same_different" dataset=same_different --patterns conv last_half --seeds 0
 
 Each candidate trains every ``--patterns`` choice (applied to stages 3-4) for each seed with
-``mvlab.train`` on one thread, and writes one CSV row per epoch: CPU seconds of the process
+``mvlab.training.trainer`` on one thread, and writes one CSV row per epoch: CPU seconds of the process
 (``time.process_time``, so other jobs on a shared machine do not inflate it), wall seconds,
 held-out and val top-1. CPU seconds are the cost figure; wall seconds show the load.
 """
@@ -53,7 +53,8 @@ def main() -> None:
     from mvlab.data import DataConfig
     from mvlab.grammar import format_spec, set_option
     from mvlab.models.complexity import complexity
-    from mvlab.train import TrainConfig, train
+    from mvlab.training.config import TrainConfig
+    from mvlab.training.trainer import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

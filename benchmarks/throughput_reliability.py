@@ -113,9 +113,9 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def measure(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
-    from mvlab.bench import write_rows
     from mvlab.study import load_study
     from mvlab.study.measure import study_columns, study_throughput
+    from mvlab.training.bench import write_rows
 
     config = load_study(args.study)
     sizes = {k: v for k, v in (("rounds", args.rounds), ("steps", args.steps)) if v is not None}
@@ -143,7 +143,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], list[dict], dict]:
 def summarise(first: list[dict], second: list[dict], context: dict, out: Path) -> None:
     from scipy.stats import kendalltau, spearmanr
 
-    from mvlab.bench import median_ci, write_rows
+    from mvlab.training.bench import median_ci, write_rows
 
     summary = []
     for a, b in zip(first, second, strict=True):

@@ -11,7 +11,7 @@ On a CUDA machine it runs, each section on its own (a failure is recorded and th
 3. a sweep of the Triton tile settings at the T stage-3 shape (the best one is used next);
 4. the scan benchmark at the T/S/B stage shapes, batch 128: forward and forward+backward, ratio
    to ``reference`` and achieved bandwidth against a measured device copy;
-5. MambaVision-T throughput per scan backend (``mvlab.bench.measure_throughput``) and a
+5. MambaVision-T throughput per scan backend (``mvlab.training.bench.measure_throughput``) and a
    model-level check of triton against reference (loss and gradients).
 
 Needs only torch and triton (numpy optional). Without a GPU it runs a CPU smoke version (chunked;
@@ -218,7 +218,7 @@ def model_checks(device: torch.device, out: Path, batch: int) -> dict:
                                           "max_grad_diff_rel_to_largest": rel}
     print(json.dumps(result, indent=1), flush=True)
     try:
-        from mvlab.bench import measure_throughput
+        from mvlab.training.bench import measure_throughput
     except ImportError as exc:
         result["throughput"] = f"skipped: {exc}"
         return result

@@ -89,7 +89,7 @@ def scan_checks(out: Path, budget_s: int) -> None:
 
 
 def model_throughput(out: Path, deadline: float, quick: bool, headline: bool) -> list[dict]:
-    from mvlab.bench import measure_throughput
+    from mvlab.training.bench import measure_throughput
 
     rows: list[dict] = []
     path = out / "models.csv"

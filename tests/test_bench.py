@@ -18,7 +18,16 @@ from scipy.stats import binom
 from study_texts import TINY_GRID
 from torch import nn
 
-from mvlab.bench import (
+from mvlab.cli import main
+from mvlab.commands.bench import describe_environment
+from mvlab.config_fields import field_types
+from mvlab.errors import UserError
+from mvlab.models import build_model, complexity
+from mvlab.study import load_study
+from mvlab.study.measure import STUDY_COLUMNS, STUDY_ROUNDS, study_columns, throughput_of
+from mvlab.study.schema import BenchSettings
+from mvlab.study.space import planned_points, resolve_point
+from mvlab.training.bench import (
     CLOCKS,
     COLUMNS,
     append_rows,
@@ -29,15 +38,6 @@ from mvlab.bench import (
     resolve_clock,
     run_benchmarks,
 )
-from mvlab.cli import main
-from mvlab.commands.bench import describe_environment
-from mvlab.errors import UserError
-from mvlab.models import build_model, complexity
-from mvlab.study import load_study
-from mvlab.study.fields import field_types
-from mvlab.study.measure import STUDY_COLUMNS, STUDY_ROUNDS, study_columns, throughput_of
-from mvlab.study.schema import BenchSettings
-from mvlab.study.space import planned_points, resolve_point
 from mvlab.training.runtime import device_name
 
 QUICK = dict(img_size=32, device="cpu", warmup=1, steps=2, repeats=3)

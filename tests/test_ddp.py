@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from mvlab.data import DataConfig
-    from mvlab.train import TrainConfig, train
+    from mvlab.training.config import TrainConfig
+    from mvlab.training.trainer import train
 
     out, study = sys.argv[1], sys.argv[2]
     data = DataConfig(dataset="builtin", resolution=16, per_class=24, val_per_class=5,

@@ -543,10 +543,10 @@ def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypat
     from mlflow import MlflowClient
     from optuna.trial import TrialState
 
-    import mvlab.train as train_module
+    import mvlab.training.trainer as train_module
     from mvlab.study import storage
     from mvlab.study.runner import SweepOptions, prepare, work
-    from mvlab.train import TrainResult
+    from mvlab.training.config import TrainResult
 
     monkeypatch.chdir(tmp_path)
     _, config = _study(tmp_path, cache_dir, name="stale", tracking=tracking_uri)
@@ -583,7 +583,7 @@ def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypat
 ])
 def test_train_output_paths_are_checked_before_training(tmp_path, capsys, monkeypatch, args,
                                                         says):
-    import mvlab.train as train_module
+    import mvlab.training.trainer as train_module
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -595,7 +595,7 @@ def test_train_output_paths_are_checked_before_training(tmp_path, capsys, monkey
 
 
 def test_bench_out_under_a_file_is_refused_before_measuring(tmp_path, capsys, monkeypatch):
-    import mvlab.bench as bench_module
+    import mvlab.training.bench as bench_module
 
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -5,17 +5,24 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mvlab.cli import main
+from mvlab.config_fields import changed_settings
 from mvlab.data import DataConfig, build_data
-from mvlab.errors import UserError
+from mvlab.errors import DataError, UserError
 from mvlab.models import build_model, complexity
-from mvlab.train import TrainConfig, train
 from mvlab.training.checkpoint import load_checkpoint
+from mvlab.training.config import PRECISIONS, TrainConfig, TrainConfigError
 from mvlab.training.optim import build_optimizer, param_groups
+from mvlab.training.runtime import resolve_precision
+from mvlab.training.trainer import LossNotFinite, check_losses, train
 
 TIMING_KEYS = {"train_time_s", "epoch_time_s", "images_per_s"}
 
@@ -33,7 +40,7 @@ def data_cfg(cache_dir: str, per_class: int, **kw) -> DataConfig:
 
 
 def fast_cfg(**kw) -> TrainConfig:
-    base = dict(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=0.5, device="cpu", amp="fp32")
+    base = dict(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=0.5, device="cpu", precision="fp32")
     return TrainConfig(**{**base, **kw})
 
 
@@ -224,7 +231,8 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
     assert captured.err.count("\n") == 1, captured.err
     assert "failed (nan): held-out loss became nan after epoch 0" in captured.err
 
-    for bad, message in ((["--set", "train.lr=fast"], "train.lr=fast"),
+    for bad, message in ((["--set", "train.lr=fast"], "train.lr: expected a number, got 'fast'"),
+                         (["--set", "amp=bf16"], "train.amp is now train.precision"),
                          (["--set", "nonsense=1"], "nonsense"),
                          (["--set", "seed=1"], "both train.seed and data.seed"),
                          (["--set", "model.s3.depth=0"], "depth")):
@@ -242,7 +250,104 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
     ("warmup_lr", float("inf"), r"warmup_lr=inf: must be a finite number"),
 ])
 def test_train_config_bounds_every_count_and_rejects_non_finite_rates(key, value, message):
-    from mvlab.train import TrainConfig, TrainConfigError
-
     with pytest.raises(TrainConfigError, match=message):
         TrainConfig(**{key: value})
+
+
+# -- one precision vocabulary, one coercion, one diff ------------------------------------------
+
+REJECTED_PRECISIONS = ["true", "false", "fp8", "float64", "bf32", "amp16", "on", 16, True, False]
+
+
+@pytest.mark.parametrize("value", [*PRECISIONS, *(k.upper() for k in PRECISIONS), None, "",
+                                   *REJECTED_PRECISIONS])
+def test_train_config_and_precision_resolution_accept_the_same_values(value):
+    """amp="true" once passed TrainConfig and failed in resolve_precision ("half" the reverse):
+    both must now agree on every value, accepted or not."""
+    try:
+        TrainConfig(precision=value)
+        validated = True
+    except TrainConfigError as exc:
+        assert "use auto, fp32, fp16 or bf16" in str(exc)
+        validated = False
+    try:
+        resolved = resolve_precision(value, torch.device("cpu"))
+    except UserError:
+        resolved = None
+    assert validated == (resolved is not None), (value, resolved)
+    if validated:
+        meant = PRECISIONS[str(value or "auto").lower()]
+        assert resolved == ("fp32" if meant == "auto" else meant)  # auto is fp32 on the CPU
+
+
+def test_the_old_amp_key_points_at_precision():
+    with pytest.raises(TrainConfigError, match=r"^train\.amp is now train\.precision"):
+        TrainConfig.from_dict({"amp": "bf16"})
+
+
+def test_configs_load_without_torch():
+    """A study's --check, the CLI's help and the analysis read configs; none should pay for
+    torch. Checked in a fresh interpreter (this one has torch loaded already), with the
+    packages' own ``__init__`` left out: what is checked is the config modules and what they
+    import, including a procedural DataConfig's validation."""
+    code = ("import sys, types\n"
+            "for name in ('mvlab', 'mvlab.data'):\n"
+            "    package = types.ModuleType(name)\n"
+            "    package.__path__ = [name.replace('.', '/')]\n"
+            "    sys.modules[name] = package\n"
+            "from mvlab.data.config import DataConfig\n"
+            "from mvlab.training.config import TrainConfig\n"
+            "TrainConfig.from_dict({'lr': '2e-3', 'precision': 'bf16'})\n"
+            "DataConfig.from_dict({'dataset': 'same_different', 'scale': None})\n"
+            "heavy = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_every_config_entry_point_coerces_values_alike(cache_dir):
+    """--set text, a YAML/JSON dict and the from_dict constructors go through one coercion."""
+    from mvlab.commands.train import build_configs
+
+    _, train_cfg, data_cfg_ = build_configs("tiny", "builtin", [
+        "lr=2e-3", "epochs=3.0", "opt_betas=[0.9, 0.95]", "compile=max-autotune",
+        "channels_last=off", "data.scale=[0.3, 1]", "data.mean=0.5,0.5,0.5",
+        f"data.cache_dir={cache_dir}"])
+    from_dicts = (TrainConfig.from_dict({"lr": "2e-3", "epochs": 3.0, "opt_betas": [0.9, 0.95],
+                                         "compile": "max-autotune", "channels_last": "off"}),
+                  DataConfig.from_dict({"scale": [0.3, 1], "mean": "0.5,0.5,0.5",
+                                        "cache_dir": cache_dir}))
+    assert (train_cfg, data_cfg_) == from_dicts
+    assert train_cfg.lr == 2e-3 and train_cfg.epochs == 3 and type(train_cfg.epochs) is int
+    assert train_cfg.opt_betas == (0.9, 0.95) and train_cfg.channels_last is False
+    assert data_cfg_.scale == (0.3, 1.0) and data_cfg_.mean == (0.5, 0.5, 0.5)
+    for bad, message in (({"epochs": 2.5}, r"train\.epochs: expected an integer"),
+                         ({"ema": "maybe"}, r"train\.ema: expected true/false"),
+                         ({"lrr": 1}, r"unknown train option\(s\) lrr \(did you mean 'lr'\?\)")):
+        with pytest.raises(TrainConfigError, match=message):
+            TrainConfig.from_dict(bad)
+    with pytest.raises(DataError, match=r"data\.mean: expected 3 values, got 2"):
+        DataConfig.from_dict({"mean": [0.5, 0.5]})
+
+
+def test_changed_settings_names_every_differing_leaf():
+    before = {"train": {"lr": 0.002, "opt_betas": [0.9, 0.99], "gone": 1}, "spec": "a"}
+    after = {"train": {"lr": 0.01, "opt_betas": (0.9, 0.99), "new": None}, "spec": "a"}
+    # A tuple read back from JSON as a list is the same setting; a key missing on one side is
+    # a change from or to None.
+    assert changed_settings(before, after) == ["train.gone: 1 -> None", "train.lr: 0.002 -> 0.01"]
+    assert changed_settings({"a": {"b": 1}}, {"a": 2}) == ["a: {'b': 1} -> 2"]
+
+
+def test_batched_loss_check_names_the_first_bad_step_among_several():
+    """On accelerators several steps' losses are checked at once: the failure must still name
+    the first non-finite step and its global step, not the step the check ran at."""
+    run = SimpleNamespace(dist=None, global_step=10)
+    losses = [torch.tensor(v) for v in (1.0, 2.0, float("nan"), float("inf"))]
+    with pytest.raises(LossNotFinite) as failed:
+        check_losses(run, losses, epoch=2, last_step=7)
+    assert (failed.value.epoch, failed.value.step) == (2, 6)
+    assert "at epoch 2, step 6 (global step 8)" in failed.value.reason
+    assert check_losses(run, losses[:2], epoch=2, last_step=5) == 3.0

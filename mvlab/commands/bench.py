@@ -105,7 +105,7 @@ def handle(args: argparse.Namespace) -> int:
         from mvlab.safety import check_output_dir
         check_output_dir(args.out, "--out")
 
-    from mvlab.bench import format_table, run_benchmarks
+    from mvlab.training.bench import format_table, run_benchmarks
 
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = run_benchmarks(
@@ -118,7 +118,7 @@ def handle(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(describe_environment(rows[0]))
     if not args.no_save:
-        from mvlab.bench import csv_name
+        from mvlab.training.bench import csv_name
         for path in sorted({csv_name(r) for r in rows}):
             print(f"appended to {args.out}/{path}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
@@ -154,7 +154,6 @@ def _study_bench(argv: list[str]) -> int:
     import os
     from pathlib import Path
 
-    from mvlab.bench import write_rows
     from mvlab.study import load_study
     from mvlab.study.measure import (
         STUDY_ROUNDS,
@@ -163,6 +162,7 @@ def _study_bench(argv: list[str]) -> int:
         study_configurations,
         study_throughput,
     )
+    from mvlab.training.bench import write_rows
 
     config = load_study(args.file, args.overrides)
     out = Path(args.out) if args.out else Path(config.workdir) / "throughput.csv"

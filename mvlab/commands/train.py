@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from mvlab.train import train
+    from mvlab.training.trainer import train
 
     spec, train_cfg, data_cfg = build_configs(args.spec, args.data, args.overrides)
     if args.out:
@@ -94,15 +94,17 @@ def handle(args: argparse.Namespace) -> int:
 
 def build_configs(spec: str, data: str, overrides: list[str]):
     """(spec, TrainConfig, DataConfig) from the command line's SPEC, --data and --set pairs."""
-    from mvlab.data import DataConfig
-    from mvlab.train import TrainConfig
+    from mvlab.config_fields import parse_text
+    from mvlab.data.config import DataConfig
+    from mvlab.training.config import RENAMED, TrainConfig
 
     train_values: dict[str, Any] = {}
     data_values: dict[str, Any] = (
         {"dataset": "builtin"} if data == "builtin" else {"dataset": "folder", "root": data})
     model_values: list[tuple[str, Any]] = []
-    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    data_fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+    # A renamed key goes to TrainConfig.from_dict, whose error names the new key.
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} | set(RENAMED)
+    data_fields = {f.name for f in dataclasses.fields(DataConfig)}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -119,13 +121,13 @@ def build_configs(spec: str, data: str, overrides: list[str]):
         if scope == "train" or (scope == "" and name in train_fields):
             if name not in train_fields:
                 raise UserError(f"--set {key}: TrainConfig has no {name!r}; known: "
-                                f"{', '.join(train_fields)}")
-            train_values[name] = _parse_value(text, str(train_fields[name].type), key)
+                                f"{', '.join(sorted(train_fields - set(RENAMED)))}")
+            train_values[name] = parse_text(text)
         elif scope == "data" or (scope == "" and name in data_fields):
             if name not in data_fields:
                 raise UserError(f"--set {key}: DataConfig has no {name!r}; known: "
-                                f"{', '.join(data_fields)}")
-            data_values[name] = _parse_value(text, str(data_fields[name].type), key)
+                                f"{', '.join(sorted(data_fields))}")
+            data_values[name] = parse_text(text)
         else:
             raise UserError(f"--set {key}: not a train, data or model setting; prefix it with "
                             f"train., data. or model. (see mvlab train --help)")
@@ -136,27 +138,8 @@ def build_configs(spec: str, data: str, overrides: list[str]):
         for name, text in model_values:
             parsed = set_option(parsed, name, text)
         spec = format_spec(parsed)
+    # Values are typed by the configs' own coercion (mvlab.config_fields), as a study's are.
     return spec, TrainConfig.from_dict(train_values), DataConfig.from_dict(data_values)
-
-
-def _parse_value(text: str, annotation: str, key: str) -> Any:
-    import yaml
-
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {key}={text}: not a valid value ({exc.problem})") from None
-    # YAML reads "1e-3" as a string; the field's annotation says what was meant.
-    if isinstance(value, str):
-        for kind in ("int", "float"):
-            if kind in annotation:
-                try:
-                    return int(value) if kind == "int" else float(value)
-                except ValueError:
-                    continue
-        if "str" not in annotation and "bool" not in annotation:
-            raise UserError(f"--set {key}={text}: expected {annotation}")
-    return value
 
 
 def _print_epoch(epoch: int, epochs: int, m: dict) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mvlab.config_fields import from_mapping
 from mvlab.errors import DataError
 
 MAX_RESOLUTION = 4096  # pixels; bigger inputs are a typo (docs/studies.md, Limits)
@@ -80,16 +81,9 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:
-        """Build from a plain dict (a study file's ``data:`` block); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise DataError(f"unknown data option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(values)
-        for key in ("scale", "ratio", "mean", "std"):
-            if key in values and values[key] is not None:
-                values[key] = tuple(float(v) for v in values[key])
-        return cls(**values)
+        """Build from a plain dict (a study file's ``data:`` block, ``--set`` pairs); values are
+        coerced to each field's type, unknown keys are an error."""
+        return from_mapping(cls, values, DataError, "data")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

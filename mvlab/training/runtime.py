@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from mvlab.errors import UserError
-
-PRECISIONS = ("fp32", "fp16", "bf16")
+from mvlab.training.config import precision_name
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -35,23 +34,20 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """Map a user's precision setting to ``fp32``, ``fp16`` or ``bf16`` (the latter two: autocast).
+    """Map a user's precision setting (any name in ``config.PRECISIONS``) to ``fp32``, ``fp16``
+    or ``bf16`` (the latter two: autocast).
 
     ``auto`` means bf16 on a CUDA GPU that supports it (no loss scaling needed), fp16 on older
-    GPUs, fp32 on the CPU. ``amp`` is timm's name for fp16 autocast, ``none`` an alias of fp32.
+    GPUs, fp32 on the CPU.
     """
-    value = "auto" if precision in (None, "", True) else str(precision).lower()
-    aliases = {"none": "fp32", "false": "fp32", "float32": "fp32", "amp": "fp16", "float16": "fp16",
-               "half": "fp16", "bfloat16": "bf16", "amp_bfloat16": "bf16"}
-    value = aliases.get(value, value)
-    if precision is False:
-        value = "fp32"
+    try:
+        value = precision_name(precision)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if value == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "fp32"
-    if value not in PRECISIONS:
-        raise UserError(f"precision/amp={precision!r}: use auto, fp32, fp16 (amp) or bf16")
     return value
 
 

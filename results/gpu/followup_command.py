@@ -2,7 +2,7 @@
 # these): `python3 - < results/gpu/followup_command.py` wrote models_followup.csv.
 import csv, sys, time
 sys.path.insert(0, '.')
-from mvlab.bench import measure_throughput
+from mvlab.training.bench import measure_throughput
 rows = []
 jobs = [("mambavision_t", "infer", "fp16", "default"), ("convnext_tiny", "infer", "fp16", "default"),
         ("convnext_tiny", "train", "bf16", False), ("swin_tiny_patch4_window7_224", "train", "bf16", False),

@@ -1,6 +1,6 @@
 """Throughput measured the timm way, stored with every setting that produced it.
 
-    from mvlab.bench import measure_throughput, measure_interleaved, run_benchmarks
+    from mvlab.training.bench import measure_throughput, measure_interleaved, run_benchmarks
     row = measure_throughput("T", mode="infer", batch_size=128, img_size=224, precision="fp16")
     rows = measure_interleaved(["proxy", "tiny"], rounds=5, img_size=48, threads=1)
     rows = run_benchmarks(["T", "convnext_tiny"], modes=("infer",), out_dir="bench")

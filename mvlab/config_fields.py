@@ -1,11 +1,16 @@
-"""Type-checking plain YAML values against dataclass fields, with a readable expectation.
+"""Plain values (YAML, ``--set`` text, a dict) checked against a config dataclass's fields.
 
-Study files are hand-written: ``lr: 2e-3`` is a string to YAML 1.1, ``branch: on`` is a bool.
-``coerce`` accepts the forms a person means and rejects the rest with what was expected."""
+Every config takes its values through here: a study's ``train:``/``data:`` blocks, ``--set``
+pairs, ``TrainConfig.from_dict``, ``DataConfig.from_dict`` and ``mvlab train --set``, so a value
+one of them accepts the others accept too. Values are hand-written: ``lr: 2e-3`` is a string to
+YAML 1.1, ``branch: on`` is a bool. ``coerce`` accepts the forms a person means and rejects the
+rest with what was expected. Torch-free: configs are read and checked before (and without)
+loading the training stack."""
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 import types
 import typing
@@ -149,3 +154,55 @@ def field_types(cls: type) -> dict[str, Any]:
     """Resolved annotations of a dataclass's init fields."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def parse_text(text: str) -> Any:
+    """A ``KEY=VALUE`` right-hand side as YAML reads it (``3``, ``2e-3``, ``[1, 2]``, ``null``);
+    text that is not valid YAML stays the string it is, for ``coerce`` to judge."""
+    import yaml
+
+    if not text.strip():
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def from_mapping(cls: type, values: dict[str, Any], error: type[Exception], section: str) -> Any:
+    """``cls(**values)`` with every value coerced to its field's type. Unknown keys and values
+    that cannot mean the field's type raise ``error`` naming ``section.key``."""
+    types_ = field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        hint = closest(unknown[0], types_)
+        raise error(f"unknown {section} option(s) {', '.join(unknown)}{hint}; known: "
+                    f"{', '.join(sorted(types_))}")
+    kwargs = {}
+    for key, value in values.items():
+        try:
+            kwargs[key] = coerce(value, types_[key])
+        except ValueError as exc:
+            raise error(f"{section}.{key}: {exc}") from None
+    return cls(**kwargs)
+
+
+def changed_settings(before: Any, after: Any) -> list[str]:
+    """``key.path: old -> new`` for every leaf that differs between two nested settings dicts.
+
+    Both sides are compared as JSON stores them (tuples as lists, other objects as text): one
+    side usually comes back from a file, and a tuple read back as a list is no change."""
+    return _changed(_as_stored(before), _as_stored(after), "")
+
+
+def _changed(before: Any, after: Any, prefix: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        out: list[str] = []
+        for key in sorted(set(before) | set(after)):
+            out += _changed(before.get(key), after.get(key), f"{prefix}{key}.")
+        return out
+    return [] if before == after else [f"{prefix.rstrip('.')}: {before!r} -> {after!r}"]
+
+
+def _as_stored(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
