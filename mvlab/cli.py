@@ -13,14 +13,17 @@ from mvlab.errors import UserError
 COMMANDS = ["show", "data", "train", "bench", "sweep", "report", "dashboard"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mvlab`` parser with every sub-command, or with ``command`` alone: running one
+    command imports only its module (a command's help lines live in its ``register``, so the
+    full parser, for ``mvlab --help``, imports them all; none imports torch at module level)."""
     parser = argparse.ArgumentParser(
         prog="mvlab",
         description="Ablate and explore hybrid Mamba-Transformer vision backbones (MambaVision).",
     )
     parser.add_argument("--version", action="version", version=f"mvlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in [command] if command in COMMANDS else COMMANDS:
         try:
             module = importlib.import_module(f"mvlab.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -37,7 +40,9 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The top-level parser has no option that takes a value, so a command, if any, comes first.
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

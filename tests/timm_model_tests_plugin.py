@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-import mvlab  # noqa: F401  (registers the mambavision_* models in timm)
+import mvlab.models  # noqa: F401  (registers the mambavision_* models in timm)
 
 _SCAN_NOT_SCRIPTABLE = (
     "TorchScript cannot compile the selective scan: it dispatches at run time to a compiled C "

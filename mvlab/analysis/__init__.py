@@ -8,47 +8,73 @@ validity (``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
 
-from mvlab.analysis.bootstrap import (
-    best_value_draws,
-    bootstrap_range,
-    bootstrap_table,
-    bootstrap_win_share,
-)
-from mvlab.analysis.edf import complexity_bins, complexity_weights, edf, edf_table
-from mvlab.analysis.errors import AnalysisError
-from mvlab.analysis.fidelity import (
-    fidelity_table,
-    paired_fidelities,
-    rank_agreement,
-    rank_agreement_ci,
-    top_k_overlap,
-)
-from mvlab.analysis.load import (
-    completed,
-    design_choices,
-    fidelity_levels,
-    find_storage,
-    load_study,
-    objectives_of,
-    open_storage,
-    spec_fields,
-    study_names,
-    with_spec_fields,
-)
-from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread
-from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
-from mvlab.analysis.reliability import split_half
-from mvlab.analysis.summary import (
-    choice_summary,
-    front_within_ci,
-    knob_label,
-    pareto_table,
-    primary_knob,
-    seed_means,
-    with_error,
-    with_pareto,
-)
-from mvlab.analysis.verdicts import compare_to_reference, holm, page_trend, seed_matrix
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
+# Public name -> submodule. Imported on first access (PEP 562): scipy.stats and pandas cost about
+# a second, which a caller that wants one function (or only a submodule) should not pay.
+_LAZY = {
+    **dict.fromkeys(["best_value_draws", "bootstrap_range", "bootstrap_table",
+                     "bootstrap_win_share"], "bootstrap"),
+    **dict.fromkeys(["complexity_bins", "complexity_weights", "edf", "edf_table"], "edf"),
+    "AnalysisError": "errors",
+    **dict.fromkeys(["fidelity_table", "paired_fidelities", "rank_agreement",
+                     "rank_agreement_ci", "top_k_overlap"], "fidelity"),
+    **dict.fromkeys(["completed", "design_choices", "fidelity_levels", "find_storage",
+                     "load_study", "objectives_of", "open_storage", "spec_fields",
+                     "study_names", "with_spec_fields"], "load"),
+    **dict.fromkeys(["pooled_std", "seed_noise", "seed_spread"], "noise"),
+    **dict.fromkeys(["pareto_front", "pareto_mask", "pareto_ranks"], "pareto"),
+    "split_half": "reliability",
+    **dict.fromkeys(["choice_summary", "front_within_ci", "knob_label", "pareto_table",
+                     "primary_knob", "seed_means", "with_error", "with_pareto"], "summary"),
+    **dict.fromkeys(["compare_to_reference", "holm", "page_trend", "seed_matrix"], "verdicts"),
+}
+
+if TYPE_CHECKING:
+    from mvlab.analysis.bootstrap import (
+        best_value_draws,
+        bootstrap_range,
+        bootstrap_table,
+        bootstrap_win_share,
+    )
+    from mvlab.analysis.edf import complexity_bins, complexity_weights, edf, edf_table
+    from mvlab.analysis.errors import AnalysisError
+    from mvlab.analysis.fidelity import (
+        fidelity_table,
+        paired_fidelities,
+        rank_agreement,
+        rank_agreement_ci,
+        top_k_overlap,
+    )
+    from mvlab.analysis.load import (
+        completed,
+        design_choices,
+        fidelity_levels,
+        find_storage,
+        load_study,
+        objectives_of,
+        open_storage,
+        spec_fields,
+        study_names,
+        with_spec_fields,
+    )
+    from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread
+    from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
+    from mvlab.analysis.reliability import split_half
+    from mvlab.analysis.summary import (
+        choice_summary,
+        front_within_ci,
+        knob_label,
+        pareto_table,
+        primary_knob,
+        seed_means,
+        with_error,
+        with_pareto,
+    )
+    from mvlab.analysis.verdicts import compare_to_reference, holm, page_trend, seed_matrix
 
 __all__ = [
     "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
@@ -60,3 +86,29 @@ __all__ = [
     "seed_matrix", "seed_noise", "seed_spread", "spec_fields", "split_half", "study_names",
     "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",
 ]
+
+
+def __getattr__(name: str):
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    # ``edf`` is both a function and its submodule. Importing the submodule (plots.py does)
+    # sets the package attribute to the module, which would hide the function; the eager
+    # package kept the function there, so keep it that way.
+    def __setattr__(self, name: str, value) -> None:
+        if _LAZY.get(name) == name and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

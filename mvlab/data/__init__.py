@@ -9,9 +9,38 @@ Public API (docs/DESIGN.md, "Contract: data")::
         for images, labels in bundle.train: ...
     bundle.heldout, bundle.val, bundle.num_classes, bundle.manifest, bundle.skipped
 """
-from mvlab.data.bundle import DataBundle, Subset, build_data, data_root, select_subset
-from mvlab.data.config import DataConfig, default_cache_dir
-from mvlab.data.subsets import shipped_lists
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Public name -> submodule, imported on first access (PEP 562): the loaders need torch, while
+# DataConfig and the class lists do not, and the study schema and ``mvlab data lists`` want
+# only those.
+_LAZY = {
+    **dict.fromkeys(["DataBundle", "Subset", "build_data", "data_root", "select_subset"],
+                    "bundle"),
+    **dict.fromkeys(["DataConfig", "default_cache_dir"], "config"),
+    "shipped_lists": "subsets",
+}
+
+if TYPE_CHECKING:
+    from mvlab.data.bundle import DataBundle, Subset, build_data, data_root, select_subset
+    from mvlab.data.config import DataConfig, default_cache_dir
+    from mvlab.data.subsets import shipped_lists
 
 __all__ = ["DataBundle", "DataConfig", "Subset", "build_data", "data_root", "default_cache_dir",
            "select_subset", "shipped_lists"]
+
+
+def __getattr__(name: str):
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
