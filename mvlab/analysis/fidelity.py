@@ -15,6 +15,7 @@ from scipy import stats
 
 from mvlab.analysis.errors import AnalysisError
 from mvlab.analysis.noise import config_columns
+from mvlab.records import FIDELITY, MACS, PARAMS, SPEC
 
 STATISTICS = ("kendall_tau", "spearman_rho", "top_k_overlap")
 
@@ -114,8 +115,8 @@ def rank_agreement_ci(x, y, k: int | None = None, n_boot: int = 1000, ci: float 
 
 
 def paired_fidelities(df: pd.DataFrame, metric: str, low: str, high: str,
-                      fidelity: str = "fidelity", config: str | Sequence[str] = "spec",
-                      carry: Sequence[str] = ("params", "macs")) -> pd.DataFrame:
+                      fidelity: str = FIDELITY, config: str | Sequence[str] = SPEC,
+                      carry: Sequence[str] = (PARAMS, MACS)) -> pd.DataFrame:
     """One row per configuration measured at both fidelities: seed-mean ``metric`` at each.
 
     Columns: the config columns, ``low``, ``high``, ``<low>_runs``, ``<high>_runs`` and the
@@ -161,8 +162,8 @@ def _per_seed(table: pd.DataFrame, keys: list[str], label: str, index: pd.Index)
 
 
 def fidelity_table(df: pd.DataFrame, metric: str, low: str, high: str,
-                   baselines: Sequence[str] = ("params", "macs"), fidelity: str = "fidelity",
-                   config: str | Sequence[str] = "spec", k: int | None = None,
+                   baselines: Sequence[str] = (PARAMS, MACS), fidelity: str = FIDELITY,
+                   config: str | Sequence[str] = SPEC, k: int | None = None,
                    n_boot: int = 1000, ci: float = 95.0, seed=0) -> pd.DataFrame:
     """How well each ranker predicts the ranking of configurations by their ``high``-fidelity
     seed mean: the ``low``-fidelity seed mean (the proxy) and each baseline column (params, MACs).

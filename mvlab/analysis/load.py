@@ -156,7 +156,7 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
     """Trials that finished and trained: state COMPLETE and status not "failed"."""
     keep = df[records.STATE] == "COMPLETE"
     if records.STATUS in df.columns:
-        keep &= df[records.STATUS].fillna("ok") != "failed"
+        keep &= df[records.STATUS].fillna(records.STATUS_OK) != records.STATUS_FAILED
     result = df[keep].copy()
     result.attrs = dict(df.attrs)
     return result

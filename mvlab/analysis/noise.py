@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from mvlab.analysis.errors import AnalysisError
+from mvlab.records import FIDELITY, SPEC
 
-DEFAULT_CONFIG = ("spec", "fidelity")
+DEFAULT_CONFIG = (SPEC, FIDELITY)
 
 
 def config_columns(df: pd.DataFrame, config: str | Sequence[str] = DEFAULT_CONFIG) -> list[str]:

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from mvlab.analysis.errors import AnalysisError
 from mvlab.analysis.pareto import pareto_mask
+from mvlab.records import PARAM_PREFIX, PARAMS
 
 
 def _axes(ax: Axes | None, size=(6.4, 4.4)) -> tuple[Figure, Axes]:
@@ -92,7 +93,7 @@ def plot_edf(edf_long: pd.DataFrame, ax: Axes | None = None, title: str | None =
     return figure
 
 
-def plot_edf_pair(df: pd.DataFrame, error: str, by: str, complexity: str | None = "params",
+def plot_edf_pair(df: pd.DataFrame, error: str, by: str, complexity: str | None = PARAMS,
                   n_bins: int | None = None, title: str | None = None) -> Figure:
     """Plain EDFs of ``error`` per value of ``by`` and, beside them, the same normalised by
     ``complexity`` (when that column exists and varies). ``n_bins`` defaults to n/5 in [2, 10]."""
@@ -262,7 +263,7 @@ def plot_verdicts(verdicts: pd.DataFrame, label: str = "config", margin: float =
 
 
 def plot_choice_means(summaries: Mapping[str, pd.DataFrame], metrics: Sequence[str],
-                      prefix: str = "params.") -> Figure:
+                      prefix: str = PARAM_PREFIX) -> Figure:
     """``choice_summary`` tables: per knob and metric, each value's mean of configuration means
     with its 95 % CI over seeds (no bar where one seed gives no interval)."""
     figure = Figure(figsize=(4.2 * len(metrics), 0.4 + 1.6 * len(summaries)),

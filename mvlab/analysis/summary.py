@@ -9,6 +9,7 @@ from mvlab.analysis import names
 from mvlab.analysis.errors import AnalysisError
 from mvlab.analysis.noise import DEFAULT_CONFIG, config_columns, pooled_std, seed_spread
 from mvlab.analysis.pareto import _oriented, pareto_front, pareto_mask, pareto_ranks
+from mvlab.records import LABEL
 
 CI_LEVEL = 0.95
 
@@ -29,10 +30,9 @@ _DEFAULT_COLUMNS = (names.TRIAL, names.SPEC, names.SEED, names.FIDELITY, names.P
 def primary_knob(df: pd.DataFrame) -> str | None:
     """The design choice to colour plots by: a varied ``*pattern`` knob, else the first varied
     knob other than the seed and the training budget, else None."""
-    from mvlab.analysis.load import design_choices
+    from mvlab.analysis.load import architecture_choices
 
-    knobs = [k for k in design_choices(df)
-             if not k.startswith((names.PARAM_PREFIX + "train.", names.PARAM_PREFIX + "data."))]
+    knobs = architecture_choices(df)
     return next((k for k in knobs if k.endswith("pattern")), knobs[0] if knobs else None)
 
 
@@ -41,18 +41,17 @@ def knob_label(df: pd.DataFrame, knobs: Sequence[str] | None = None) -> pd.Serie
 
     ``knobs`` default to the varied ``params.*`` columns other than the seed and the training
     budget (``params.train.*``, ``params.data.*``), so the name is the architecture's."""
-    from mvlab.analysis.load import design_choices
+    from mvlab.analysis.load import architecture_choices
 
     if knobs is None:
-        knobs = [k for k in design_choices(df)
-                 if not k.startswith((names.PARAM_PREFIX + "train.", names.PARAM_PREFIX + "data."))]
+        knobs = architecture_choices(df)
     if not knobs:
-        return df.get(names.SPEC, pd.Series("", index=df.index)).astype(str).rename("label")
+        return df.get(names.SPEC, pd.Series("", index=df.index)).astype(str).rename(LABEL)
     words = [k.removeprefix(names.PARAM_PREFIX) + "=" + df[k].astype(str) for k in knobs]
     label = words[0]
     for word in words[1:]:
         label = label + " " + word
-    return label.rename("label")
+    return label.rename(LABEL)
 
 
 def with_error(df: pd.DataFrame, accuracy: str, scale: float = names.ACCURACY_SCALE,
@@ -166,7 +165,7 @@ def with_pareto(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame
 
 
 def choice_summary(df: pd.DataFrame, choice: str, metrics: Mapping[str, str],
-                   config: str | Sequence[str] = DEFAULT_CONFIG, seed: str = "seed",
+                   config: str | Sequence[str] = DEFAULT_CONFIG, seed: str = names.SEED,
                    ) -> pd.DataFrame:
     """Per value of design choice ``choice``: trials, configurations, and for every metric
     ({column: direction}) the mean over its configurations' seed means, a 95 % t interval over

@@ -48,7 +48,7 @@ def effects_table(effects: dict[str, float], seeds: dict[str, int] | int = 8,
         for run_seed in range(count):
             value = base + effects.get(name, 0.0) + block[run_seed] + rng.normal(0.0, noise_sd)
             rows.append({"config": name, names.SEED: run_seed, names.FIDELITY: fidelity,
-                         "heldout_top1": value})
+                         records.HELDOUT_TOP1: value})
     return pd.DataFrame(rows)
 
 
@@ -90,7 +90,7 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
     with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))
-    study.set_user_attr(names.STUDY_KIND, "population")
+    study.set_user_attr(names.STUDY_KIND, records.KIND_POPULATION)
     study.set_user_attr(names.STUDY_SYNTHETIC, True)
     # As a study file's analysis: section: the first configuration of the first pattern is the
     # reference (it is one of those run with every seed).
@@ -119,7 +119,7 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
             params = {"pattern": pattern, "branch": branch, "d_state": d_state,
                       "train.epochs": budget, names.SEED: run_seed}
             attrs = {names.SPEC: spec, names.SEED: run_seed,
-                     names.FIDELITY: fidelity_label(budget), names.STATUS: "ok",
+                     names.FIDELITY: fidelity_label(budget), names.STATUS: records.STATUS_OK,
                      names.PARAMS: int(size), names.MACS: int(size * 40)}
             _record(study, client, parent, params, distributions, attrs,
                     [accuracy, throughput], budget)
@@ -128,7 +128,7 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
               "train.epochs": epochs[0], names.SEED: 0}
     _record(study, client, parent, failed, distributions,
             {names.SPEC: _spec(pattern, branch, d_state), names.SEED: 0,
-             names.FIDELITY: fidelity_label(epochs[0]), names.STATUS: "failed",
+             names.FIDELITY: fidelity_label(epochs[0]), names.STATUS: records.STATUS_FAILED,
              names.REASON: "loss is nan at epoch 1, step 3"}, None, epochs[0])
     study.add_trial(optuna.trial.create_trial(
         params=failed, distributions=distributions, state=optuna.trial.TrialState.PRUNED,
@@ -165,9 +165,9 @@ def _record(study, client, parent, params, distributions, attrs, values, epochs)
                                 run_name=f"trial {len(study.trials)}")
         metrics = []
         if values is not None:
-            metrics = [Metric("heldout_top1", values[0] * (epoch + 1) / epochs, 0, epoch)
+            metrics = [Metric(records.HELDOUT_TOP1, values[0] * (epoch + 1) / epochs, 0, epoch)
                        for epoch in range(epochs)]
-            metrics.append(Metric("throughput", values[1], 0, epochs))
+            metrics.append(Metric(records.THROUGHPUT, values[1], 0, epochs))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()],
                          tags=[RunTag(names.SPEC, attrs[names.SPEC])])

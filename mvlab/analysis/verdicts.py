@@ -31,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from mvlab.analysis.errors import AnalysisError
+from mvlab.records import SEED
 
 VERDICTS = ("better", "worse", "equivalent", "undetermined")
 DEFAULT_MARGIN = 0.5  # top-1 points
@@ -40,7 +41,7 @@ MAX_SEEDS = 10_000  # beyond this, "seeds_for_margin" is reported as not reachab
 
 
 def seed_matrix(df: pd.DataFrame, metric: str, config: str = "config",
-                seed: str = "seed") -> pd.DataFrame:
+                seed: str = SEED) -> pd.DataFrame:
     """Configurations x seeds table of ``metric`` (the mean where a (configuration, seed) cell
     holds several trials, e.g. duplicate points of one network)."""
     for column in (metric, config, seed):
@@ -132,7 +133,7 @@ def seeds_for(effect: float, sd: float, alpha: float, power: float = DEFAULT_POW
 
 
 def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
-                         config: str = "config", seed: str = "seed",
+                         config: str = "config", seed: str = SEED,
                          margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
                          higher_is_better: bool = True, power: float = DEFAULT_POWER,
                          pooled: bool = True) -> pd.DataFrame:
@@ -198,7 +199,7 @@ def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
 
 
 def page_trend(df: pd.DataFrame, metric: str, order: Sequence[str], config: str = "config",
-               seed: str = "seed") -> pd.Series:
+               seed: str = SEED) -> pd.Series:
     """Page's L test that ``metric`` increases along ``order`` (worst-predicted first), with
     seeds as blocks; only seeds that ran every configuration in ``order`` count.
 

@@ -244,7 +244,7 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
         run.log_json(result.history, "history.json")
     if stop_reason:
         raise _Pruned(stop_reason[0])
-    if getattr(result, "status", "ok") != "ok":
+    if getattr(result, "status", records.STATUS_OK) != records.STATUS_OK:
         raise _TrialFailed(getattr(result, "reason", None) or "training failed")
     outcome = {**known, **final}
     values = []
