@@ -223,3 +223,18 @@ def test_a_following_rank_trains_what_rank_zero_orders(monkeypatch):
     sent[:] = [("train", "proxy", "data-config", "train-config")]  # the old untyped tuple
     with pytest.raises(TypeError, match="TrainOrder"):
         worker.follow_trials(object())
+
+
+def test_a_resume_with_other_settings_names_what_changed():
+    """The refusal's diff is config_fields.changed_settings, the one the trainer's resume uses."""
+    import optuna
+
+    from mvlab.study.preparation import _check_same_study
+
+    text = "name: same\nmodel: proxy\ntrain: {epochs: 2}\nspace: {pattern: [last_half]}\n"
+    study = optuna.create_study()
+    _check_same_study(study, load_study_text(text), "x.journal")
+    _check_same_study(study, load_study_text(text), "x.journal")  # the same settings resume
+    changed = load_study_text(text, overrides=["train.epochs=3"])
+    with pytest.raises(StudyError, match=r"train\.epochs: 2 -> 3"):
+        _check_same_study(study, changed, "x.journal")

@@ -12,12 +12,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from mvlab import records
+from mvlab.config_fields import changed_settings
 from mvlab.errors import StudyError, UserError
 from mvlab.safety import mask_url
 from mvlab.study import storage as st
@@ -192,22 +192,12 @@ def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> Non
     if stored == config.fidelity_hash():
         return
     before = json.loads(study.user_attrs.get(records.STUDY_CONFIG, "{}"))
-    changed = _diff(before, config.fidelity())
+    changed = changed_settings(before, config.fidelity())
     raise StudyError(
         f"{config.source}: study {config.name!r} in {st.describe_storage(url)} was started with "
         f"other settings ({'; '.join(changed[:4]) or 'settings differ'}); its trials would not "
         f"be comparable. Rename the study (--set name={config.name}_v2) or use another "
         f"--storage to start a new one")
-
-
-def _diff(before: Any, after: Any, prefix: str = "") -> list[str]:
-    after = json.loads(json.dumps(after, default=str))
-    if isinstance(before, dict) and isinstance(after, dict):
-        out = []
-        for key in sorted(set(before) | set(after)):
-            out += _diff(before.get(key), after.get(key), f"{prefix}{key}.")
-        return out
-    return [] if before == after else [f"{prefix.rstrip('.')}: {before!r} -> {after!r}"]
 
 
 def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) -> int:
