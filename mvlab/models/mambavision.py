@@ -167,7 +167,8 @@ class MambaVision(nn.Module):
         """Stage outputs (before each downsample) as timm's feature API expects.
 
         ``indices``: last n stages if int, all if None, else those stage indices. ``norm``
-        applies the final BatchNorm to the last stage's output.
+        applies the final BatchNorm to the last stage's output. With ``stop_early`` the stages
+        after the last wanted one do not run, and the returned map is that stage's features.
         """
         if output_fmt != "NCHW":
             raise ValueError("MambaVision intermediates are NCHW only")
@@ -180,11 +181,14 @@ class MambaVision(nn.Module):
             x = level.forward_blocks(x)
             if i in take:
                 intermediates.append(self.norm(x) if norm and i == last else x)
+            if i == len(levels) - 1 and len(levels) <= last:
+                break  # stopped early: x stays the last stage run's features, as they were taken
             if level.downsample is not None:
                 x = level.downsample(x)
         if intermediates_only:
             return intermediates
-        return self.norm(x), intermediates
+        # the final norm belongs to the last stage's width: only a full pass reaches it
+        return (self.norm(x) if len(levels) > last else x), intermediates
 
     def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
