@@ -156,19 +156,6 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
-def parse_text(text: str) -> Any:
-    """A ``KEY=VALUE`` right-hand side as YAML reads it (``3``, ``2e-3``, ``[1, 2]``, ``null``);
-    text that is not valid YAML stays the string it is, for ``coerce`` to judge."""
-    import yaml
-
-    if not text.strip():
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def from_mapping(cls: type, values: dict[str, Any], error: type[Exception], section: str) -> Any:
     """``cls(**values)`` with every value coerced to its field's type. Unknown keys and values
     that cannot mean the field's type raise ``error`` naming ``section.key``."""

@@ -94,8 +94,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def build_configs(spec: str, data: str, overrides: list[str]):
     """(spec, TrainConfig, DataConfig) from the command line's SPEC, --data and --set pairs."""
-    from mvlab.config_fields import parse_text
     from mvlab.data.config import DataConfig
+    from mvlab.study.yamlsource import load_value
     from mvlab.training.config import RENAMED, TrainConfig
 
     train_values: dict[str, Any] = {}
@@ -122,12 +122,12 @@ def build_configs(spec: str, data: str, overrides: list[str]):
             if name not in train_fields:
                 raise UserError(f"--set {key}: TrainConfig has no {name!r}; known: "
                                 f"{', '.join(sorted(train_fields - set(RENAMED)))}")
-            train_values[name] = parse_text(text)
+            train_values[name] = load_value(text, f"--set {key}")
         elif scope == "data" or (scope == "" and name in data_fields):
             if name not in data_fields:
                 raise UserError(f"--set {key}: DataConfig has no {name!r}; known: "
                                 f"{', '.join(sorted(data_fields))}")
-            data_values[name] = parse_text(text)
+            data_values[name] = load_value(text, f"--set {key}")
         else:
             raise UserError(f"--set {key}: not a train, data or model setting; prefix it with "
                             f"train., data. or model. (see mvlab train --help)")
@@ -138,7 +138,8 @@ def build_configs(spec: str, data: str, overrides: list[str]):
         for name, text in model_values:
             parsed = set_option(parsed, name, text)
         spec = format_spec(parsed)
-    # Values are typed by the configs' own coercion (mvlab.config_fields), as a study's are.
+    # Read as a study's --set values are, then typed by the configs' own coercion
+    # (mvlab.config_fields), so the two commands accept the same text.
     return spec, TrainConfig.from_dict(train_values), DataConfig.from_dict(data_values)
 
 
