@@ -18,7 +18,7 @@ from mvlab.config_fields import changed_settings
 from mvlab.data import DataConfig, build_data
 from mvlab.errors import DataError, UserError
 from mvlab.models import build_model, complexity
-from mvlab.training.checkpoint import load_checkpoint
+from mvlab.training.checkpoint import load_checkpoint, save_checkpoint
 from mvlab.training.config import PRECISIONS, TrainConfig, TrainConfigError
 from mvlab.training.optim import build_optimizer, param_groups
 from mvlab.training.runtime import resolve_precision
@@ -131,6 +131,26 @@ def test_resume_under_different_settings_is_refused(cache_dir, tmp_path):
     assert first.status == "ok", first.reason
     with pytest.raises(UserError, match=r"train\.lr: 0\.002 -> 0\.01"):
         train("tiny", data, fast_cfg(epochs=1, lr=1e-2, checkpoint_dir=str(tmp_path), resume=True))
+
+
+def test_a_checkpoint_from_before_the_amp_rename_resumes(cache_dir, tmp_path):
+    """last.pt files written while the setting was called train.amp are the same run."""
+    data = build_data(data_cfg(cache_dir, per_class=4), 16)
+    assert train("tiny", data, fast_cfg(epochs=1, checkpoint_dir=str(tmp_path))).ok
+
+    def write_as_before_the_rename(amp: str) -> None:
+        state = load_checkpoint(tmp_path)
+        settings = state["fingerprint"]["train"]
+        settings.pop("precision", None)
+        settings["amp"] = amp
+        save_checkpoint(tmp_path, state)
+
+    write_as_before_the_rename("fp32")
+    resumed = train("tiny", data, fast_cfg(epochs=1, checkpoint_dir=str(tmp_path), resume=True))
+    assert resumed.ok and resumed.resumed_from_epoch == 1
+    write_as_before_the_rename("fp16")  # the old value is still compared under its new name
+    with pytest.raises(UserError, match=r"train\.precision: 'fp16' -> 'fp32'"):
+        train("tiny", data, fast_cfg(epochs=1, checkpoint_dir=str(tmp_path), resume=True))
 
 
 def test_nan_loss_ends_the_run_with_its_epoch_and_step(cache_dir, tmp_path):
