@@ -31,7 +31,7 @@ def test_torch_free_modules_do_not_import_torch():
     loaded = _run(f"""
         import json, sys
         import mvlab, mvlab.grammar, mvlab.analysis, mvlab.errors, mvlab.safety
-        from mvlab.data import DataConfig
+        from mvlab.data import DataConfig, build_data, select_subset  # loaders load in build_data
         print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
         """)
     assert loaded == []

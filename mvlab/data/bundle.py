@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,7 +18,6 @@ from mvlab.data.builtin import materialize
 from mvlab.data.cache import DecodedCache, build_or_open
 from mvlab.data.config import PROCEDURAL, DataConfig, resolve_cache_dir
 from mvlab.data.folders import SplitListing, list_split
-from mvlab.data.loaders import CachedLoader, DirectLoader
 from mvlab.data.subsets import (
     cap_per_class,
     require_every_class,
@@ -27,8 +27,12 @@ from mvlab.data.subsets import (
 )
 from mvlab.errors import DataError
 
+if TYPE_CHECKING:
+    from mvlab.data.loaders import CachedLoader, DirectLoader
+
+    Loader = CachedLoader | DirectLoader
+
 log = logging.getLogger("mvlab.data")
-Loader = CachedLoader | DirectLoader
 
 
 @dataclass
@@ -121,6 +125,10 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
     With ``cfg.cache`` (default) images are decoded once into the memory-mapped uint8 cache under
     ``cfg.cache_dir`` (default ``$MVLAB_CACHE`` or ``~/.cache/mvlab``) and reused by every later
     run with the same subset and storage size; otherwise each epoch decodes the files."""
+    # Here, not at the top: the loaders need torch, which selecting a subset and building the
+    # cache (``mvlab data info/cache``) do not.
+    from mvlab.data.loaders import CachedLoader, DirectLoader
+
     eval_batch_size = eval_batch_size or batch_size
     subset = select_subset(cfg)
     caches: dict[str, DecodedCache] = {}
