@@ -15,10 +15,10 @@ from study_texts import TINY_GRID
 
 from mvlab.errors import StudyError
 from mvlab.study import grid_points, load_study, load_study_text, population_points
-from mvlab.study.types import EarlyStop
 from mvlab.study.space import point_key, resolve_point
 from mvlab.study.storage import HOST_ATTR, PID_ATTR, START_ATTR, owner_attrs, stale_reason
 from mvlab.study.trial import EARLY_TOP1, hopeless
+from mvlab.study.types import EarlyStop
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -34,7 +34,8 @@ def open_storage(storage, must_exist: bool = True):
         return text
     if must_exist and not path.exists():
         raise AnalysisError(f"journal storage {str(path)!r} does not exist; pass the file the "
-                            "sweep wrote (default: studies/<name>/optuna.journal)")
+                            f"sweep wrote (default: "
+                            f"{records.DEFAULT_STORAGE.format(study='<name>')})")
     # The same lock as mvlab.study's writers, so reading a running sweep is safe on NFS too.
     return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
 

@@ -86,7 +86,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
               target: TrackingTarget, data: DataCache, progress: Progress | None = None) -> None:
     """Run ``trial`` to a final state (COMPLETE, PRUNED or FAIL); never raises for a failure of
     the trial itself, only for KeyboardInterrupt (after recording it). ``trial`` already carries
-    its owner attributes (``runner._claim`` writes them with the claim)."""
+    its owner attributes (``worker._claim`` writes them with the claim)."""
     progress = progress or Progress()
     run: TrialRun | None = None
     try:
