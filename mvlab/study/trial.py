@@ -145,7 +145,7 @@ def trial_status(trial: optuna.Trial, status: str) -> None:
 
 
 def _run_name(number: int, params: dict[str, Any]) -> str:
-    words = " ".join(f"{k}={v}" for k, v in params.items())
+    words = records.point_label(params)
     return f"trial {number}: {words}"[:250]
 
 
