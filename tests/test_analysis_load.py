@@ -103,3 +103,19 @@ def test_find_storage_walks_up_from_a_notebook_folder(study, monkeypatch):
 def test_missing_journal_is_a_user_error(tmp_path):
     with pytest.raises(AnalysisError, match="does not exist"):
         load_study("tiny", tmp_path / "nope.journal")
+
+
+@pytest.mark.parametrize("form", ["{path}", "journal:{path}", "journal://{path}"])
+def test_mvlab_report_reads_every_journal_form_the_sweep_writes(study, tmp_path, form, capsys):
+    """One reading of a storage URL for writer and reader (mvlab.records.journal_path):
+    ``journal:PATH`` used to be looked up as a file named "journal:PATH" and refused."""
+    from mvlab.cli import main
+
+    _, storage, _ = study
+    out = tmp_path / "report"
+    assert main(["report", "tiny", "--storage", form.format(path=storage), "--out",
+                 str(out)]) == 0
+    assert (out / "README.md").exists() and (out / "trials.csv").exists()
+    assert main(["report", "tiny", "--storage", f"journal:{tmp_path}/none.journal"]) == 2
+    assert "no such study storage" in capsys.readouterr().err
+    assert not (tmp_path / "none.journal").exists()

@@ -76,12 +76,16 @@ def handle(args: argparse.Namespace) -> int:
                            args.throughput_column)
         written = write_report(analysis, out, f"`{args.trials}`")
     else:
-        if "://" not in storage and not Path(storage).exists():
+        # A journal named journal:PATH is checked at PATH: opening a missing one would create
+        # it, and the error would then be "no study named ..." in an empty file.
+        journal = records.journal_path(storage)
+        local = journal if journal is not None else None if "://" in storage else Path(storage)
+        if local is not None and not local.exists():
             raise StudyError(f"{storage}: no such study storage; run `mvlab sweep` first or "
                              f"pass --storage URL")
         # Opened as the sweep opens it: the same driver, one-line errors, a torn journal
         # repaired (and a file that is not a journal one line, not a JSONDecodeError).
-        if "://" in storage or records.journal_path(storage) is not None:
+        if "://" in storage or journal is not None:
             from mvlab.study.storage import open_storage
 
             storage = open_storage(storage)
