@@ -9,8 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from mvlab import records
-from mvlab.study.trial import Progress
-from mvlab.study.types import Prepared, StudyConfig
+from mvlab.study.types import Prepared, Progress, StudyConfig
 
 
 class Display:

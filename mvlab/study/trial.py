@@ -34,7 +34,7 @@ from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.measure import complexity_of, throughput_of
 from mvlab.study.space import resolve_point, suggest_point
 from mvlab.study.tracking import TrialRun, flatten
-from mvlab.study.types import StudyConfig, TrackingTarget, TrainOrder, TrialPlan
+from mvlab.study.types import Progress, StudyConfig, TrackingTarget, TrainOrder, TrialPlan
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +48,6 @@ class _Pruned(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass
-class Progress:
-    """Callbacks the display uses; all optional."""
-
-    on_trial_start: Callable[[int, TrialPlan], None] = lambda number, plan: None
-    on_epoch: Callable[[int, int, dict], None] = lambda epoch, epochs, metrics: None
-    on_trial_end: Callable[[optuna.trial.FrozenTrial], None] = lambda trial: None
 
 
 @dataclass

@@ -9,11 +9,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mvlab import records
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 StudyKind = Literal["grid", "population", "optimize"]
 Point = dict[str, Any]  # a knob's value per key, e.g. {"pattern": "last_half", "seed": 1}
@@ -185,6 +189,15 @@ class TrainOrder:
 
 
 # ------------------------------------------------------------------------------ the sweep
+@dataclass
+class Progress:
+    """Callbacks a trial makes for the display; all optional."""
+
+    on_trial_start: Callable[[int, TrialPlan], None] = lambda number, plan: None
+    on_epoch: Callable[[int, int, dict], None] = lambda epoch, epochs, metrics: None
+    on_trial_end: Callable[[FrozenTrial], None] = lambda trial: None
+
+
 @dataclass(frozen=True)
 class TrackingTarget:
     """Where runs go: picklable, handed to worker processes."""

@@ -16,8 +16,8 @@ from mvlab.study import tracking
 from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.measure import warm_up
 from mvlab.study.preparation import open_study, run_status
-from mvlab.study.trial import DataCache, Progress, run_trial
-from mvlab.study.types import Prepared, StudyConfig, TrainOrder
+from mvlab.study.trial import DataCache, run_trial
+from mvlab.study.types import Prepared, Progress, StudyConfig, TrainOrder
 
 if TYPE_CHECKING:
     from mvlab.training import ddp
