@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataclasses import asdict  # noqa: E402
+
 import torch  # noqa: E402
 
 from mvlab.ops.scan import (
@@ -37,6 +39,12 @@ from mvlab.ops.scan import (
 )
 from mvlab.ops.scan import bench as scan_bench  # noqa: E402
 from mvlab.ops.scan import triton as scan_triton  # noqa: E402
+from mvlab.ops.scan.triton import (  # noqa: E402
+    DEFAULT_SETTINGS,
+    ChunkTiles,
+    LaunchSettings,
+    LoopTiles,
+)
 
 SUMMARY: dict = {"sections": {}}
 OUT_DIR: list[Path] = []  # where summary.json is rewritten after every section
@@ -75,7 +83,8 @@ def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
            "available_backends": available_backends(device),
            "triton": getattr(scan_triton.triton, "__version__", None),
-           "triton_interpreter": scan_triton.interpreter_enabled(), "tile": dict(scan_triton.TILE)}
+           "triton_interpreter": scan_triton.interpreter_enabled(),
+           "triton_settings": asdict(DEFAULT_SETTINGS)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(device_name=props.name, sm_count=props.multi_processor_count,
@@ -95,7 +104,7 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
     rows = []
     for label in backends:
         name = label.split(":")[0]
-        scan_triton.TILE["kernel"] = "loop" if label == "triton:loop" else "chunk"
+        kwargs = {"settings": LaunchSettings(kernel="loop")} if label == "triton:loop" else {}
         dtypes = [torch.float32] + ([torch.float64] if name != "mamba_ssm" else [])
         for dtype in dtypes:
             cases = check.random_cases(n_cases if dtype == torch.float32 else max(2, n_cases // 2),
@@ -104,7 +113,7 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
                 cases.append(check.Case(batch=4, dim=160, length=196, d_state=8, has_z=False, seed=5))
             for case in cases:
                 try:
-                    r = check.compare(name, case, dtype, device)
+                    r = check.compare(name, case, dtype, device, **kwargs)
                     r["ok"] = r["max_error"] <= check.tolerance(dtype)
                 except Exception as exc:  # noqa: BLE001
                     r = {"dtype": str(dtype), "case": case.__dict__, "ok": False,
@@ -113,7 +122,6 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
                 rows.append(r)
                 print(f"   {label:<11} {str(dtype):<14} L={case.length:<4} N={case.d_state:<3} {case.bc:<8} "
                       f"max_rel_err={r.get('max_error', 'n/a')} ok={r['ok']}", flush=True)
-    scan_triton.TILE["kernel"] = "chunk"
     write_json(out, "equivalence.json", rows)
     return {"checked": len(rows), "failed": sum(not r["ok"] for r in rows),
             "worst": {b: max((r.get("max_error", float("inf")) for r in rows if r["backend"] == b), default=None)
@@ -122,34 +130,27 @@ def equivalence(device: torch.device, out: Path, quick: bool) -> dict:
 
 @section("triton_tile_sweep")
 def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
-    """Time both Triton kernel families over a few tile settings at T stage 3; keep the best."""
-    chunk_kernel = [dict(kernel="chunk", elements=e, chunk=c, num_warps=w) for e, c, w in
+    """Time both Triton kernel families over a few tile settings at T stage 3; the best one that
+    also passes the equivalence check is returned for the benchmark."""
+    chunk_kernel = [LaunchSettings("chunk", chunk_tiles=ChunkTiles(e, c, w)) for e, c, w in
                     [(2048, 32, 4), (4096, 64, 4), (1024, 32, 2), (2048, 16, 4), (1024, 16, 2)]]
-    loop_kernel = [dict(kernel="loop", block_d=bd, chunk=c, num_warps=w, stages=st)
+    loop_kernel = [LaunchSettings("loop", loop_tiles=LoopTiles(bd, c, w, st))
                    for bd, c, w, st in
                    [(32, 64, 1, 1), (16, 64, 1, 1), (64, 64, 2, 1), (32, 32, 1, 1), (128, 64, 4, 1),
                     (8, 64, 1, 1), (32, 64, 2, 1), (64, 64, 1, 1), (32, 64, 1, 3), (16, 64, 1, 3),
                     (64, 64, 2, 3), (32, 64, 1, 2)]]
     inputs = scan_bench._inputs(batch, 160, 196, 8, device, torch.float32)  # the mixer's layout
     ceiling = scan_bench.copy_bandwidth(device)
-    tile0, loop0 = dict(scan_triton.TILE), dict(scan_triton.LOOP)
     rows, best = [], None
-    for cand in chunk_kernel + loop_kernel:
-        scan_triton.TILE.clear()
-        scan_triton.TILE.update(tile0)
-        scan_triton.LOOP.clear()
-        scan_triton.LOOP.update(loop0)
-        scan_triton.TILE["kernel"] = cand["kernel"]
-        if cand["kernel"] == "chunk":
-            scan_triton.TILE.update(elements=cand["elements"], chunk=cand["chunk"], num_warps=cand["num_warps"])
-        else:
-            scan_triton.LOOP.update(block_d=cand["block_d"], chunk=cand["chunk"],
-                                    num_warps=cand["num_warps"], stages=cand["stages"])
-        row = {**cand, "config": scan_triton.launch_config(160, 8, 196)}
+    for settings in chunk_kernel + loop_kernel:
+        tiles = settings.chunk_tiles if settings.kernel == "chunk" else settings.loop_tiles
+        row = {"kernel": settings.kernel, **asdict(tiles),
+               "config": asdict(scan_triton.plan(160, 8, 196, settings))}
         try:
             for mode in scan_bench.MODES:
-                scan_bench._time_once("triton", inputs, mode, device, 2)  # compile + warm
-                row[f"{mode}_ms"] = round(1e3 * min(scan_bench._time_once("triton", inputs, mode, device, 20)
+                scan_bench._time_once("triton", inputs, mode, device, 2, settings=settings)  # compile + warm
+                row[f"{mode}_ms"] = round(1e3 * min(scan_bench._time_once("triton", inputs, mode, device, 20,
+                                                                           settings=settings)
                                                     for _ in range(3)), 4)
                 moved = scan_bench.min_bytes(batch, 160, 196, 8, mode)
                 row[f"{mode}_of_copy_bw"] = round(moved / (row[f"{mode}_ms"] / 1e3) / 1e9 / ceiling, 3)
@@ -158,33 +159,28 @@ def tile_sweep(device: torch.device, out: Path, batch: int) -> dict:
         rows.append(row)
         print("  ", row, flush=True)
         if "fwdbwd_ms" in row and (best is None or row["fwdbwd_ms"] < best[0]["fwdbwd_ms"]):
-            best = (row, dict(scan_triton.TILE), dict(scan_triton.LOOP))
-    scan_triton.TILE.clear()
-    scan_triton.LOOP.clear()
-    scan_triton.TILE.update(best[1] if best else tile0)
-    scan_triton.LOOP.update(best[2] if best else loop0)
+            best = (row, settings)
     # The sweep times settings the equivalence section did not check: check the winner.
+    chosen = best[1] if best else DEFAULT_SETTINGS
     verdict = check.compare("triton", check.Case(batch=4, dim=160, length=196, d_state=8, seed=3,
                                                  token_major=True),
-                            torch.float32, device)
+                            torch.float32, device, settings=chosen)
     winner_ok = verdict["max_error"] <= check.tolerance(torch.float32)
-    if not winner_ok:
-        scan_triton.TILE.clear()
-        scan_triton.TILE.update(tile0)
-        scan_triton.LOOP.clear()
-        scan_triton.LOOP.update(loop0)
     scan_bench.write_csv(rows, out / "triton_tile_sweep.csv")
+    # "settings" (the object) is what main hands to the benchmark; the summary holds its repr
     return {"best": best[0] if best else None, "best_max_rel_error": verdict["max_error"],
-            "best_ok": winner_ok, "tile_now": dict(scan_triton.TILE), "loop_now": dict(scan_triton.LOOP)}
+            "best_ok": winner_ok, "settings": chosen if winner_ok else DEFAULT_SETTINGS}
 
 
 @section("scan_benchmark")
-def benchmark(device: torch.device, out: Path, batch: int, models: list[str], rounds: int) -> dict:
+def benchmark(device: torch.device, out: Path, batch: int, models: list[str], rounds: int,
+              settings: LaunchSettings | None = None) -> dict:
     # The mixer's token-major views at every shape, and T once more in the contiguous layout
     # that mamba-ssm uses (and that results of earlier runs were measured in).
-    rows = scan_bench.run_scan_bench(device, batch, models=models, rounds=rounds, progress=False)
+    rows = scan_bench.run_scan_bench(device, batch, models=models, rounds=rounds, progress=False,
+                                     triton_settings=settings)
     rows += scan_bench.run_scan_bench(device, batch, models=models[:1], rounds=rounds,
-                                      progress=False, layout="channel")
+                                      progress=False, layout="channel", triton_settings=settings)
     print(scan_bench.format_table(rows), flush=True)
     scan_bench.write_csv(rows, out / "scan_bench.csv")
     return {f"{r['model']}-{r['stage']}/{r['layout']}/{r['mode']}/{r['backend']}":
@@ -262,10 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     environment(device)
     if "equivalence" not in skip:
         equivalence(device, out, quick=not gpu)
+    swept = None  # without a sweep the triton backend runs its defaults
     if gpu and "triton" in available_backends(device) and "sweep" not in skip:
-        tile_sweep(device, out, batch)
+        swept = tile_sweep(device, out, batch)
     if "bench" not in skip:
-        benchmark(device, out, batch, args.models.split(",") if gpu else ["T"], args.rounds or (5 if gpu else 2))
+        benchmark(device, out, batch, args.models.split(",") if gpu else ["T"], args.rounds or (5 if gpu else 2),
+                  settings=swept["settings"] if swept else None)
     if gpu and "model" not in skip:
         model_checks(device, out, batch)
     SUMMARY["seconds"] = round(time.time() - started, 1)

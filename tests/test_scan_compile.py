@@ -89,14 +89,17 @@ def test_triton_custom_op_compiles_under_interpreter():
     code = """
         import torch
         from mvlab.ops import selective_scan
-        from mvlab.ops.scan import triton as scan_triton
         from mvlab.ops.scan.check import Case, make_inputs
+        from mvlab.ops.scan.triton import LaunchSettings, plan
+        from mvlab.ops.scan.triton.op import launch_args, scan_op
 
         for bc in ("shared", "constant"):
             inputs = make_inputs(Case(batch=2, dim=3, length=6, d_state=2, bc=bc), torch.float64)
-            args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
-                    inputs["D"], inputs["delta_bias"], True, 2, False, False)
-            torch.library.opcheck(scan_triton._scan_op, args)
+            for settings in (LaunchSettings(), LaunchSettings(kernel="loop")):
+                launch = plan(3, 2, 6, settings, chunk=2)
+                args = (inputs["u"], inputs["delta"], inputs["A"], inputs["B"], inputs["C"],
+                        inputs["D"], inputs["delta_bias"], True, False, *launch_args(launch))
+                torch.library.opcheck(scan_op, args)
 
         inputs = make_inputs(Case(batch=2, dim=4, length=6, d_state=2, bc="grouped"), torch.float64)
         names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")

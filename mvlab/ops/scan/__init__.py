@@ -10,7 +10,7 @@
     y <- y * silu(z) when z is given.  Output in u's dtype, arithmetic and state in fp32
     (float64 for float64 inputs); ``return_last_state`` also returns h_{L-1}, (batch, dim, d_state).
 
-Backends (one module each): ``reference`` (the token loop, ground truth), ``cpu_c`` (compiled
+Backends (one module each; ``triton`` a package): ``reference`` (the token loop, ground truth), ``cpu_c`` (compiled
 C loops: the CPU default where a C compiler exists, built on first use), ``chunked`` (PyTorch: CPU
 fallback, GPU fallback), ``triton`` (GPU default; CPU only under TRITON_INTERPRET=1),
 ``mamba_ssm`` (CUDA, when mamba-ssm imports). ``auto`` picks the fastest one that can run on the

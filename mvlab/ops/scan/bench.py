@@ -76,24 +76,27 @@ def _inputs(batch: int, dim: int, length: int, d_state: int, device, dtype,
     return [t.requires_grad_() for t in tensors]
 
 
-def _step(backend: str, inputs: list[torch.Tensor], mode: str) -> None:
+def _step(backend: str, inputs: list[torch.Tensor], mode: str, **backend_kwargs) -> None:
     u, delta, A, B, C, D, bias = inputs
-    y = BACKENDS[backend](u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True)
+    y = BACKENDS[backend](u, delta, A, B, C, D=D, delta_bias=bias, delta_softplus=True,
+                          **backend_kwargs)
     if mode == "fwdbwd":
         y.backward(torch.ones_like(y))
         for t in inputs:
             t.grad = None
 
 
-def _time_once(backend: str, inputs, mode: str, device: torch.device, iters: int) -> float:
-    """Seconds per call, averaged over ``iters`` back-to-back calls."""
+def _time_once(backend: str, inputs, mode: str, device: torch.device, iters: int,
+               **backend_kwargs) -> float:
+    """Seconds per call, averaged over ``iters`` back-to-back calls; ``backend_kwargs`` go to
+    the backend (e.g. the triton backend's ``settings``)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     grad = torch.enable_grad() if mode == "fwdbwd" else torch.no_grad()
     with grad:
         sync()
         start = time.perf_counter()
         for _ in range(iters):
-            _step(backend, inputs, mode)
+            _step(backend, inputs, mode, **backend_kwargs)
         sync()
     return (time.perf_counter() - start) / iters
 
@@ -141,14 +144,18 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
                    d_state: int = 8, modes: Sequence[str] = MODES, rounds: int = 7,
                    warmup: int = 2, dtype: torch.dtype = torch.float32,
                    reference_rounds: int | None = None, progress: bool = True,
-                   layout: str = "token") -> list[dict]:
+                   layout: str = "token", triton_settings=None) -> list[dict]:
     """Time every backend at every stage shape; one row per (shape, backend, mode).
 
     Rows hold the median and min seconds over ``rounds`` interleaved rounds, the ratio
     ``speedup_vs_reference`` (reference median / this median, same shape and mode), the achieved
     bandwidth and, on a GPU, its fraction of the measured copy bandwidth. ``layout``: the
-    inputs' memory layout (``LAYOUTS``; "token" is what the MambaVision mixer passes)."""
+    inputs' memory layout (``LAYOUTS``; "token" is what the MambaVision mixer passes).
+    ``triton_settings``: the triton backend's ``LaunchSettings`` (default: its defaults)."""
     device = torch.device(device)
+    kwargs = {name: {} for name in BACKENDS}
+    if triton_settings is not None:
+        kwargs["triton"] = {"settings": triton_settings}
     if backends is None:
         backends = available_backends(device)
         if device.type == "cpu":
@@ -174,7 +181,7 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
         for name in backends:
             for mode in modes:
                 for _ in range(warmup):
-                    t = _time_once(name, inputs, mode, device, 1)
+                    t = _time_once(name, inputs, mode, device, 1, **kwargs[name])
                 # GPU calls are short: repeat them so one measurement lasts >= ~20 ms.
                 iters[name, mode] = max(1, min(200, int(0.02 / max(t, 1e-6)))) if device.type == "cuda" else 1
         for r in range(rounds):
@@ -182,7 +189,8 @@ def run_scan_bench(device: str | torch.device = "cpu", batch: int = 8,
                 if name == "reference" and r >= reference_rounds:
                     continue
                 for mode in modes:
-                    times[name, mode].append(_time_once(name, inputs, mode, device, iters[name, mode]))
+                    times[name, mode].append(_time_once(name, inputs, mode, device,
+                                                        iters[name, mode], **kwargs[name]))
             if bar is not None:
                 bar.update()
         for mode in modes:

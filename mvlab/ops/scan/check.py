@@ -4,6 +4,7 @@ Shared by the test-suite (CPU; Triton under its interpreter in a subprocess) and
 ``scripts/gpu_check.py`` (the same checks on a CUDA device). Run as a module it prints JSON:
 
     TRITON_INTERPRET=1 python -m mvlab.ops.scan.check --backend triton --cases 4 --max-len 20
+    TRITON_INTERPRET=1 python -m mvlab.ops.scan.check --backend triton --kernel loop --chunk 4
 """
 from __future__ import annotations
 
@@ -150,10 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-len", type=int, default=40)
     parser.add_argument("--max-dim", type=int, default=6)
     parser.add_argument("--chunk", type=int, default=None, help="force tokens per chunk")
+    parser.add_argument("--kernel", choices=["chunk", "loop"], default=None,
+                        help="triton only: the kernel family (default: the default settings')")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     kwargs = {"chunk": args.chunk} if args.chunk else {}
+    if args.kernel:
+        if args.backend != "triton":
+            parser.error("--kernel applies to --backend triton only")
+        from mvlab.ops.scan.triton import LaunchSettings
+
+        kwargs["settings"] = LaunchSettings(kernel=args.kernel)
     results = [compare(args.backend, case, dtype, args.device, **kwargs)
                for case in random_cases(args.cases, args.seed, args.max_len, args.max_dim)]
     json.dump({"tolerance": tolerance(dtype), "results": results}, sys.stdout)
