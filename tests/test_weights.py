@@ -1,4 +1,5 @@
-"""Weights files: strict round-trips in every accepted format, clear errors on mismatches."""
+"""Model weights files (mvlab.models.weights): strict round-trips in every accepted format, clear
+errors on mismatches. A training run's resume state is mvlab.training.checkpoint, not this."""
 from __future__ import annotations
 
 import pytest
