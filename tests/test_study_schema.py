@@ -2,6 +2,7 @@
 early-stop rule and stale-trial detection. No training here (see test_sweep_e2e.py)."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import optuna
 import pytest
 from study_texts import TINY_GRID
 
+from mvlab import records
 from mvlab.errors import StudyError
 from mvlab.study import grid_points, load_study, load_study_text, population_points
 from mvlab.study.space import point_key, resolve_point
@@ -305,3 +307,27 @@ def test_a_band_nothing_fits_gives_up_after_a_bounded_number_of_draws(monkeypatc
     config = load_study_text(text, "study.yaml", ("study.seeds=[0]",))
     with pytest.raises(StudyError, match=r"only 0 of n=10000 samples fit after 1024 draws"):
         population_points(config, measure=lambda spec: {"params": 1e6})
+
+
+def test_a_renamed_train_key_is_named_in_the_study_file_and_on_the_command_line():
+    text = TINY_GRID.replace("train:\n", "train:\n  amp: bf16\n", 1)
+    assert "amp: bf16" in text
+    assert "train.amp: renamed to 'precision'" in _error(text)
+    assert "train.amp: renamed to 'precision'" in _error(TINY_GRID, ("train.amp=bf16",))
+
+
+def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does_not():
+    from mvlab.study.preparation import _check_same_study
+
+    config = load_study_text(TINY_GRID)
+    old = config.fidelity()
+    old["train"]["amp"] = old["train"].pop("precision")  # as mvlab stored it before the rename
+    study = optuna.create_study()
+    study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
+    study.set_user_attr(records.STUDY_CONFIG, json.dumps(old))
+    _check_same_study(study, config, "memory")
+    assert study.user_attrs[records.STUDY_FIDELITY_HASH] == config.fidelity_hash()
+
+    changed = load_study_text(TINY_GRID, "study.yaml", ("train.lr=0.123",))
+    with pytest.raises(StudyError, match="train.lr"):
+        _check_same_study(study, changed, "memory")

@@ -31,6 +31,7 @@ from mvlab.study.yamlsource import (
     load_located_file,
     load_value,
 )
+from mvlab.training.config import RENAMED as TRAIN_RENAMED
 
 KINDS = ("grid", "population", "optimize")
 SAMPLERS = {"grid": ("grid",), "population": ("sobol", "random"), "optimize": ("nsga2", "tpe")}
@@ -104,6 +105,10 @@ def apply_overrides(located: Located, overrides: list[str] | tuple[str, ...]) ->
 
 
 # --------------------------------------------------------------------------------- validation
+# Keys an older mvlab wrote, by section: a study file that still uses one gets the new name.
+_RENAMED: dict[tuple, dict[str, str]] = {("train",): TRAIN_RENAMED}
+
+
 class _Checker:
     def __init__(self, located: Located):
         self.located = located
@@ -121,6 +126,9 @@ class _Checker:
             raise self.fail(path, f"expected a mapping of keys, got {value!r}")
         if known is not None:
             for key in value:
+                if key in _RENAMED.get(path, {}):
+                    raise self.fail((*path, key), f"renamed to {_RENAMED[path][key]!r} "
+                                                  f"(same values): rename the key")
                 if key not in known:
                     raise self.fail((*path, key), f"unknown key{closest(key, known)}; "
                                                   f"known keys: {', '.join(known)}")
