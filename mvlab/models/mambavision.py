@@ -10,7 +10,6 @@ For the released layouts that is exactly the reference: one partition per level.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -246,12 +245,6 @@ class MambaVision(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for level in self.levels:
             level.grad_checkpointing = enable
-
-    def block_letters(self) -> Iterator[tuple[int, str]]:
-        """(stage index, letter) for every block, in order."""
-        for i, level in enumerate(self.levels):
-            for letter in level.letters:
-                yield i, letter
 
 
 def _init_weights(module: nn.Module) -> None:

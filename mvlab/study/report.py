@@ -88,15 +88,6 @@ def architecture_knobs(table: pd.DataFrame) -> list[str]:
     return architecture_choices(table)
 
 
-def pattern_column(table: pd.DataFrame) -> str | None:
-    """The knob to colour a Pareto plot by: a pattern knob if varied, else the first knob."""
-    knobs = varied_knobs(table)
-    for knob in knobs:
-        if knob.endswith("pattern"):
-            return knob
-    return knobs[0] if knobs else None
-
-
 def objectives(study: optuna.Study) -> dict[str, str]:
     """The study's objectives, named as the loaded table's columns are."""
     from mvlab.analysis.load import study_objectives

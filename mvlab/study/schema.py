@@ -46,9 +46,6 @@ TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "
 ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
               "population_size", "stale_after_s")
-BENCH_KEYS = ("mode", "batch_size", "img_size", "device", "precision", "channels_last",
-              "compile", "warmup", "steps", "repeats")
-EARLY_STOP_KEYS = ("after_epoch", "margin")
 TRACKING_KEYS = ("uri", "experiment")
 
 RESERVED_PARAMS = (records.SEED_PARAM,)

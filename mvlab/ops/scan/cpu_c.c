@@ -54,13 +54,6 @@ typedef struct {
 
 int mvlab_scan_abi(void) { return MVLAB_SCAN_ABI; }
 int64_t mvlab_scan_problem_size(void) { return (int64_t)sizeof(scan_problem); }
-int mvlab_scan_has_openmp(void) {
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
 
 /* exp for float, branch-free so that the loops calling it vectorise: exp(x) = 2^k exp(r) with
  * k = round(x / ln2) and |r| <= ln2 / 2 (Cody-Waite split of ln2), exp(r) by a degree-7 Taylor

@@ -250,12 +250,6 @@ def is_available(device: torch.device | str = "cpu") -> bool:
     return not unavailable_reason(device)
 
 
-def has_openmp() -> bool:
-    """Whether the loaded kernels split rows over threads (built with OpenMP)."""
-    lib = _library()[0]
-    return bool(lib is not None and lib.mvlab_scan_has_openmp())
-
-
 # ---- the autograd function ------------------------------------------------------------------------
 
 def _ptr(t: torch.Tensor | None) -> int | None:
