@@ -189,13 +189,6 @@ def test_sweep_and_analysis_read_one_storage_url_alike(tmp_path):
     assert records.DEFAULT_STORAGE.format(study="s") == "studies/s/optuna.journal"
 
 
-def test_the_analysis_names_are_the_records():
-    from mvlab.analysis import names
-
-    for name in names.__all__:
-        assert getattr(names, name) is getattr(records, name), name
-
-
 def test_one_fidelity_label_for_the_sweep_and_the_synthetic_studies():
     from mvlab.analysis.synthetic import RESOLUTION, fidelity_label
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from mvlab.analysis import names
+from mvlab import records
 from mvlab.analysis.errors import AnalysisError
 from mvlab.analysis.noise import DEFAULT_CONFIG, config_columns, pooled_std, seed_spread
 from mvlab.analysis.pareto import _oriented, pareto_front, pareto_mask, pareto_ranks
@@ -24,7 +24,7 @@ def _t_half_width(std: pd.Series, runs: pd.Series, level: float = CI_LEVEL) -> p
     return pd.Series(np.where(runs >= 2, quantile * std / np.sqrt(runs), np.nan),
                      index=std.index)
 
-_DEFAULT_COLUMNS = (names.TRIAL, names.SPEC, names.SEED, names.FIDELITY, names.PARAMS, names.MACS)
+_DEFAULT_COLUMNS = (records.TRIAL, records.SPEC, records.SEED, records.FIDELITY, records.PARAMS, records.MACS)
 
 
 def primary_knob(df: pd.DataFrame) -> str | None:
@@ -46,15 +46,15 @@ def knob_label(df: pd.DataFrame, knobs: Sequence[str] | None = None) -> pd.Serie
     if knobs is None:
         knobs = architecture_choices(df)
     if not knobs:
-        return df.get(names.SPEC, pd.Series("", index=df.index)).astype(str).rename(LABEL)
-    words = [k.removeprefix(names.PARAM_PREFIX) + "=" + df[k].astype(str) for k in knobs]
+        return df.get(records.SPEC, pd.Series("", index=df.index)).astype(str).rename(LABEL)
+    words = [k.removeprefix(records.PARAM_PREFIX) + "=" + df[k].astype(str) for k in knobs]
     label = words[0]
     for word in words[1:]:
         label = label + " " + word
     return label.rename(LABEL)
 
 
-def with_error(df: pd.DataFrame, accuracy: str, scale: float = names.ACCURACY_SCALE,
+def with_error(df: pd.DataFrame, accuracy: str, scale: float = records.ACCURACY_SCALE,
                ) -> pd.DataFrame:
     """``df`` plus ``<accuracy>_error`` = scale - accuracy (top-1 error in percent by default)."""
     if accuracy not in df.columns:
@@ -148,7 +148,7 @@ def pareto_table(df: pd.DataFrame, objectives: Mapping[str, str],
     front = pareto_front(df, objectives)
     if columns is None:
         knobs = [c for c in front.columns
-                 if str(c).startswith(names.PARAM_PREFIX) and front[c].nunique(dropna=True) > 1]
+                 if str(c).startswith(records.PARAM_PREFIX) and front[c].nunique(dropna=True) > 1]
         columns = [c for c in (*_DEFAULT_COLUMNS, *knobs) if c in front.columns]
     missing = [c for c in columns if c not in front.columns]
     if missing:
@@ -165,7 +165,7 @@ def with_pareto(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame
 
 
 def choice_summary(df: pd.DataFrame, choice: str, metrics: Mapping[str, str],
-                   config: str | Sequence[str] = DEFAULT_CONFIG, seed: str = names.SEED,
+                   config: str | Sequence[str] = DEFAULT_CONFIG, seed: str = records.SEED,
                    ) -> pd.DataFrame:
     """Per value of design choice ``choice``: trials, configurations, and for every metric
     ({column: direction}) the mean over its configurations' seed means, a 95 % t interval over

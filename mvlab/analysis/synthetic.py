@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from mvlab import records
-from mvlab.analysis import names
 
 PATTERNS = ("last_half", "first_half", "interleave", "mamba_only", "attn_only")
 _PATTERN_EFFECT = {"last_half": 0.04, "first_half": 0.0, "interleave": 0.02,
@@ -47,7 +46,7 @@ def effects_table(effects: dict[str, float], seeds: dict[str, int] | int = 8,
     for name, count in counts.items():
         for run_seed in range(count):
             value = base + effects.get(name, 0.0) + block[run_seed] + rng.normal(0.0, noise_sd)
-            rows.append({"config": name, names.SEED: run_seed, names.FIDELITY: fidelity,
+            rows.append({"config": name, records.SEED: run_seed, records.FIDELITY: fidelity,
                          records.HELDOUT_TOP1: value})
     return pd.DataFrame(rows)
 
@@ -84,24 +83,24 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
     knobs = {"pattern": list(patterns), "branch": list(branches), "d_state": list(d_states)}
     distributions = {k: CategoricalDistribution(v) for k, v in knobs.items()}
     distributions["train.epochs"] = CategoricalDistribution(list(epochs))
-    distributions[names.SEED] = CategoricalDistribution(list(range(max(repeated_seeds, 1))))
+    distributions[records.SEED] = CategoricalDistribution(list(range(max(repeated_seeds, 1))))
     study = optuna.create_study(study_name=name, storage=open_storage(storage, must_exist=False),
                                 directions=list(OBJECTIVES.values()))
     with warnings.catch_warnings():  # set_metric_names is "experimental" in Optuna 5
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))
-    study.set_user_attr(names.STUDY_KIND, records.KIND_POPULATION)
-    study.set_user_attr(names.STUDY_SYNTHETIC, True)
+    study.set_user_attr(records.STUDY_KIND, records.KIND_POPULATION)
+    study.set_user_attr(records.STUDY_SYNTHETIC, True)
     # As a study file's analysis: section: the first configuration of the first pattern is the
     # reference (it is one of those run with every seed).
-    study.set_user_attr(names.STUDY_ANALYSIS, {
+    study.set_user_attr(records.STUDY_ANALYSIS, {
         "reference": {"pattern": patterns[0], "branch": branches[0], "d_state": d_states[0]},
         "equivalence_margin": 0.5, "reliability_threshold": 0.8, "trend": {}})
     client, parent = _mlflow_parent(name, tracking_uri)
     if tracking_uri:
-        study.set_user_attr(names.STUDY_TRACKING_URI, tracking_uri)
-        study.set_user_attr(names.STUDY_EXPERIMENT, name)
-        study.set_user_attr(names.STUDY_PARENT_RUN_ID, parent.info.run_id)
+        study.set_user_attr(records.STUDY_TRACKING_URI, tracking_uri)
+        study.set_user_attr(records.STUDY_EXPERIMENT, name)
+        study.set_user_attr(records.STUDY_PARENT_RUN_ID, parent.info.run_id)
     configs = list(itertools.product(*knobs.values()))
     quality = {c: _PATTERN_EFFECT.get(c[0], 0.0) + 0.01 * (c[1] == "on") + 0.001 * c[2]
                + rng.normal(0, 0.01) for c in configs}
@@ -117,22 +116,22 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
             throughput = float(2.0e7 / size * (0.8 if branch == "on" else 1.0)
                                * rng.uniform(0.97, 1.03))
             params = {"pattern": pattern, "branch": branch, "d_state": d_state,
-                      "train.epochs": budget, names.SEED: run_seed}
-            attrs = {names.SPEC: spec, names.SEED: run_seed,
-                     names.FIDELITY: fidelity_label(budget), names.STATUS: records.STATUS_OK,
-                     names.PARAMS: int(size), names.MACS: int(size * 40)}
+                      "train.epochs": budget, records.SEED: run_seed}
+            attrs = {records.SPEC: spec, records.SEED: run_seed,
+                     records.FIDELITY: fidelity_label(budget), records.STATUS: records.STATUS_OK,
+                     records.PARAMS: int(size), records.MACS: int(size * 40)}
             _record(study, client, parent, params, distributions, attrs,
                     [accuracy, throughput], budget)
     pattern, branch, d_state = configs[-1]
     failed = {"pattern": pattern, "branch": branch, "d_state": d_state,
-              "train.epochs": epochs[0], names.SEED: 0}
+              "train.epochs": epochs[0], records.SEED: 0}
     _record(study, client, parent, failed, distributions,
-            {names.SPEC: _spec(pattern, branch, d_state), names.SEED: 0,
-             names.FIDELITY: fidelity_label(epochs[0]), names.STATUS: records.STATUS_FAILED,
-             names.REASON: "loss is nan at epoch 1, step 3"}, None, epochs[0])
+            {records.SPEC: _spec(pattern, branch, d_state), records.SEED: 0,
+             records.FIDELITY: fidelity_label(epochs[0]), records.STATUS: records.STATUS_FAILED,
+             records.REASON: "loss is nan at epoch 1, step 3"}, None, epochs[0])
     study.add_trial(optuna.trial.create_trial(
         params=failed, distributions=distributions, state=optuna.trial.TrialState.PRUNED,
-        user_attrs={names.SEED: 0, names.REASON: "dominated after epoch 1"}))
+        user_attrs={records.SEED: 0, records.REASON: "dominated after epoch 1"}))
     if client is not None:
         client.set_terminated(parent.info.run_id)
 
@@ -170,9 +169,9 @@ def _record(study, client, parent, params, distributions, attrs, values, epochs)
             metrics.append(Metric(records.THROUGHPUT, values[1], 0, epochs))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()],
-                         tags=[RunTag(names.SPEC, attrs[names.SPEC])])
+                         tags=[RunTag(records.SPEC, attrs[records.SPEC])])
         client.set_terminated(run.info.run_id, "FINISHED" if values else "FAILED")
-        attrs = {**attrs, names.MLFLOW_RUN_ID: run.info.run_id}
+        attrs = {**attrs, records.MLFLOW_RUN_ID: run.info.run_id}
     state = optuna.trial.TrialState.COMPLETE if values else optuna.trial.TrialState.FAIL
     study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
                                               values=values, user_attrs=attrs, state=state))
