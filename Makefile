@@ -12,7 +12,7 @@ THREADS ?= 1
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 DASHBOARD_PORT ?= 8080
 
-.PHONY: setup sweep test lint clean dashboard lab
+.PHONY: setup sweep test test-fast lint clean dashboard lab
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ lab: setup
 
 test: setup
 	bash scripts/test.sh
+
+# The fast lane while editing: every test not marked slow (no sweeps that train, no DDP or
+# multi-process runs, no UI). Every PostgreSQL and browser test is marked slow, so this runs
+# pytest directly, without scripts/test.sh's throwaway server. CI (`make test`) runs them all.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check mvlab tests

@@ -21,15 +21,27 @@ from mvlab.analysis.synthetic import fidelity_label, write_synthetic_study
 PATTERNS = ("last_half", "mamba_only", "attn_only")
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
+def _write(root, tracking: str | None) -> str:
     storage = str(root / "studies" / "tiny" / "optuna.journal")
     (root / "studies" / "tiny").mkdir(parents=True)
-    tracking = f"sqlite:///{root / 'mlflow.db'}"
     write_synthetic_study("tiny", storage, tracking, patterns=PATTERNS, d_states=(4,),
                           epochs=(1, 3), repeated_seeds=2)
-    return root, storage, tracking
+    return storage
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The Optuna record alone (about 1 s)."""
+    root = tmp_path_factory.mktemp("study")
+    return root, _write(root, None), None
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """The same study with its MLflow runs (about 15 s: MLflow's database schema)."""
+    root = tmp_path_factory.mktemp("tracked")
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    return root, _write(root, tracking), tracking
 
 
 def test_one_row_per_trial_with_params_objectives_and_attrs(study):
@@ -41,16 +53,17 @@ def test_one_row_per_trial_with_params_objectives_and_attrs(study):
     assert table["trial"].tolist() == list(range(len(table)))
     assert table["state"].value_counts().to_dict() == {"COMPLETE": 18, "FAIL": 1, "PRUNED": 1}
     assert {"params.pattern", "params.branch", "params.train.epochs", "params.seed", "spec",
-            "seed", "fidelity", "status", "mlflow_run_id", "heldout_top1",
-            "throughput"} <= set(table.columns)
+            "seed", "fidelity", "status", "heldout_top1", "throughput"} <= set(table.columns)
     assert table.attrs["objectives"] == {"heldout_top1": "maximize", "throughput": "maximize"}
     assert table.attrs["study_attrs"]["synthetic"] is True
     assert table.loc[table["state"] == "FAIL", "heldout_top1"].isna().all()
 
 
-def test_mlflow_metrics_join_on_the_run_id(study):
-    _, storage, _ = study  # the tracking URI comes from the study's user attributes
+@pytest.mark.slow
+def test_mlflow_metrics_join_on_the_run_id(tracked):
+    _, storage, _ = tracked  # the tracking URI comes from the study's user attributes
     table = completed(load_study("tiny", storage))
+    assert table["mlflow_run_id"].notna().all()
     assert table["metrics.throughput"].tolist() == pytest.approx(table["throughput"].tolist())
     # the last logged epoch's held-out accuracy is the objective
     assert table["metrics.heldout_top1"].tolist() == pytest.approx(table["heldout_top1"].tolist())
@@ -105,6 +118,7 @@ def test_missing_journal_is_a_user_error(tmp_path):
         load_study("tiny", tmp_path / "nope.journal")
 
 
+@pytest.mark.slow  # three reports with their plots
 @pytest.mark.parametrize("form", ["{path}", "journal:{path}", "journal://{path}"])
 def test_mvlab_report_reads_every_journal_form_the_sweep_writes(study, tmp_path, form, capsys):
     """One reading of a storage URL for writer and reader (mvlab.records.journal_path):

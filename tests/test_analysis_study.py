@@ -115,6 +115,7 @@ def synthetic(tmp_path_factory):
     return root, storage
 
 
+@pytest.mark.slow  # a report with its plots
 def test_report_writes_verdicts_per_fidelity_into_the_study_folder(synthetic, monkeypatch):
     from mvlab.commands.report import handle
 
@@ -137,6 +138,7 @@ def test_report_writes_verdicts_per_fidelity_into_the_study_folder(synthetic, mo
     assert "epochs=1 res=32" in fidelity.index and {"params", "macs"} <= set(fidelity.index)
 
 
+@pytest.mark.slow  # a report with its plots
 def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
     from mvlab.study.report import build_report
 

@@ -242,6 +242,7 @@ def test_build_data_reports_skipped_files_and_counts(tree, tmp_path):
     json.dumps(m)  # loggable
 
 
+@pytest.mark.slow  # about 5 s
 def test_direct_path_skips_corrupt_files_mid_epoch(tree, tmp_path):
     root, _ = tree
     bundle = build_data(folder_cfg(root, tmp_path, cache=False, heldout_fraction=0.0), batch_size=5,

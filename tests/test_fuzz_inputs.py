@@ -307,6 +307,7 @@ def test_global_sizes_and_the_total_are_bounded(words, message):
     assert message in str(info.value), str(info.value)
 
 
+@pytest.mark.slow  # every preset's complexity: about 5 s
 def test_the_released_models_are_inside_every_limit():
     from mvlab.grammar import MAX_WEIGHTS, PRESETS, approx_weights
     from mvlab.models.complexity import complexity

@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about 40 s
 def test_gpu_perf_smoke_runs_every_section(tmp_path):
     out = tmp_path / "gpu"
     proc = subprocess.run(

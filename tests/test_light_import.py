@@ -105,6 +105,7 @@ def test_analysis_edf_stays_the_function():
     assert mvlab.analysis.edf is edf
 
 
+@pytest.mark.slow  # a fresh interpreter importing timm: about 6 s
 def test_import_mvlab_models_registers_timm_names():
     registered = _run("""
         import json

@@ -48,6 +48,7 @@ def _outputs(nb: nbformat.NotebookNode) -> list[dict]:
     return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
 
 
+@pytest.mark.slow  # the executed notebooks: about 25 s
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs_and_draws(executed, name):
     outputs = _outputs(executed[name])
@@ -59,6 +60,7 @@ def test_notebook_runs_and_draws(executed, name):
     assert "synthetic study" in markdown  # the made-up data says so
 
 
+@pytest.mark.slow  # the executed notebooks: about 25 s
 def test_notebooks_have_a_parameters_cell_and_open_the_named_study(executed):
     for name in NAMES:
         source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -68,6 +70,7 @@ def test_notebooks_have_a_parameters_cell_and_open_the_named_study(executed):
     assert "study 'tiny_nb'" in text
 
 
+@pytest.mark.slow  # the executed notebooks: about 25 s
 def test_fidelity_notebook_reports_rank_agreement_against_baselines(executed):
     tables = [o["data"]["text/plain"] for o in _outputs(executed["proxy_fidelity"])
               if "text/plain" in o.get("data", {})]
@@ -75,6 +78,7 @@ def test_fidelity_notebook_reports_rank_agreement_against_baselines(executed):
     assert "epochs=1 res=32" in agreement and "params" in agreement
 
 
+@pytest.mark.slow  # the executed notebooks: about 25 s
 def test_notebooks_show_verdicts_from_the_report_code_and_never_speak_of_ties(executed):
     tables = " ".join(o["data"].get("text/plain", "") for o in _outputs(executed["pareto"])
                       if "data" in o)

@@ -39,6 +39,7 @@ def test_cpu_c_custom_op_passes_opcheck(bc):
     torch.library.opcheck(cpu_c._scan_op, args)
 
 
+@pytest.mark.slow  # torch.compile of a model: 15-40 s
 @needs_cpu_c
 @pytest.mark.parametrize("variant", ["released", "gate_in_scan"])
 def test_compiled_model_is_one_graph_with_eager_numbers(variant):
@@ -84,6 +85,7 @@ def test_untraceable_backend_still_runs_compiled_through_a_graph_break():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow  # a fresh interpreter compiling Triton: about 15 s
 def test_triton_custom_op_compiles_under_interpreter():
     pytest.importorskip("triton")
     code = """

@@ -23,6 +23,7 @@ def _interpreted(code: str, timeout: int = 240) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=timeout)
 
 
+@pytest.mark.slow  # Triton's interpreter: 5-7 s
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kernel", ["chunk", "loop"])
 def test_triton_matches_reference_under_interpreter(dtype, kernel):
@@ -42,6 +43,7 @@ def test_triton_matches_reference_under_interpreter(dtype, kernel):
     assert any(r["case"]["stress"] for r in report["results"])
 
 
+@pytest.mark.slow  # Triton's interpreter: 5-7 s
 def test_triton_gradcheck_and_dispatch_under_interpreter():
     proc = _interpreted("""
         import torch
@@ -71,6 +73,7 @@ def test_triton_gradcheck_and_dispatch_under_interpreter():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # Triton's interpreter: 5-7 s
 @pytest.mark.parametrize("kernel", ["chunk", "loop"])
 def test_token_major_views_are_read_in_place_under_interpreter(kernel):
     """The mixer hands the scan transposed views of (batch, L, channels) tensors; the kernels read
@@ -121,6 +124,7 @@ def test_token_major_views_are_read_in_place_under_interpreter(kernel):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # Triton's interpreter: 5-7 s
 def test_backward_reads_checkpoints_with_the_forwards_chunking_under_interpreter():
     """The launch is fixed at the forward and handed to the backward, in the eager Function and
     in the custom op: a forward with settings other than the defaults (another kernel family and

@@ -347,6 +347,7 @@ def test_the_parent_runs_command_tag_carries_no_password(tmp_path, cache_dir, mo
 POSTGRES_URL = os.environ.get("MVLAB_TEST_POSTGRES_URL", "")
 
 
+@pytest.mark.slow  # needs scripts/test.sh's PostgreSQL server; make test-fast runs none
 @pytest.mark.skipif(not (POSTGRES_URL and os.environ.get("MVLAB_PG_DIR")),
                     reason="no throwaway PostgreSQL (scripts/test.sh starts one)")
 def test_a_url_without_password_uses_pgpassword_and_pgpass(tmp_path, monkeypatch):

@@ -74,6 +74,7 @@ class _Loader:
             yield x, y
 
 
+@pytest.mark.slow  # 3 epochs: about 5 s
 def test_short_run_on_builtin_data_lowers_the_loss(cache_dir, tmp_path):
     cfg = fast_cfg(epochs=3, batch_size=32, checkpoint_dir=str(tmp_path / "run"))
     result = train("tiny", data_cfg(cache_dir, per_class=30), cfg)

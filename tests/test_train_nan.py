@@ -76,6 +76,7 @@ def _bundle(batch_size: int):
                                  resolution=16), batch_size)
 
 
+@pytest.mark.slow  # a tiny training run: 4-9 s
 def test_on_the_cpu_every_step_is_checked_whatever_sync_every_says(one_thread):
     bundle = _NanAt(_bundle(16), step=1)
     steps = len(bundle.train)
