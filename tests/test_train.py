@@ -99,6 +99,7 @@ def test_short_run_on_builtin_data_lowers_the_loss(cache_dir, tmp_path):
     assert saved["status"] == "ok" and saved["val_top1"] == result.val_top1
 
 
+@pytest.mark.slow  # two runs and a resume: about 7 s
 def test_resumed_run_ends_exactly_where_the_uninterrupted_run_does(cache_dir, tmp_path):
     # EMA and mixup make the check cover the EMA state and NumPy's RNG (timm's Mixup draws there).
     cfg = fast_cfg(ema=True, mixup=0.4, cutmix=1.0, seed=3)
