@@ -137,12 +137,34 @@ def validate_space(config: StudyConfig, fail: Callable[[tuple, str], StudyError]
             except UserError as exc:
                 raise fail(("space", dim.key), f"choice {value!r} is impossible on the base "
                                                f"model: {exc}") from None
+    size = space_size(config)
+    if config.kind == "population" and size is not None and size < (config.n or 0):
+        raise fail(("study", "n"), f"n={config.n} distinct samples are asked of a space that "
+                                   f"holds {size} points; lower n to at most {size}, or widen "
+                                   f"the space (use a grid to train every point)")
 
 
 def probe_values(dim: Dimension) -> tuple[Any, ...]:
     if dim.kind == "categorical":
         return dim.choices
     return (dim.low, dim.high)
+
+
+def space_size(config: StudyConfig) -> int | None:
+    """How many distinct points the space holds, or None when a float range makes it unbounded."""
+    size = 1
+    for dim in config.space:
+        if dim.kind == "categorical":
+            size *= len(dim.choices)
+        elif dim.kind == "int" and not dim.log:
+            size *= (int(dim.high) - int(dim.low)) // int(dim.step or 1) + 1
+        elif dim.kind == "int":
+            size *= int(dim.high) - int(dim.low) + 1
+        elif dim.step:
+            size *= int(round((float(dim.high) - float(dim.low)) / float(dim.step))) + 1
+        else:
+            return None
+    return size
 
 
 # ------------------------------------------------------------------------------- distributions
@@ -224,7 +246,7 @@ def population_points(config: StudyConfig,
     wanted = config.n or 0
     accepted: list[Point] = []
     seen: set[str] = set()
-    tried = rejected_band = rejected_grammar = 0
+    tried = rejected_band = rejected_grammar = repeated = 0
     budget = max(64, min(200 * wanted, MAX_DRAWS))  # a band too narrow fails, not runs for hours
     while len(accepted) < wanted and tried < budget:
         batch = 64
@@ -234,6 +256,7 @@ def population_points(config: StudyConfig,
             point = {d.key: _from_unit(d, u) for d, u in zip(dims, row, strict=True)}
             key = repr(sorted(point.items()))
             if key in seen:
+                repeated += 1
                 continue
             seen.add(key)
             try:
@@ -253,7 +276,8 @@ def population_points(config: StudyConfig,
         raise StudyError(
             f"{config.source}: study.band: only {len(accepted)} of n={wanted} samples fit after "
             f"{tried} draws ({rejected_band} outside the band, {rejected_grammar} impossible "
-            f"specs); widen study.band or the space")
+            f"specs, {repeated} repeats of a point already drawn); widen study.band or the "
+            f"space, or lower n")
     return [{**p, SEED_PARAM: s} for s in config.seeds for p in accepted]
 
 
