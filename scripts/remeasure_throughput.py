@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     from mvlab.analysis import completed, load_study
     from mvlab.study import load_study as load_study_file
+    from mvlab.study.locations import storage_url_for
     from mvlab.study.measure import throughput_of
     from mvlab.study.report import labels
-    from mvlab.study.runner import storage_url_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="the study YAML the sweep ran")

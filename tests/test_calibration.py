@@ -10,7 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from mvlab.study import SweepOptions, load_study, run_sweep
-from mvlab.study.runner import open_study, storage_url_for
+from mvlab.study.locations import storage_url_for
+from mvlab.study.preparation import open_study
 from mvlab.study.tokens import few_token_warnings
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "experiments" / "calibration.yaml"

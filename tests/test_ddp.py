@@ -125,7 +125,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, monke
     from mlflow import MlflowClient
 
     from mvlab.study import load_study
-    from mvlab.study.runner import open_study, storage_url_for
+    from mvlab.study.locations import storage_url_for
+    from mvlab.study.preparation import open_study
 
     config = load_study(study)
     trials = open_study(config, storage_url_for(config), create=False).get_trials()

@@ -23,7 +23,8 @@ from optuna.trial import TrialState
 
 from mvlab.study import SweepOptions, load_study, run_sweep, tracking
 from mvlab.study import storage as st
-from mvlab.study.runner import open_study, storage_url_for
+from mvlab.study.locations import storage_url_for
+from mvlab.study.preparation import open_study
 from mvlab.study.space import grid_points, point_key
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from mvlab.study import SweepOptions, build_report, load_study_text, run_sweep
-from mvlab.study.runner import open_study, storage_url_for
+from mvlab.study.locations import storage_url_for
+from mvlab.study.preparation import open_study
 from mvlab.study.space import point_key, suggest_point
 from mvlab.study.storage import PID_ATTR, START_ATTR, claim_waiting_trial, owner_attrs
 

@@ -26,7 +26,7 @@ from test_sweep_e2e import TINY  # the tiny study the end-to-end tests sweep
 from mvlab.cli import main as mvlab_main
 from mvlab.commands import printed
 from mvlab.study import SweepOptions, load_study, run_sweep
-from mvlab.study.runner import SweepSummary
+from mvlab.study.types import SweepSummary
 
 BROWSER = next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
                                                "google-chrome"))), None)
@@ -172,7 +172,8 @@ def test_the_printed_mlflow_page_shows_the_trials_and_their_objectives(swept, tm
 @pytest.mark.slow
 @needs_browser
 def test_the_printed_dashboard_command_serves_the_study(swept, tmp_path):
-    from mvlab.study.runner import open_study, storage_url_for
+    from mvlab.study.locations import storage_url_for
+    from mvlab.study.preparation import open_study
 
     port = _free_port()
     command = shlex.split(swept.closing["optuna"], comments=True) + ["--port", str(port)]
