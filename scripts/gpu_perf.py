@@ -135,8 +135,7 @@ def profile_t(out: Path) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import mvlab  # noqa: F401 - registers the timm names
-    from mvlab.models import build_model
+    from mvlab.models import build_model  # importing mvlab.models registers the timm names
 
     device = SETTING["device"]
     model = build_model(PAIR[0]).to(device).eval().to(memory_format=torch.channels_last)
