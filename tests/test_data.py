@@ -3,6 +3,8 @@ loaders' determinism, error messages, and the built-in dataset (offline)."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -368,3 +370,114 @@ def test_cli_cache_builds_then_reuses(tree, tmp_path, capsys):
     assert "built in" in out and "skipped 2 undecodable" in out
     assert cli_main(args) == 0
     assert capsys.readouterr().out.count("reused") == 2
+
+
+# --- hostile inputs (results/hostile_inputs: S03-S05, M08-M10, S18, S20) ---------------------------
+
+def _data_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "mvlab.data" and r.levelno >= logging.WARNING]
+
+
+def _spoil(files) -> None:
+    for path in files:
+        path.write_bytes(b"not an image " * 10)
+
+
+def test_many_undecodable_images_give_three_lines_and_one_summary(tmp_path, caplog):
+    make_tree(tmp_path, awkward=False)
+    bad = sorted((tmp_path / "train" / CLASSES[0]).iterdir())[:6]  # the class keeps 4 good ones
+    _spoil(bad)
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        bundle = build_data(folder_cfg(tmp_path, tmp_path / "cache"), batch_size=4, progress=False)
+    assert bundle.skipped == 6
+    lines = _data_warnings(caplog)
+    assert len(lines) == 4, lines  # was one line per file
+    assert all("skipped undecodable image" in line for line in lines[:3])
+    assert re.search(rf"6 undecodable images skipped in .*train/{CLASSES[0]}, first: "
+                     rf"train/{CLASSES[0]}/{bad[0].name} \(all listed in .*manifest\.json\)", lines[3])
+
+
+def test_a_class_with_no_decodable_image_is_one_error_not_a_line_per_file(tmp_path, caplog, capsys):
+    make_tree(tmp_path, awkward=False)
+    _spoil((tmp_path / "train" / CLASSES[1]).iterdir())
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"), \
+            pytest.raises(DataError, match=rf"no decodable image left of 1 class\(es\): {CLASSES[1]} "
+                                            rf"\({TRAIN_PER_CLASS} file\(s\)"):
+        build_data(folder_cfg(tmp_path, tmp_path / "cache"), batch_size=4, progress=False)
+    assert _data_warnings(caplog) == []  # the error says it all, once
+    caplog.clear()
+    args = ["data", "cache", "--root", str(tmp_path), "--cache-dir", str(tmp_path / "c2"),
+            "--resolution", "16"]
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        assert cli_main(args) == 2
+    assert _data_warnings(caplog) == []
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_direct_path_names_three_undecodable_images_then_sums_up(tmp_path, caplog):
+    for k, cls in enumerate(("a", "b")):
+        for i in range(4):
+            path = tmp_path / "train" / cls / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (40 * k, 10 * i, 0)).save(path)
+    from mvlab.data.loaders import DirectLoader
+    items = [(f"train/{cls}/{i}.png", k) for k, cls in enumerate(("a", "b")) for i in range(4)]
+    _spoil(tmp_path / rel for rel, _ in items[:5])
+    loader = DirectLoader(tmp_path, items, 4, train=False, resolution=8, drop_last=False)
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        assert sum(y.numel() for _, y in loader) == 3
+        list(loader)  # a second epoch finds nothing new: no new line
+    lines = _data_warnings(caplog)
+    assert len(lines) == 4 and loader.skipped == 5, lines
+    assert re.search(r"5 undecodable images skipped in .*train, first: train/a/0\.png$", lines[3])
+
+
+def test_symlink_loops_and_broken_links_get_one_warning_each(tmp_path, caplog, capsys):
+    make_tree(tmp_path, awkward=False)
+    train = tmp_path / "train"
+    (train / "itself").symlink_to("itself")                       # a class folder that loops
+    (train / CLASSES[0] / "deeper").symlink_to(".")               # a folder inside itself
+    (train / CLASSES[0] / "up").symlink_to("..")
+    (train / CLASSES[0] / "sideways").symlink_to(f"../{CLASSES[1]}")  # no loop: not named
+    (train / CLASSES[1] / "z.JPEG").symlink_to("missing.JPEG")
+    (tmp_path / "val" / CLASSES[2] / "gone.JPEG").symlink_to("/nonexistent/x.JPEG")
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        subset = select_subset(folder_cfg(tmp_path, tmp_path / "cache"))
+    assert subset.classes == CLASSES and len(subset.pool) == 3 * TRAIN_PER_CLASS
+    lines = _data_warnings(caplog)
+    assert len(lines) == 2, lines  # was none
+    assert re.search(r"3 symlink loop\(s\) skipped in .* \(first: train/itself\)", lines[0])
+    assert re.search(rf"2 broken symlink\(s\) skipped in .* \(first: train/{CLASSES[1]}/z.JPEG -> "
+                     rf"missing.JPEG\)", lines[1])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        assert cli_main(["data", "info", "--root", str(tmp_path)]) == 0
+    assert len(_data_warnings(caplog)) == 2
+
+
+def test_a_one_class_dataset_is_an_error(tmp_path):
+    make_tree(tmp_path, awkward=False)
+    with pytest.raises(DataError, match=r"selects one class .*needs at least 2"):
+        select_subset(folder_cfg(tmp_path, tmp_path / "cache", classes="first:1"))
+    for split in ("train", "val"):
+        for cls in CLASSES[1:]:
+            for path in (tmp_path / split / cls).iterdir():
+                path.unlink()
+            (tmp_path / split / cls).rmdir()
+    with pytest.raises(DataError, match=rf"train has 1 class folder\(s\) \({CLASSES[0]}\); "
+                                        r"classification needs at least 2 classes"):
+        select_subset(folder_cfg(tmp_path, tmp_path / "cache"))
+    assert cli_main(["data", "info", "--root", str(tmp_path)]) == 2
+
+
+def test_a_class_only_in_val_is_named(tmp_path, caplog):
+    make_tree(tmp_path, awkward=False)
+    (tmp_path / "val" / "n09999999").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "n09999999" / "a.JPEG")
+    with caplog.at_level(logging.WARNING, logger="mvlab.data"):
+        subset = select_subset(folder_cfg(tmp_path, tmp_path / "cache"))
+    assert subset.classes == CLASSES and len(subset.val) == 3 * VAL_PER_CLASS
+    lines = _data_warnings(caplog)
+    assert len(lines) == 1 and re.search(r"1 class folder\(s\) in .*val have none in .*train and "
+                                         r"are left out of val: n09999999", lines[0]), lines

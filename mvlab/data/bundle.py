@@ -17,7 +17,7 @@ from mvlab.data import procedural
 from mvlab.data.builtin import materialize
 from mvlab.data.cache import DecodedCache, build_or_open
 from mvlab.data.config import PROCEDURAL, DataConfig, resolve_cache_dir
-from mvlab.data.folders import SplitListing, list_split
+from mvlab.data.folders import SplitListing, list_split, warn_link_problems
 from mvlab.data.subsets import (
     cap_per_class,
     require_every_class,
@@ -82,9 +82,12 @@ def select_subset(cfg: DataConfig, root: Path | None = None) -> Subset:
     root = data_root(cfg) if root is None else root
     train = list_split(root, cfg.train_split)
     val = list_split(root, cfg.val_split, cfg.val_labels)
+    warn_link_problems([train, val])
     selection = select_classes(cfg.classes, train.classes)
+    _check_two_classes(train, selection.ids, selection.spec)
     _check_present(train, selection.ids)
     _check_present(val, selection.ids)
+    _warn_val_only_classes(train, val)
     index = {c: k for k, c in enumerate(selection.ids)}
     pool_files = cap_per_class({c: train.files[c] for c in selection.ids}, cfg.per_class, cfg.seed, "train")
     val_files = cap_per_class({c: val.files[c] for c in selection.ids}, cfg.val_per_class, cfg.seed, "val")
@@ -103,6 +106,37 @@ def select_subset(cfg: DataConfig, root: Path | None = None) -> Subset:
         "val_layout": val.layout,
     }
     return Subset(root, list(selection.ids), pool, val_items, definition)
+
+
+def _check_two_classes(train: SplitListing, ids, spec: str) -> None:
+    """Classification with one class measures nothing: every prediction is right, so held-out
+    and val top-1 come out 100 % for any model. Refused here, where every path (train, sweep,
+    ``mvlab data``) selects its data, so no run can report such a number."""
+    if len(ids) >= 2:
+        return
+    where = train.root / train.split
+    if len(train.classes) < 2:
+        raise DataError(f"{where} has {len(train.classes)} class folder(s) ({', '.join(ids)}); "
+                        f"classification needs at least 2 classes (with one, every prediction is "
+                        f"right and top-1 is 100 %); add class folders")
+    raise DataError(f"classes={spec!r} selects one class ({', '.join(ids)}); classification needs "
+                    f"at least 2 (with one, every prediction is right and top-1 is 100 %); "
+                    f"choose more classes")
+
+
+def _warn_val_only_classes(train: SplitListing, val: SplitListing) -> None:
+    """A class folder in val/ that train/ lacks is left out of val. The class set comes from
+    train/ (docs/data.md) and val is read only for the selected classes, so this is not an error;
+    but a folder that exists in val/ alone is most often a misspelt or missing train/ folder, so
+    it is named. A flat val's labels file is exempt: it usually covers all of ImageNet's 1,000
+    classes whatever train/ holds."""
+    if val.layout != "class-folders":
+        return
+    extra = sorted(set(val.files) - set(train.files))
+    if extra:
+        log.warning("warning: %d class folder(s) in %s have none in %s and are left out of val: "
+                    "%s%s; check the folder names", len(extra), val.root / val.split,
+                    train.root / train.split, ", ".join(extra[:5]), " ..." if len(extra) > 5 else "")
 
 
 def _check_present(listing: SplitListing, classes) -> None:
@@ -170,8 +204,12 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         skipped = []  # found while iterating: DataBundle.skipped counts them
         counts = {"train": int(train_rows.size), "heldout": int(held_rows.size), "val": len(subset.val)}
         per_class_train = np.bincount(labels[train_rows], minlength=len(subset.classes))
-    if skipped:
-        log.warning("%d undecodable image(s) skipped (listed in the data manifest)", len(skipped))
+    # A cache built by this call has named its skipped files already; a reused one says nothing
+    # by itself, so its count is repeated here, once per run.
+    reused = sum(len(c.skipped) for c in caches.values() if not c.built)
+    if reused:
+        log.warning("warning: %d undecodable image(s) skipped when the decoded cache was built "
+                    "(listed in the data manifest)", reused)
     manifest = {
         "subset_id": subset_id(subset.definition),
         **subset.definition,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mvlab.data.folders import BadImage, load_rgb_square
+from mvlab.data.folders import BadImage, load_rgb_square, warn_undecodable
 from mvlab.safety import check_trusted, private_dir
 
 FORMAT_VERSION = 1
@@ -116,7 +116,8 @@ def build_or_open(cache_dir: str | Path, name: str, root: str | Path, items: Seq
     """Return the cache entry for ``items`` (paths relative to ``root``, class index), decoding
     them at ``side`` x ``side`` if no complete entry with the same key exists yet.
 
-    Undecodable files are skipped, logged and listed in the manifest; never an exception."""
+    Undecodable files are skipped, listed in the manifest and logged (the first few by name, then
+    one summary line); never an exception."""
     path = entry_path(cache_dir, name, root, items, side)
     expected = {"format_version": FORMAT_VERSION, "root": str(Path(root).resolve()), "side": side,
                 "items": len(items), "key": path.name.rsplit("-", 1)[1]}
@@ -142,8 +143,10 @@ def build_or_open(cache_dir: str | Path, name: str, root: str | Path, items: Seq
     if not _matches(opened, expected):
         raise RuntimeError(f"decoded cache {path} could not be opened right after it was built")
     opened.built = True
-    for bad in opened.skipped:
-        log.warning("skipped undecodable image %s", bad)
+    # When a class kept no image, every caller stops on require_every_class's one line, which
+    # gives the count and the first file already; naming files first would bury it.
+    if opened.skipped and {label for _, label in items} <= set(np.unique(opened.labels).tolist()):
+        warn_undecodable(opened.skipped, root, str(path / "manifest.json"))
     return opened
 
 

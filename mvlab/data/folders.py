@@ -10,9 +10,13 @@ Two layouts are read (docs/data.md):
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
+import stat
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +29,10 @@ LABEL_FILE_NAMES = ("val_labels.txt", "LOC_val_solution.csv")
 LAYOUT_HELP = ("expected an ImageNet-style tree: ROOT/train/<class_id>/*.JPEG and "
                "ROOT/val/<class_id>/*.JPEG, or a flat ROOT/val/*.JPEG with a labels file "
                f"({' or '.join(LABEL_FILE_NAMES)} in ROOT, or data.val_labels); see docs/data.md")
+# Undecodable files named one line each; past these, one summary line says how many there are
+# (a real dataset can hold thousands, and a line per file buries everything else).
+NAMED_UNDECODABLE = 3
+log = logging.getLogger("mvlab.data")
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,10 @@ class SplitListing:
     split: str
     layout: str  # "class-folders" or "flat+labels"
     files: dict[str, list[str]]
+    # symlinks left out of ``files``, relative to ``root``: ones that lead back into a folder
+    # that holds them (or to themselves), and ones whose target is missing
+    loops: tuple[str, ...] = ()
+    broken: tuple[str, ...] = ()
 
     @property
     def classes(self) -> list[str]:
@@ -58,13 +70,17 @@ def list_split(root: str | Path, split: str, labels_file: str | Path | None = No
     if not split_dir.is_dir():
         raise DataError(f"split folder {split_dir} is missing; {LAYOUT_HELP}")
     entries = _entries(split_dir)
+    links = _LinkProblems(root)
+    links.check(entries)
     class_dirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
     if class_dirs:
         files = {}
         for entry in class_dirs:
-            names = [f.name for f in _entries(Path(entry.path)) if _is_file(f) and is_image(f.name)]
+            inside = _entries(Path(entry.path))
+            links.check(inside)
+            names = [f.name for f in inside if _is_file(f) and is_image(f.name)]
             files[entry.name] = [f"{split}/{entry.name}/{n}" for n in names]
-        return SplitListing(root, split, "class-folders", files)
+        return SplitListing(root, split, "class-folders", files, *links.found())
     images = [e.name for e in entries if _is_file(e) and is_image(e.name)]
     if not images:
         raise DataError(f"split folder {split_dir} has no class folders and no images; {LAYOUT_HELP}")
@@ -82,7 +98,88 @@ def list_split(root: str | Path, split: str, labels_file: str | Path | None = No
         raise DataError(f"{len(unlabelled)} image(s) in {split_dir} have no label in {labels_path} "
                         f"(first: {unlabelled[0]}); every image of a flat split needs a line "
                         f"'<file name> <class_id>'")
-    return SplitListing(root, split, "flat+labels", files)
+    return SplitListing(root, split, "flat+labels", files, *links.found())
+
+
+class _LinkProblems:
+    """Symlinks a listing leaves out that the user should hear about. Listing reads one level
+    of class folders, so a loop never hangs it; but a loop or a broken link is still a mistake in
+    the tree (a copy made with the wrong base, a dataset moved away) that silently costs images
+    or a class, so ``warn_link_problems`` names them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.loops: list[str] = []
+        self.broken: list[str] = []
+
+    def check(self, entries: Sequence[os.DirEntry]) -> None:
+        for entry in entries:
+            try:
+                if not entry.is_symlink():  # from the directory listing: no system call
+                    continue
+            except OSError:
+                continue
+            problem = _link_problem(entry.path)
+            if problem is not None:
+                rel = os.path.relpath(entry.path, self.root)
+                (self.loops if problem == "loop" else self.broken).append(rel)
+
+    def found(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return tuple(self.loops), tuple(self.broken)
+
+
+def _link_problem(path: str) -> str | None:
+    """"loop" for a symlink that cannot be followed because it leads back to itself (ELOOP) or
+    that points at a folder holding it; "broken" for one whose target does not exist."""
+    try:
+        target = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "loop"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "broken"
+        return None  # e.g. no permission: listing a class folder reports that itself
+    if stat.S_ISDIR(target.st_mode):
+        real = os.path.realpath(path)
+        holder = os.path.realpath(os.path.dirname(path))
+        if holder == real or holder.startswith(real.rstrip(os.sep) + os.sep):
+            return "loop"
+    return None
+
+
+def warn_link_problems(listings: Sequence[SplitListing]) -> None:
+    """One warning line per kind (symlink loops, broken symlinks) over ``listings``: the count and
+    the first path, not one line per link."""
+    if not listings:
+        return
+    root = listings[0].root
+    for kind, found, fix in (
+            ("symlink loop(s)", [p for x in listings for p in x.loops],
+             "they lead back into their own folder; remove them"),
+            ("broken symlink(s)", [p for x in listings for p in x.broken],
+             "their targets are missing; fix or remove them")):
+        if found:
+            first = found[0]
+            if kind.startswith("broken"):
+                try:
+                    first = f"{first} -> {os.readlink(root / first)}"
+                except OSError:
+                    pass
+            log.warning("warning: %d %s skipped in %s (first: %s); %s", len(found), kind, root,
+                        first, fix)
+
+
+def warn_undecodable(skipped: Sequence[str], root: str | Path, listed_in: str | None = None,
+                     already_named: int = 0) -> None:
+    """Name the first ``NAMED_UNDECODABLE`` undecodable files (``skipped``: paths relative to
+    ``root``, of which ``already_named`` were named before) one line each, and the rest in one
+    summary line: how many, in which folder, the first, and where all are listed."""
+    for rel in skipped[already_named:NAMED_UNDECODABLE]:
+        log.warning("warning: skipped undecodable image %s", rel)
+    if len(skipped) > NAMED_UNDECODABLE:
+        log.warning("warning: %s undecodable images skipped in %s, first: %s%s",
+                    f"{len(skipped):,}", Path(root) / os.path.commonpath(list(skipped)),
+                    skipped[0], f" (all listed in {listed_in})" if listed_in else "")
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:

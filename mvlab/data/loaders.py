@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mvlab.data.folders import BadImage, load_rgb
+from mvlab.data.folders import NAMED_UNDECODABLE, BadImage, load_rgb, warn_undecodable
 from mvlab.data.subsets import stable_seed
 from mvlab.data.transforms import (
     Normalize,
@@ -182,11 +182,17 @@ class DirectLoader(_EpochLoader):
             pin_memory=self.device.type == "cuda", persistent_workers=False,
             # Its own generator: DataLoader otherwise draws its base seed from the global RNG.
             generator=torch.Generator().manual_seed(stable_seed(self.seed, "loader", epoch)))
+        known = len(self.skipped_files)
         for images, labels, bad in loader:
             for rel, err in bad:
                 if rel not in self.skipped_files:
                     self.skipped_files[rel] = err
-                    log.warning("skipped undecodable image %s", err)
+                    # the first few by name as they turn up; the rest in one line at the end
+                    if len(self.skipped_files) <= NAMED_UNDECODABLE:
+                        log.warning("warning: skipped undecodable image %s", err)
             if images is None:
                 continue
             yield (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+        if len(self.skipped_files) > max(known, NAMED_UNDECODABLE):
+            warn_undecodable(list(self.skipped_files), self.dataset.root,
+                             already_named=NAMED_UNDECODABLE)

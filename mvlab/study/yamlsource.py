@@ -6,7 +6,8 @@ mapping key and list item sits, and construct plain Python values from the same 
 Aliases share nodes, so a few hundred bytes of ``&a [*b, *b, ...]`` describe billions of values
 (a "billion laughs" bomb) and ``&d [*d]`` describes an endless one. The tree is measured as it
 would expand before anything walks it: more than ``MAX_VALUES`` values, or an alias inside its
-own anchor, is a one-line error."""
+own anchor, is a one-line error. The message tells a document that is simply that big (no alias
+needed) from one that aliases blow up."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -128,9 +129,7 @@ def _check_expansion(root: yaml.Node, locate: Callable[[yaml.Node], str]) -> Non
             open_nodes.discard(key)
             sizes[key] = min(MAX_VALUES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
             if sizes[key] > MAX_VALUES:
-                raise StudyError(
-                    f"{locate(node)}: YAML aliases (*name) expand this "
-                    f"document past {MAX_VALUES:,} values; write the values out instead")
+                raise StudyError(_too_many_values(node, locate))
             continue
         if key in sizes:
             continue
@@ -140,6 +139,33 @@ def _check_expansion(root: yaml.Node, locate: Callable[[yaml.Node], str]) -> Non
         open_nodes.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _too_many_values(node: yaml.Node, locate: Callable[[yaml.Node], str]) -> str:
+    """The message for a value that expands past ``MAX_VALUES``: aliases are blamed only when
+    they are the cause. A value written out at that size (200,000 seeds, say) is too big as it
+    stands, and telling its author "aliases" would send them looking for one that is not there.
+    (Writing an alias bomb out gives the same count, so the alias message does not suggest it.)"""
+    if _distinct_nodes(node, MAX_VALUES + 1) > MAX_VALUES:
+        return (f"{locate(node)}: the document has more than {MAX_VALUES:,} values (lists, "
+                f"mappings and scalars; this value alone holds that many); a study needs a few "
+                f"hundred: shorten it")
+    return (f"{locate(node)}: YAML aliases (*name) expand this document past {MAX_VALUES:,} "
+            f"values; a study needs a few hundred: repeat fewer or smaller anchored values")
+
+
+def _distinct_nodes(root: yaml.Node, cap: int) -> int:
+    """How many distinct nodes ``root`` holds (each alias target once), counting up to ``cap``:
+    what the document holds as written, before aliases repeat anything."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack and len(seen) < cap:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        stack.extend(_children(node))
+    return len(seen)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

@@ -7,6 +7,7 @@ channels-last memory layout on both.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import platform
 import random
 from typing import Any
@@ -178,11 +179,17 @@ class cpu_threads(contextlib.ContextDecorator):
     process stall each other at every parallel region."""
 
     def __init__(self, n: int | None):
+        # Checked here, not only by each caller: 0 once fell through ``if n:`` and ran on every
+        # core, the opposite of what a caller asking for few threads wanted. ``None`` is the one
+        # way to say "torch's default".
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
+            raise UserError(f"threads={n!r}: must be an integer of at least 1 (or leave it unset "
+                            f"for torch's default, one thread per core)")
         self.n = n
         self.previous: int | None = None
 
     def __enter__(self) -> cpu_threads:
-        if self.n:
+        if self.n is not None:
             self.previous = torch.get_num_threads()
             torch.set_num_threads(int(self.n))
         return self
