@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import sys
 import threading
 import time
@@ -361,3 +362,19 @@ def test_bench_names_the_device_not_the_torch_build(tmp_path, capsys, monkeypatc
                    clock="wall")
     assert describe_environment(gpu_row).startswith("device: NVIDIA H200 (cuda:0)  torch ")
     assert "cuda 13.0" in describe_environment(gpu_row)
+
+
+def test_settings_past_the_study_limits_fail_before_a_model_is_built(monkeypatch):
+    import mvlab.training.bench as bench_module
+
+    monkeypatch.setattr(bench_module._Bench, "build", lambda *a, **k: pytest.fail("built"))
+    for kwargs, says in (({"batch_size": 10**9}, "bench batch_size=1000000000: must be in 1..65,536"),
+                         ({"img_size": 100_000}, "bench img_size=100000: must be in 8..4096"),
+                         ({"steps": 10**9}, "bench steps=1000000000: must be in 1..100,000"),
+                         ({"num_classes": -5}, "bench num_classes=-5: must be in 0..1,000,000"),
+                         ({"threads": 0}, "bench threads=0: must be in 1..4,096"),
+                         ({"mode": "train", "num_classes": 0}, "needs a classifier head")):
+        with pytest.raises(UserError, match=re.escape(says)):
+            measure_throughput("tiny", device="cpu", **{"img_size": 16, **kwargs})
+    with pytest.raises(UserError, match="bench steps=1000000000"):
+        measure_interleaved(["tiny"], device="cpu", steps=10**9)

@@ -317,10 +317,19 @@ def _study(tmp_path: Path, cache: str, name: str = "sec", tracking: str | None =
     return path, load_study(str(path))
 
 
-def test_check_prints_no_password(tmp_path, cache_dir, capsys):
+def test_check_prints_no_password(tmp_path, cache_dir, capsys, monkeypatch):
     path, _ = _study(tmp_path, cache_dir)
-    assert cli_main(["sweep", str(path), "--check", "--storage", "postgresql://u:s3cret@db/x",
-                     "--set", "tracking.uri=http://me:tok3n@mlf:5000"]) == 0
+    argv = ["sweep", str(path), "--check", "--storage", "postgresql://u:s3cret@db/x",
+            "--set", "tracking.uri=http://me:tok3n@mlf:5000"]
+    # --check connects to the MLflow server like the sweep does; "mlf" resolves nowhere here,
+    # and the line saying so carries no password either.
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "tok3n" not in err and "tracking.uri http://mlf:5000: cannot connect" in err
+    import mvlab.study.tracking
+
+    monkeypatch.setattr(mvlab.study.tracking, "check_reachable", lambda *a, **k: None)
+    assert cli_main(argv) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out and "tok3n" not in out
     assert "storage: postgresql://u:***@db/x" in out and "mlflow:  http://me:***@mlf:5000" in out
@@ -612,3 +621,170 @@ def test_output_checks_accept_paths_still_to_be_made(tmp_path):
     assert safety.check_output_file(tmp_path / "new" / "x.json", "--json")
     assert safety.check_output_dir(tmp_path / "new" / "deeper", "--out")
     assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+# --- hostile-input battery findings (results/hostile_inputs/README.md) -------------------------
+def _one_error(err: str) -> str:
+    """The one error line of a command's stderr (warnings about the study may come before it)."""
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--batch-size", "1000000000", "--batch-size 1000000000: must be in 1..65,536"),  # B28
+    ("--img-size", "100000", "--img-size 100000: must be in 8..4096 pixels"),  # B29
+    ("--steps", "1000000000", "--steps 1000000000: must be in 1..100,000"),  # B30
+    ("--img-size", "7", "--img-size 7: must be in 8..4096 pixels"),  # S23: what show refuses
+    ("--num-classes", "-5", "--num-classes -5: must be in 0..1,000,000"),  # S12
+    ("--threads", "0", "--threads 0: must be in 1..4,096"),  # S22
+])
+def test_bench_sizes_have_the_study_limits_and_fail_before_measuring(capsys, monkeypatch,
+                                                                     option, value, says):
+    import mvlab.training.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "run_benchmarks", lambda *a, **k: pytest.fail("measured"))
+    assert cli_main(["bench", "tiny", "--device", "cpu", "--no-save", option, value]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.splitlines()) == 1
+
+
+def test_bench_and_show_share_one_table_of_limits():
+    from mvlab.commands.show import check_sizes
+    from mvlab.study import schema
+    from mvlab.training import config
+
+    assert schema.BENCH_LIMITS is config.BENCH_LIMITS  # one table, imported, not restated
+    for img, classes in ((7, 10), (4097, 10), (224, -1), (224, 1_000_001)):
+        with pytest.raises(UserError):
+            check_sizes(img, classes)
+    check_sizes(8, 0)
+
+
+def test_a_batch_whose_input_cannot_fit_is_one_line_before_allocating(monkeypatch):
+    import mvlab.training.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "_available_bytes", lambda device: 2**30)
+    # 64 x 3 x 1024 x 1024 x 4 bytes = 768 MiB fits in 1 GiB; 128 of them do not.
+    with pytest.raises(UserError, match=r"input batch alone is 1\.5 GiB, above the 1\.0 GiB free "
+                                        r"on cpu; lower --batch-size or --img-size"):
+        bench_module.measure_throughput("tiny", batch_size=128, img_size=1024, device="cpu",
+                                        warmup=0, steps=1, repeats=1, complexity=False)
+
+
+def test_the_cpu_allocators_failure_counts_as_out_of_memory():
+    from mvlab.training.bench import _out_of_memory
+
+    assert _out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. "
+                                       "DefaultCPUAllocator: can't allocate memory: you tried to "
+                                       "allocate 3072000000000 bytes. Error code 12"))
+    assert not _out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_an_unknown_optimizer_fails_check_without_torch():  # V57, V63
+    from mvlab.training.config import OPTIMIZERS, TrainConfig, TrainConfigError
+
+    with pytest.raises(TrainConfigError, match=r"train.optimizer='bogus' is not a timm optimizer.*"
+                                               r"adamw.*lamb.*sgd"):
+        TrainConfig(optimizer="bogus")
+    TrainConfig(optimizer="LAMB")
+    import timm.optim
+
+    # The torch-free list is timm's registry; when timm changes, update OPTIMIZERS.
+    assert OPTIMIZERS == set(timm.optim.list_optimizers())
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "http://host/x", "mongodb://h/db"])
+def test_a_storage_url_of_no_database_is_refused_by_check_and_by_the_sweep(tmp_path, cache_dir,
+                                                                          capsys, url):  # V42, V62
+    from mvlab.study.storage import check_storage_folder, open_storage
+
+    path, _ = _study(tmp_path, cache_dir)
+    assert cli_main(["sweep", str(path), "--check", "--storage", url]) == 2
+    err = _one_error(capsys.readouterr().err)
+    assert "use journal:PATH" in err and "sqlite:///PATH" in err
+    for check in (check_storage_folder, open_storage):  # the sweep's preparation, its opening
+        with pytest.raises(StudyError, match="use journal:PATH, a file ending in .journal"):
+            check(url)
+
+
+def test_storage_urls_of_sqlalchemy_databases_pass_the_scheme_check():
+    from mvlab.study.locations import check_storage_url
+
+    for url in ("postgresql://u@h/db", "postgresql+psycopg2://u@h/db", "mysql://u@h/db",
+                "sqlite:///x.db", "journal:x", "x.journal"):
+        check_storage_url(url)
+
+
+def test_check_finds_an_mlflow_server_that_does_not_answer(tmp_path, cache_dir, capsys):  # M25
+    path, _ = _study(tmp_path, cache_dir)
+    assert cli_main(["sweep", str(path), "--check", "--set", "tracking.uri=http://127.0.0.1:1"]) == 2
+    err = _one_error(capsys.readouterr().err)
+    assert "tracking.uri http://127.0.0.1:1: cannot connect" in err
+
+
+def test_check_creates_nothing_and_finds_a_store_under_a_file(tmp_path, cache_dir, capsys):
+    path, config = _study(tmp_path, cache_dir)
+    assert cli_main(["sweep", str(path), "--check"]) == 0
+    assert not config.workdir.exists()
+    (tmp_path / "afile").write_text("x")
+    assert cli_main(["sweep", str(path), "--check", "--storage",
+                     f"sqlite:///{tmp_path}/afile/x.db"]) == 2
+    assert "cannot create the folder" in _one_error(capsys.readouterr().err)
+
+
+@pytest.fixture()
+def not_mlflow_server():
+    """A web server that answers every request 404 with an HTML page (any other service)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_server_that_is_not_mlflow_is_one_line(not_mlflow_server, tmp_path, cache_dir,
+                                                     capsys):  # M27
+    from mvlab.study.tracking import check_reachable, prepare_tracking
+
+    host = not_mlflow_server.removeprefix("http://")
+    uri = f"http://me:tok3n@{host}"
+    says = (f"tracking.uri http://me:***@{host}: the server there is not an MLflow tracking "
+            f"server (HTTP 404 on /api/2.0/mlflow/experiments/get-by-name)")
+    with pytest.raises(StudyError) as info:
+        check_reachable(uri)
+    assert str(info.value).startswith(says)
+    with pytest.raises(StudyError) as info:  # MLflow's client itself, past the probe
+        prepare_tracking(uri, "exp", None)
+    assert str(info.value).startswith(says) and "\n" not in str(info.value)
+    path, _ = _study(tmp_path, cache_dir)
+    assert cli_main(["sweep", str(path), "--check", "--set", f"tracking.uri={uri}"]) == 2
+    err = capsys.readouterr().err
+    assert "not an MLflow tracking server" in _one_error(err) and "tok3n" not in err
+
+
+def test_dashboard_checks_the_storage_like_the_sweep(tmp_path, cache_dir, capsys, monkeypatch):
+    import mvlab.commands.dashboard as dashboard  # M49
+
+    monkeypatch.setattr(dashboard.os, "execv", lambda *a: pytest.fail("optuna-dashboard ran"))
+    path, _ = _study(tmp_path, cache_dir)
+    (tmp_path / "afile").write_text("x")
+    for storage, says in ((f"sqlite:///{tmp_path}/afile/x.db", "cannot create the folder"),
+                          ("ftp://host/x", "use journal:PATH"),
+                          (f"sqlite:///{tmp_path}/none.db", "no Optuna storage at")):
+        assert cli_main(["dashboard", str(path), "--storage", storage]) == 2
+        assert says in _one_error(capsys.readouterr().err)
+    assert not (tmp_path / "none.db").exists()

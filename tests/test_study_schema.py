@@ -195,6 +195,10 @@ def test_cli_check_prints_the_plan_and_errors_exit_2(tmp_path, capsys):
     ("bench.repeats=0", "bench.repeats", "1..1,000"),
     ("bench.img_size=-224", "bench.img_size", "8..4096"),
     ("bench.threads=0", "bench.threads", "1..4,096"),
+    ("bench.img_size=7", "bench.img_size", "8..4096"),
+    ("train.optimizer=bogus", "train.optimizer", "is not a timm optimizer; try adamw or lamb"),
+    ("data.heldout_fraction=0", "data.heldout_fraction", "0 leaves no held-out split, but "
+                                                         "heldout_top1 needs one"),
     ("constraints={max_params: .nan}", "constraints.max_params", "finite number > 0"),
     ("early_stop={margin: -1}", "early_stop.margin", ">= 0"),
     ("early_stop={margin: .nan}", "early_stop.margin", "finite"),
@@ -331,3 +335,13 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     changed = load_study_text(TINY_GRID, "study.yaml", ("train.lr=0.123",))
     with pytest.raises(StudyError, match="train.lr"):
         _check_same_study(study, changed, "memory")
+
+
+def test_no_heldout_split_is_fine_when_nothing_needs_it():
+    config = load_study_text(BASE, "study.yaml", ("data.heldout_fraction=0",
+                                                  "objectives={val_top1: maximize}",
+                                                  "early_stop=false"))
+    assert config.data.heldout_fraction == 0
+    message = _error(BASE, ("data.heldout_fraction=0", "objectives={val_top1: maximize}",
+                            "early_stop={after_epoch: 1}", "train.epochs=2"))
+    assert "early_stop (it compares held-out top-1) needs one" in message

@@ -105,8 +105,12 @@ def handle(args: argparse.Namespace) -> int:
         from mvlab.safety import check_output_dir
         check_output_dir(args.out, "--out")
 
-    from mvlab.training.bench import format_table, run_benchmarks
+    from mvlab.training.bench import check_limits, format_table, run_benchmarks
 
+    # Before the first model is built: a bad size is one line, not an error after a progress bar.
+    check_limits({key: getattr(args, key) for key in ("mode", "batch_size", "img_size", "warmup",
+                                                      "steps", "repeats", "num_classes",
+                                                      "threads")}, options=True)
     modes = ("infer", "train") if args.mode == "both" else (args.mode,)
     rows = run_benchmarks(
         args.models, modes=modes, out_dir=None if args.no_save else args.out, progress=True,

@@ -31,14 +31,19 @@ def handle(args: argparse.Namespace) -> int:
     from mvlab.commands.printed import program
     from mvlab.errors import StudyError
     from mvlab.study import load_study
-    from mvlab.study.runner import storage_url_for
+    from mvlab.study.locations import check_storage_folder, storage_url_for
     from mvlab.study.storage import describe_storage
 
     config = load_study(args.file)
     url = storage_url_for(config, args.storage)
+    # The sweep's own check, creating nothing: a bad scheme or a path under a file is one line
+    # here rather than optuna-dashboard's traceback after the exec.
+    check_storage_folder(url, create=False)
     target = url[len("journal:"):] if url.startswith("journal:") else url
-    if "://" not in target and not Path(target).is_file():
-        raise StudyError(f"{args.file}: no Optuna storage at {target} yet; run `"
+    local = target[len("sqlite:///"):] if target.startswith("sqlite:///") else target
+    # A SQLite file the sweep has not written yet would be created empty by the dashboard.
+    if "://" not in local and local != ":memory:" and not Path(local).is_file():
+        raise StudyError(f"{args.file}: no Optuna storage at {local} yet; run `"
                          f"{program('mvlab')} sweep {args.file}` first (or give --storage)")
     executable = _dashboard_executable()
     if executable is None:

@@ -75,20 +75,17 @@ def render(spec_text: str, img_size: int = 224, num_classes: int = 1000) -> str:
     return "\n".join(lines)
 
 
-MAX_NUM_CLASSES = 1_000_000  # the classifier alone would be a billion weights at width 1024
-
-
 def check_sizes(img_size: int, num_classes: int) -> None:
     """``--img-size`` and ``--num-classes`` that describe a network (analytic numbers for others
-    would look plausible and mean nothing)."""
-    from mvlab.data.config import MAX_RESOLUTION
+    would look plausible and mean nothing); the bounds are `mvlab bench`'s too."""
     from mvlab.errors import UserError
+    from mvlab.training.config import bench_limit_error
 
-    if not 8 <= img_size <= MAX_RESOLUTION:
-        raise UserError(f"--img-size {img_size}: must be in 8..{MAX_RESOLUTION} pixels")
-    if not 0 <= num_classes <= MAX_NUM_CLASSES:
-        raise UserError(f"--num-classes {num_classes}: must be in 0..{MAX_NUM_CLASSES:,} "
-                        f"(0: no classifier head, timm's convention)")
+    for option, key, value in (("--img-size", "img_size", img_size),
+                               ("--num-classes", "num_classes", num_classes)):
+        why = bench_limit_error(key, value)
+        if why:
+            raise UserError(f"{option} {value}: {why}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -63,6 +63,9 @@ def handle(args: argparse.Namespace) -> int:
     for line in few_token_warnings(config):
         print(f"mvlab sweep: warning: {line}", file=sys.stderr)
     if args.check:
+        from mvlab.study.tracking import check_locations
+
+        check_locations(config, args.storage)  # the storage and MLflow checks the sweep makes
         print(describe_plan(config, args.storage))
         return 0
     from mvlab.study.runner import run_sweep  # torch, Optuna and MLflow: only to run it

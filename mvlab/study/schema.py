@@ -31,6 +31,7 @@ from mvlab.study.yamlsource import (
     load_located_file,
     load_value,
 )
+from mvlab.training.config import BENCH_LIMITS, bench_limit_error
 from mvlab.training.config import RENAMED as TRAIN_RENAMED
 
 KINDS = ("grid", "population", "optimize")
@@ -50,10 +51,8 @@ TRACKING_KEYS = ("uri", "experiment")
 
 RESERVED_PARAMS = (records.SEED_PARAM,)
 # Size limits of a study (docs/studies.md, Limits); the grammar bounds the model, DataConfig
-# the images.
+# the images, training.config the bench: section (BENCH_LIMITS, shared with `mvlab bench`).
 MAX_POPULATION = 10_000  # population n: each is sampled and checked by `--check`
-BENCH_LIMITS = {"batch_size": (1, 65_536), "warmup": (0, 100_000), "steps": (1, 100_000),
-                "repeats": (1, 1_000), "threads": (1, 4_096)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -232,6 +231,7 @@ def _validate(located: Located) -> StudyConfig:
     constraints = _constraints(check, raw.get("constraints"))
     bench = _bench(check, raw.get("bench"))
     early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
+    _check_heldout_split(check, data, objectives, early_stop)
     tracking = check.mapping(raw.get("tracking"), ("tracking",), TRACKING_KEYS)
     workdir_text = check.typed(raw.get("workdir", records.WORKDIR.format(study=name)), str, ("workdir",))
 
@@ -447,14 +447,28 @@ def _bench(check: _Checker, value: Any) -> BenchSettings:
     for key, (low, high) in BENCH_LIMITS.items():
         if kwargs.get(key) is not None and not low <= kwargs[key] <= high:
             raise check.fail(("bench", key), f"must be in {low}..{high:,}, got {kwargs[key]}")
-    if kwargs.get("img_size") is not None:
-        from mvlab.data.config import MAX_RESOLUTION
-
-        if not 8 <= kwargs["img_size"] <= MAX_RESOLUTION:
-            raise check.fail(("bench", "img_size"), f"must be in 8..{MAX_RESOLUTION} pixels "
-                                                    f"(or null: the data resolution), got "
-                                                    f"{kwargs['img_size']}")
+    why = kwargs.get("img_size") is not None and bench_limit_error("img_size", kwargs["img_size"])
+    if why:
+        raise check.fail(("bench", "img_size"), f"{why} (or null: the data resolution), got "
+                                                f"{kwargs['img_size']}")
     return BenchSettings(**kwargs)
+
+
+def _check_heldout_split(check: _Checker, data: Any, objectives: tuple[tuple[str, str], ...],
+                         early_stop: EarlyStop | None) -> None:
+    """With ``data.heldout_fraction: 0`` there is no held-out split: a held-out objective would
+    be None in every trial (each one FAILs after training) and early stopping would have
+    nothing to compare."""
+    if getattr(data, "heldout_fraction", None) != 0:
+        return
+    needs = [m for m, _ in objectives if m in (records.HELDOUT_TOP1, records.HELDOUT_TOP5)]
+    if early_stop is not None:
+        needs.append("early_stop (it compares held-out top-1)")
+    if needs:
+        raise check.fail(("data", "heldout_fraction"),
+                         f"0 leaves no held-out split, but {', '.join(needs)} needs one; set "
+                         f"data.heldout_fraction (e.g. 0.1), or use val_top1 objectives and "
+                         f"early_stop: false")
 
 
 def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop | None:

@@ -36,7 +36,12 @@ from optuna.trial import TrialState
 from mvlab import records
 from mvlab.errors import StudyError
 from mvlab.safety import mask_credentials, mask_url
-from mvlab.study.locations import default_storage_url
+from mvlab.study.locations import (  # re-exported: the sweep's checks live with the locations
+    check_storage_folder,
+    check_storage_url,
+    check_writable_folder,
+    default_storage_url,
+)
 
 log = logging.getLogger(__name__)
 HOST_ATTR, PID_ATTR = records.HOST, records.PID
@@ -44,7 +49,8 @@ START_ATTR, HEARTBEAT_ATTR = records.PID_START, records.HEARTBEAT
 REQUEUE_ATTR = records.REQUEUE  # set on trials that failed for reasons outside the trial itself
 REASON_ATTR = records.REASON
 
-__all__ = ["default_storage_url", "open_storage", "repair_journal", "describe_storage",
+__all__ = ["default_storage_url", "check_storage_folder", "check_storage_url",
+           "check_writable_folder", "open_storage", "repair_journal", "describe_storage",
            "heartbeat", "heartbeat_interval", "fail_stale_trials", "claim_waiting_trial",
            "prepare_lock", "owner_attrs", "owner_alive", "stale_reason"]
 
@@ -82,10 +88,7 @@ def open_storage(url: str, workers: int = 1, stale_after_s: float | None = None)
         db = url.split(":///", 1)[-1]
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-    if "://" not in url:
-        raise StudyError(f"storage {mask_url(url)!r}: use journal:PATH, a file ending in "
-                         f"{', '.join(records.JOURNAL_SUFFIXES)}, sqlite:///PATH or "
-                         f"postgresql://user@host/db")
+    check_storage_url(url)
     beat: dict = {}
     if stale_after_s is not None:
         interval = heartbeat_interval(stale_after_s)
@@ -412,32 +415,3 @@ def prepare_lock(url: str, study_name: str) -> Iterator[None]:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def check_storage_folder(url: str) -> None:
-    """StudyError unless a file storage's folder exists (or can be made) and is writable, so a
-    path under a file or in a read-only folder is one line before the sweep takes any lock."""
-    if "\x00" in url:
-        raise StudyError(f"storage {url!r}: holds a NUL character; remove it")
-    path = _journal_path(url)
-    if path is None and url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
-    if path is None:
-        return
-    check_writable_folder(path.parent, f"storage {path}")
-    if path.is_dir():
-        raise StudyError(f"storage {path}: is a folder; give a file path (or drop --storage)")
-
-
-def check_writable_folder(folder: Path, what: str) -> None:
-    """``folder`` exists or is created, and this user may write in it; StudyError naming
-    ``what`` otherwise."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StudyError(f"{what}: cannot create the folder {folder} ({exc.strerror or exc}); "
-                         f"choose a writable place") from None
-    except ValueError:  # a NUL character in the path
-        raise StudyError(f"{what!r}: not a path (it holds a NUL character)") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StudyError(f"{what}: the folder {folder} is not writable; choose a writable place")

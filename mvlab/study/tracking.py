@@ -22,11 +22,17 @@ from mvlab import records
 from mvlab.errors import StudyError
 from mvlab.safety import mask_credentials
 from mvlab.study.interrupts import deferred_interrupts
-from mvlab.study.locations import default_tracking_uri
-from mvlab.study.types import TrackingTarget
+from mvlab.study.locations import (
+    check_storage_folder,
+    check_writable_folder,
+    default_tracking_uri,
+    storage_url_for,
+    tracking_uri_for,
+)
+from mvlab.study.types import StudyConfig, TrackingTarget
 
 __all__ = ["TrackingTarget", "TrialRun", "default_tracking_uri", "prepare_tracking",
-           "set_trials_view", "trials_view_url", "check_reachable", "start_parent_run",
+           "set_trials_view", "trials_view_url", "check_reachable", "check_locations", "start_parent_run",
            "close_run", "end_run", "running_runs", "set_run_tags", "log_parent_metrics",
            "log_artifacts", "flatten"]
 
@@ -46,14 +52,18 @@ SHARED_VIEW_TAG, TRIALS_VIEW = "mlflow.sharedViewState.", "trials"
 CONNECT_TIMEOUT_S = 5.0  # a server on the same network answers in milliseconds
 
 
-def check_reachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """StudyError within ``timeout_s`` when an MLflow server does not accept connections, or a
-    local store's folder cannot be written. The sweep runs this before its prepare lock: MLflow's
-    own client retries a refused connection for minutes, holding the lock every other worker
-    waits on."""
-    from urllib.parse import urlsplit
+# The request MLflow's client makes first (``get_experiment_by_name``): a tracking server answers
+# it with JSON (the experiment, or error_code RESOURCE_DOES_NOT_EXIST with HTTP 404); another web
+# server answers 404 with a page of its own.
+PROBE_PATH = "/api/2.0/mlflow/experiments/get-by-name"
 
-    from mvlab.study.storage import check_writable_folder
+
+def check_reachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S, create: bool = True) -> None:
+    """StudyError within ``timeout_s`` when an MLflow server does not accept connections or is a
+    web server that is not MLflow, or a local store's folder cannot be written (``create=False``,
+    ``--check``: nor created). The sweep runs this before its prepare lock: MLflow's own client
+    retries a refused connection for minutes, holding the lock every other worker waits on."""
+    from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
@@ -74,11 +84,58 @@ def check_reachable(uri: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                 reason = f"no answer in {timeout_s:g} s"
             raise StudyError(f"tracking.uri {scheme}://{host}:{port}: cannot connect "
                              f"({reason}); start the MLflow server or fix tracking.uri") from None
+        _check_is_mlflow(uri, timeout_s)
     elif scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
         path = Path(uri.split(":///", 1)[-1])
-        check_writable_folder(path.parent, f"tracking.uri {uri}")
+        check_writable_folder(path.parent, f"tracking.uri {uri}", create)
     elif scheme in ("", "file") and parts.path:
-        check_writable_folder(Path(parts.path), f"tracking.uri {uri}")
+        check_writable_folder(Path(parts.path), f"tracking.uri {uri}", create)
+
+
+def not_mlflow_error(uri: str, status: int | str = 404) -> StudyError:
+    """The one line for a tracking.uri whose server answers, but not as MLflow."""
+    return StudyError(f"tracking.uri {mask_credentials(uri)}: the server there is not an MLflow "
+                      f"tracking server (HTTP {status} on {PROBE_PATH}); point tracking.uri at "
+                      f"`mlflow server`'s address (http://HOST:5000, with any path prefix it "
+                      f"serves under), or drop it for the study's local store")
+
+
+def _check_is_mlflow(uri: str, timeout_s: float) -> None:
+    """StudyError when the server at ``uri`` answers MLflow's first request with a 404 that is
+    not MLflow's JSON: some other web server (a wrong port or path). Anything else (MLflow's
+    answers, refusals by a proxy asking for credentials, time-outs) is left to MLflow's client."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    # Without user:password: urllib would not send them anyway, and they must not be logged.
+    netloc = parts.netloc.rpartition("@")[2]
+    probe = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + PROBE_PATH,
+                        urlencode({"experiment_name": "mvlab-probe"}), ""))
+    try:
+        with urllib.request.urlopen(probe, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            return
+        try:
+            body = json.loads(exc.read(65_536) or b"null")
+        except (ValueError, OSError):
+            body = None
+        if isinstance(body, dict) and "error_code" in body:
+            return  # MLflow's own "no such experiment"
+        raise not_mlflow_error(uri, exc.code) from None
+    except (OSError, ValueError):
+        return  # time-outs, TLS trouble: MLflow's client reports those in its own words
+
+
+def check_locations(config: StudyConfig, storage: str | None = None) -> None:
+    """``mvlab sweep --check``'s share of the sweep's own checks of where records go: the
+    storage's scheme and folder, and the MLflow server answering as MLflow (seconds at most) or
+    the local store's folder. Creates nothing; opens neither store."""
+    check_storage_folder(storage_url_for(config, storage), create=False)
+    check_reachable(tracking_uri_for(config), create=False)
 
 
 def _client(uri: str) -> Any:
@@ -107,7 +164,16 @@ def prepare_tracking(uri: str, experiment: str, artifact_root: Path | None,
     """Create the backend (schema) and the experiment once, label it as a model-training
     experiment with the study's description (on resumed ones too); returns the experiment id."""
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as exc:  # MlflowException from the REST client or the SQL store
+        text = str(exc)
+        if "404" in text and "mlflow" in text.lower() and "<" in text:
+            raise not_mlflow_error(uri) from None  # an HTML page: a web server, not MLflow
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise StudyError(mask_credentials(f"tracking.uri {uri}: MLflow could not look up "
+                                          f"experiment {experiment!r} ({first[:300]}); check "
+                                          f"that it is an MLflow tracking store")) from None
     if found is not None:
         experiment_id = found.experiment_id
     else:

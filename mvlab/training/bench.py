@@ -43,6 +43,7 @@ import mvlab
 from mvlab.errors import UserError
 from mvlab.training.checkpoint import atomic_write
 from mvlab.training.complexity import model_complexity
+from mvlab.training.config import bench_limit_error
 from mvlab.training.models import make_model
 from mvlab.training.runtime import (
     autocast,
@@ -120,6 +121,7 @@ def measure_throughput(model_or_name: nn.Module | str, mode: str = "infer", batc
     ``clock``: see ``resolve_clock`` and the module docstring.
     Cheap enough to call before a trial with small ``warmup/steps/repeats``.
     """
+    check_limits({"threads": threads})
     with cpu_threads(threads):
         setting = _Setting.resolve(mode, batch_size, img_size, device, precision, channels_last,
                                    compile, warmup, steps, repeats, num_classes, in_chans, clock)
@@ -156,6 +158,7 @@ def measure_interleaved(models: Sequence[str | nn.Module], rounds: int = 5, mode
     Keywords as ``measure_throughput``'s."""
     if int(rounds) < 1:
         raise UserError(f"bench rounds={rounds}: must be a positive integer")
+    check_limits({"threads": threads})
     with cpu_threads(threads):
         setting = _Setting.resolve(mode, batch_size, img_size, device, precision, channels_last,
                                    compile, warmup, steps, rounds, num_classes, in_chans, clock)
@@ -170,7 +173,7 @@ def measure_interleaved(models: Sequence[str | nn.Module], rounds: int = 5, mode
                 try:
                     samples[i].append(bench.time_repeat())
                 except Exception as exc:  # noqa: BLE001 - only OOM is recorded, the rest raised
-                    if not is_out_of_memory(exc):
+                    if not _out_of_memory(exc):
                         raise
                     samples[i] = None
                     bench.release()
@@ -204,11 +207,11 @@ class _Setting:
                 warmup, steps, repeats, num_classes, in_chans, clock) -> _Setting:
         if mode not in MODES:
             raise UserError(f"bench mode {mode!r}: use one of {', '.join(MODES)}")
-        for key, value in (("batch_size", batch_size), ("img_size", img_size), ("steps", steps),
-                           ("repeats", repeats)):
-            if int(value) < 1:
-                raise UserError(f"bench {key}={value}: must be a positive integer")
+        check_limits({"mode": mode, "batch_size": batch_size, "img_size": img_size,
+                      "steps": steps, "repeats": repeats, "warmup": warmup,
+                      "num_classes": num_classes})
         dev = resolve_device(device)
+        _check_input_fits(int(batch_size), int(in_chans), int(img_size), dev)
         cmode = compile_mode(compile)
         if cmode:
             # The first calls of a compiled model compile (and, for reduce-overhead, record CUDA
@@ -220,6 +223,68 @@ class _Setting:
                    resolve_channels_last(channels_last, dev), cmode, int(warmup), int(steps),
                    int(repeats), int(num_classes), int(in_chans), threads,
                    resolve_clock(clock, dev, threads or 1))
+
+
+def check_limits(settings: dict[str, Any], options: bool = False) -> None:
+    """UserError unless every count in ``settings`` (``measure_throughput`` keywords; others are
+    ignored) is an integer within the bounds a study's bench: section has (``BENCH_LIMITS``, one
+    table): past them a run only allocates or loops for hours. ``options``: name them as
+    `mvlab bench`'s options (``--batch-size``) rather than keywords."""
+    def name(key: str, value: Any) -> str:
+        return f"--{key.replace('_', '-')} {value}" if options else f"bench {key}={value}"
+
+    for key, value in settings.items():
+        if key == "mode" or value is None:
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{name(key, repr(value))}: must be an integer") from None
+        why = bench_limit_error(key, number)
+        if why:
+            raise UserError(f"{name(key, value)}: {why}")
+    if settings.get("mode") in ("train", "both") and settings.get("num_classes") == 0:
+        raise UserError(f"{name('num_classes', 0)} in train mode: a training step needs a "
+                        f"classifier head to compute a loss; use a number >= 1")
+
+
+def _available_bytes(device: torch.device) -> int | None:
+    """Memory a new tensor on ``device`` can take now, or None where that is not known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def _check_input_fits(batch: int, in_chans: int, img_size: int, device: torch.device) -> None:
+    """UserError when the synthetic input batch alone (fp32) exceeds the device's free memory:
+    halving the batch from there would allocate, fail and retry many times (on Linux's
+    overcommitted host memory a large try can be killed rather than fail). The activations need
+    several times more; those too-large batches are left to the out-of-memory retry."""
+    need = batch * in_chans * img_size * img_size * 4
+    free = _available_bytes(device)
+    if free is not None and need > free:
+        raise UserError(f"bench batch_size={batch} x img_size={img_size}: the input batch alone "
+                        f"is {need / 2**30:.1f} GiB, above the {free / 2**30:.1f} GiB free on "
+                        f"{device}; lower --batch-size or --img-size")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """``runtime.is_out_of_memory``, plus the CPU allocator's own failure, whose message reads
+    "can't allocate memory" rather than "out of memory"."""
+    return is_out_of_memory(exc) or (isinstance(exc, RuntimeError)
+                                     and "can't allocate memory" in str(exc))
 
 
 class _Bench:
@@ -316,7 +381,7 @@ class _Bench:
     def shrink_after(self, exc: BaseException) -> bool:
         """After an error: True when it was out-of-memory and a smaller batch is left to try
         (the batch is halved); False when out of memory at batch 1; re-raises anything else."""
-        if not is_out_of_memory(exc):
+        if not _out_of_memory(exc):
             raise exc
         self.release()
         if self.batch == 1:

@@ -19,6 +19,59 @@ from mvlab.errors import UserError
 # loop for hours before failing.
 MAX_COUNTS = {"epochs": 100_000, "batch_size": 65_536, "sync_every": 1_000_000, "threads": 1024}
 
+# Bounds on a throughput measurement's settings, the one table for a study's bench: section,
+# `mvlab bench` and `mvlab show`: past them a benchmark only allocates or loops for hours.
+BENCH_LIMITS = {"batch_size": (1, 65_536), "warmup": (0, 100_000), "steps": (1, 100_000),
+                "repeats": (1, 1_000), "threads": (1, 4_096)}
+MIN_IMG_SIZE = 8  # below one stem patch a network has no feature map left to measure
+MAX_NUM_CLASSES = 1_000_000  # the classifier alone would be a billion weights at width 1024
+
+# The optimiser names train.optimizer accepts: timm 1.0's registry (timm.optim.list_optimizers),
+# written out so that a study's --check rejects a typo without importing torch. A test compares
+# it with the installed timm, so a timm upgrade that adds or drops a name fails there first.
+OPTIMIZERS = frozenset("""
+    adabelief adadelta adafactor adafactorbv adafactorbvc adagrad adahessian adam adamax adamc
+    adamp adamuon adamw adamwlegacy adan adanw adopt adoptc adoptw bnbadam bnbadam8bit bnbadamw
+    bnbadamw8bit bnbademamix bnbademamix8bit bnblion bnblion8bit bnbsgd bnbsgd8bit cadafactor
+    cadafactorbv cadafactorbvc cadamc cadamp cadamw cadan cadanw cadopt cadoptc cadoptw clamb
+    clambw claprop clion clionc cmars cnadamc cnadamw crmsproptf csgdc csgdp csgdw fusedadam
+    fusedadamw fusedlamb fusednovograd fusedsgd kron kronc kronw lamb lambc lambcd lambcw lambw
+    laprop lapropc larc lars lion lionc madgrad madgradw mars momentum muon nadam nadamc
+    nadamlegacy nadamuon nadamw nesterov nesterovw nlarc nlars nmuon novograd novogradc novogradw
+    radabelief radam radamlegacy radamw rmsprop rmsproptf rmsproptfc rmsproptfw sgd sgdc sgdp
+    sgdw""".split())
+
+
+def optimizer_error(name: object) -> str | None:
+    """Why ``name`` is not an optimiser mvlab can build (one line naming the valid ones), or
+    None when it is one."""
+    if isinstance(name, str) and name.lower() in OPTIMIZERS:
+        return None
+    text = str(name).lower()
+    close = sorted(k for k in OPTIMIZERS if text[:3] and text[:3] in k)[:8]
+    return (f"train.optimizer={name!r} is not a timm optimizer; try adamw or lamb"
+            + (f" (similar: {', '.join(close)})" if close else "")
+            + f"; all {len(OPTIMIZERS)}: {' '.join(sorted(OPTIMIZERS))}")
+
+
+def bench_limit_error(key: str, value: int) -> str | None:
+    """Why a benchmark setting (``BENCH_LIMITS``' keys, ``img_size``, ``num_classes``) is out of
+    bounds, as the end of one line (``must be in ...``), or None when it is within them."""
+    from mvlab.data.config import MAX_RESOLUTION
+
+    if key == "img_size":
+        if not MIN_IMG_SIZE <= value <= MAX_RESOLUTION:
+            return f"must be in {MIN_IMG_SIZE}..{MAX_RESOLUTION} pixels"
+        return None
+    if key == "num_classes":
+        if not 0 <= value <= MAX_NUM_CLASSES:
+            return (f"must be in 0..{MAX_NUM_CLASSES:,} (0: no classifier head, timm's "
+                    f"convention)")
+        return None
+    low, high = BENCH_LIMITS[key]
+    return None if low <= value <= high else f"must be in {low}..{high:,}"
+
+
 # Settings that do not change what a run computes; a checkpoint may be resumed under other values.
 RESUME_NEUTRAL = ("device", "threads", "checkpoint_dir", "resume", "progress", "sync_every")
 
@@ -138,6 +191,9 @@ class TrainConfig:
             raise bad("ema_decay", "must be in [0, 1)")
         if self.clip_grad is not None and float(self.clip_grad) <= 0:
             raise bad("clip_grad", "must be > 0, or null to disable clipping")
+        why = optimizer_error(self.optimizer)
+        if why is not None:
+            raise TrainConfigError(why)
         try:
             precision_name(self.precision)
         except ValueError as exc:
