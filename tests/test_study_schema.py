@@ -307,7 +307,7 @@ def test_a_band_nothing_fits_gives_up_after_a_bounded_number_of_draws(monkeypatc
     monkeypatch.setattr(space, "MAX_DRAWS", 1000)  # 100,000 by default: ~2 minutes at worst
     text = BASE.replace("kind: grid", "kind: population\n  n: 10000\n  band: {params: [1, 2]}"
                         ).replace("  pattern: [last_half, attn_only]\n  branch: [on, off]\n",
-                                  "  s3.d_state: {int: [1, 16]}\n")
+                                  "  train.lr: {float: [1.0e-4, 1.0e-2]}\n")
     config = load_study_text(text, "study.yaml", ("study.seeds=[0]",))
     with pytest.raises(StudyError, match=r"only 0 of n=10000 samples fit after 1024 draws"):
         population_points(config, measure=lambda spec: {"params": 1e6})
