@@ -340,7 +340,8 @@ def test_the_parent_runs_command_tag_carries_no_password(tmp_path, cache_dir, mo
                                                         tracking_uri):
     from mlflow import MlflowClient
 
-    from mvlab.study.runner import SweepOptions, prepare
+    from mvlab.study.preparation import prepare
+    from mvlab.study.types import SweepOptions
 
     monkeypatch.chdir(tmp_path)
     _, config = _study(tmp_path, cache_dir, name="cmdtag", tracking=tracking_uri)
@@ -555,7 +556,9 @@ def test_the_live_worker_survives_a_stale_verdict(tmp_path, cache_dir, monkeypat
 
     import mvlab.training.trainer as train_module
     from mvlab.study import storage
-    from mvlab.study.runner import SweepOptions, prepare, work
+    from mvlab.study.preparation import prepare
+    from mvlab.study.types import SweepOptions
+    from mvlab.study.worker import work
     from mvlab.training.config import TrainResult
 
     monkeypatch.chdir(tmp_path)

@@ -23,14 +23,11 @@ import optuna
 from mvlab.errors import StudyError
 from mvlab.study import tracking
 from mvlab.study.display import Display
-from mvlab.study.locations import storage_url_for, tracking_uri_for
-from mvlab.study.preparation import counts, open_study, prepare
+from mvlab.study.preparation import counts, prepare
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, SweepSummary
 from mvlab.study.worker import _worker_main, follow_trials, work
 
-# The sweep's entry points, importable from here as before the split into modules.
-__all__ = ["run_sweep", "finalize", "SweepOptions", "SweepSummary", "Prepared", "prepare",
-           "work", "open_study", "storage_url_for", "tracking_uri_for"]
+__all__ = ["run_sweep", "finalize"]
 
 
 _DEFAULT_OPTIONS = SweepOptions()
