@@ -6,8 +6,9 @@ use, so the torch-free parts (``mvlab.grammar``, ``mvlab.analysis``, ``mvlab --h
 ``mvlab.build_model``) registers the ``mambavision_*`` names with timm."""
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from mvlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,15 +29,4 @@ __all__ = ["build_model", "create_model", "parse_spec", "format_spec", "load_pre
            "__version__"]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    # Cached so later lookups are plain attribute reads, not another __getattr__ call.
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

@@ -8,10 +8,11 @@ validity (``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import TYPE_CHECKING
+
+from mvlab.lazy import lazy_exports
 
 # Public name -> submodule. Imported on first access (PEP 562): scipy.stats and pandas cost about
 # a second, which a caller that wants one function (or only a submodule) should not pay.
@@ -88,17 +89,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    submodule = _LAZY.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), {n: f".{m}" for n, m in _LAZY.items()})
 
 
 class _Package(types.ModuleType):

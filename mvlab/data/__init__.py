@@ -11,8 +11,9 @@ Public API (docs/DESIGN.md, "Contract: data")::
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from mvlab.lazy import lazy_exports
 
 # Public name -> submodule, imported on first access (PEP 562): the loaders need torch, while
 # DataConfig and the class lists do not, and the study schema and ``mvlab data lists`` want
@@ -33,14 +34,4 @@ __all__ = ["DataBundle", "DataConfig", "Subset", "build_data", "data_root", "def
            "select_subset", "shipped_lists"]
 
 
-def __getattr__(name: str):
-    submodule = _LAZY.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), {n: f".{m}" for n, m in _LAZY.items()})

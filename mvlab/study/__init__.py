@@ -10,8 +10,7 @@ See docs/studies.md for the file format and what a sweep records. The names are 
 first use: validating a study (``mvlab sweep --check``) needs neither torch nor MLflow."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mvlab.lazy import lazy_exports
 
 _EXPORTS = {
     "load_study": "schema", "load_study_text": "schema",
@@ -25,13 +24,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(globals(), {n: f".{m}" for n, m in _EXPORTS.items()})
