@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from faulty_data import Faulty
 
 from mvlab.cli import main
 from mvlab.config_fields import changed_settings
@@ -42,36 +43,6 @@ def data_cfg(cache_dir: str, per_class: int, **kw) -> DataConfig:
 def fast_cfg(**kw) -> TrainConfig:
     base = dict(epochs=2, batch_size=16, lr=2e-3, warmup_epochs=0.5, device="cpu", precision="fp32")
     return TrainConfig(**{**base, **kw})
-
-
-class Wrapped:
-    """A DataBundle whose train loader misbehaves at (epoch, step): NaN images or an interrupt."""
-
-    def __init__(self, bundle, epoch: int, step: int, action: str):
-        self.bundle, self.heldout, self.val = bundle, bundle.heldout, bundle.val
-        self.num_classes, self.manifest = bundle.num_classes, bundle.manifest
-        self.train = _Loader(bundle.train, epoch, step, action)
-
-
-class _Loader:
-    def __init__(self, inner, epoch: int, step: int, action: str):
-        self.inner, self.at, self.action, self.epoch = inner, (epoch, step), action, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.inner.set_epoch(epoch)
-
-    def __iter__(self):
-        for step, (x, y) in enumerate(self.inner):
-            if (self.epoch, step) == self.at:
-                if self.action == "interrupt":
-                    raise KeyboardInterrupt
-                x = x.clone()
-                x[0, 0, 0, 0] = float("nan")
-            yield x, y
 
 
 @pytest.mark.slow  # 3 epochs: about 5 s
@@ -109,7 +80,7 @@ def test_resumed_run_ends_exactly_where_the_uninterrupted_run_does(cache_dir, tm
 
     broken = dataclasses.replace(cfg, checkpoint_dir=str(tmp_path / "resumed"))
     with pytest.raises(KeyboardInterrupt):
-        train("tiny", Wrapped(build_data(data, cfg.batch_size), 1, 2, "interrupt"), broken)
+        train("tiny", Faulty(build_data(data, cfg.batch_size), 1, 2, "interrupt"), broken)
     assert load_checkpoint(tmp_path / "resumed")["epoch"] == 1
     resumed = train("tiny", data, dataclasses.replace(broken, resume=True))
 
@@ -156,7 +127,7 @@ def test_a_checkpoint_from_before_the_amp_rename_resumes(cache_dir, tmp_path):
 
 
 def test_nan_loss_ends_the_run_with_its_epoch_and_step(cache_dir, tmp_path):
-    bundle = Wrapped(build_data(data_cfg(cache_dir, per_class=10), 16), 0, 2, "nan")
+    bundle = Faulty(build_data(data_cfg(cache_dir, per_class=10), 16), 0, 2, "nan")
     result = train("tiny", bundle, fast_cfg(checkpoint_dir=str(tmp_path)))
 
     assert result.status == "failed" and result.failure_kind == "nan"

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from faulty_data import Faulty
 
 from mvlab.data import DataConfig, build_data
 from mvlab.training.config import TrainConfig
@@ -40,36 +41,6 @@ def test_finite_pending_losses_give_their_sum():
     assert check_losses(run, [torch.tensor(v) for v in (0.5, 1.25, 2.0)], 0, 2) == 3.75
 
 
-class _NanAt:
-    """A DataBundle whose training loader puts a NaN pixel into the batch of one (epoch, step)
-    and counts the batches it handed out."""
-
-    def __init__(self, bundle, step: int, epoch: int = 0):
-        self.heldout, self.val = bundle.heldout, bundle.val
-        self.num_classes, self.manifest = bundle.num_classes, bundle.manifest
-        self.train = _Loader(bundle.train, (epoch, step))
-
-
-class _Loader:
-    def __init__(self, inner, at: tuple[int, int]):
-        self.inner, self.at, self.epoch, self.yielded = inner, at, 0, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.inner.set_epoch(epoch)
-
-    def __iter__(self):
-        for step, (x, y) in enumerate(self.inner):
-            if (self.epoch, step) == self.at:
-                x = x.clone()
-                x[0, 0, 0, 0] = NAN
-            self.yielded += 1
-            yield x, y
-
-
 def _bundle(batch_size: int):
     # 10 classes x 14 images less the held-out ones: 8 full batches of 16
     return build_data(DataConfig(dataset="builtin", per_class=14, val_per_class=2,
@@ -78,7 +49,7 @@ def _bundle(batch_size: int):
 
 @pytest.mark.slow  # a tiny training run: 4-9 s
 def test_on_the_cpu_every_step_is_checked_whatever_sync_every_says(one_thread):
-    bundle = _NanAt(_bundle(16), step=1)
+    bundle = Faulty(_bundle(16), epoch=0, step=1)
     steps = len(bundle.train)
     assert steps > 4
     result = train("tiny", bundle, TrainConfig(epochs=1, batch_size=16, warmup_epochs=0,
@@ -91,7 +62,7 @@ def test_on_the_cpu_every_step_is_checked_whatever_sync_every_says(one_thread):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the batched check runs on a GPU")
 @pytest.mark.parametrize("step", [1, 7], ids=["middle-of-a-full-batch", "in-the-last-partial"])
 def test_on_a_gpu_a_nan_inside_a_synced_batch_fails_the_run_at_its_step(step):
-    bundle = _NanAt(_bundle(16), step=step)
+    bundle = Faulty(_bundle(16), epoch=0, step=step)
     steps = len(bundle.train)
     assert steps == 8  # checked in batches of 3: steps 0-2, 3-5, then 6-7 at the epoch's end
     result = train("tiny", bundle, TrainConfig(epochs=2, batch_size=16, warmup_epochs=0,
