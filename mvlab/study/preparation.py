@@ -12,7 +12,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -26,7 +25,7 @@ from mvlab.study import tracking
 from mvlab.study.locations import storage_url_for, tracking_uri_for
 from mvlab.study.space import planned_points, point_key
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, TrackingTarget, jsonable
-from mvlab.training.config import RENAMED as TRAIN_RENAMED
+from mvlab.training.config import with_current_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -193,7 +192,7 @@ def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> Non
         return
     if stored == config.fidelity_hash():
         return
-    before = _renamed_keys_upgraded(json.loads(study.user_attrs.get(records.STUDY_CONFIG, "{}")))
+    before = with_current_names(json.loads(study.user_attrs.get(records.STUDY_CONFIG, "{}")))
     changed = changed_settings(before, config.fidelity())
     if not changed:
         # Only a key an older mvlab spelled differently (train.amp): the same settings.
@@ -205,15 +204,6 @@ def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> Non
         f"other settings ({'; '.join(changed[:4]) or 'settings differ'}); its trials would not "
         f"be comparable. Rename the study (--set name={config.name}_v2) or use another "
         f"--storage to start a new one")
-
-
-def _renamed_keys_upgraded(stored: dict[str, Any]) -> dict[str, Any]:
-    """A study's stored settings with the keys an older mvlab wrote under their new names."""
-    train = dict(stored.get("train") or {})
-    for old, new in TRAIN_RENAMED.items():
-        if old in train:
-            train.setdefault(new, train.pop(old))
-    return {**stored, "train": train} if "train" in stored else stored
 
 
 def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) -> int:

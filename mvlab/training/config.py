@@ -89,6 +89,19 @@ PRECISIONS = {
 RENAMED = {"amp": "precision"}
 
 
+def with_current_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings (a checkpoint's fingerprint, a study's record: ``{"train": {...}, ...}``)
+    with the train keys an older mvlab wrote under their new names: a value the new name means
+    alike, so the run or study they describe may resume."""
+    if "train" not in settings:
+        return settings
+    train = dict(settings["train"] or {})
+    for old, new in RENAMED.items():
+        if old in train and new not in train:
+            train[new] = train.pop(old)
+    return {**settings, "train": train}
+
+
 def precision_name(value: str | None) -> str:
     """``auto``, ``fp32``, ``fp16`` or ``bf16`` for any name in ``PRECISIONS`` (None: ``auto``);
     ValueError naming the accepted values otherwise."""

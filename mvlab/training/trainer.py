@@ -43,7 +43,12 @@ from mvlab.errors import DataError, TrainingFailed, UserError
 from mvlab.training import ddp
 from mvlab.training.checkpoint import load_checkpoint, save_checkpoint, write_json
 from mvlab.training.complexity import model_complexity
-from mvlab.training.config import RENAMED, RESUME_NEUTRAL, TrainConfig, TrainResult
+from mvlab.training.config import (
+    RESUME_NEUTRAL,
+    TrainConfig,
+    TrainResult,
+    with_current_names,
+)
 from mvlab.training.evaluate import evaluate
 from mvlab.training.models import make_model
 from mvlab.training.optim import build_optimizer, build_scheduler
@@ -510,7 +515,7 @@ def resume_state(run: Run) -> dict[str, Any]:
 
 def restore(run: Run, state: dict[str, Any]) -> None:
     """Load ``resume_state``'s output into ``run``; a checkpoint of other settings is refused."""
-    saved, current = _renamed_keys_updated(state["fingerprint"]), fingerprint(run)
+    saved, current = with_current_names(state["fingerprint"]), fingerprint(run)
     if saved != current:
         diffs = "; ".join(changed_settings(saved, current)) or "settings differ"
         raise UserError(f"cannot resume from {run.cfg.checkpoint_dir}: the checkpoint was "
@@ -532,16 +537,6 @@ def restore(run: Run, state: dict[str, Any]) -> None:
     run.result.resumed_from_epoch = run.start_epoch
     record_progress(run)
     log.info("resumed from %s after epoch %d", run.cfg.checkpoint_dir, run.start_epoch)
-
-
-def _renamed_keys_updated(saved: dict[str, Any]) -> dict[str, Any]:
-    # A checkpoint written before a setting was renamed (train.amp -> train.precision) holds the
-    # old name with a value the new one means alike; it is the same run, so it may resume.
-    train_settings = dict(saved.get("train") or {})
-    for old, new in RENAMED.items():
-        if old in train_settings and new not in train_settings:
-            train_settings[new] = train_settings.pop(old)
-    return {**saved, "train": train_settings}
 
 
 def _loader_generator(loader: Any) -> torch.Generator | None:
