@@ -110,7 +110,9 @@ def test_closing_lines_name_this_environments_programs(swept):
         argv = shlex.split(swept.closing[key], comments=True)
         found = shutil.which(argv[0]) or str(swept.folder / argv[0])
         assert os.path.samefile(found, bin_dir / program), (key, argv)
-    assert shlex.split(swept.closing["report"])[1:] == ["report", str(swept.study_file)]
+    # The sweep's own --set comes along, so the printed commands find a renamed or moved study.
+    report = shlex.split(swept.closing["report"])[1:]
+    assert report == ["report", str(swept.study_file), "--set", *THREADS]
     # The front: two decimals throughout (not "10" next to "13.33") and the seed.
     assert swept.front and len(swept.front) == len(swept.first.pareto)
     for line in swept.front:
@@ -131,6 +133,20 @@ def test_program_is_bare_only_when_the_shell_finds_this_environments_script(tmp_
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     assert printed.program("mvlab") == "mvlab"
     assert printed.program("no-such-program") == "no-such-program"
+
+
+@pytest.mark.slow
+def test_the_printed_report_command_finds_a_study_the_sweep_renamed(swept, tmp_path,
+                                                                    monkeypatch, capsys):
+    monkeypatch.chdir(swept.folder)
+    renamed = [*THREADS, "name=ui_renamed"]
+    assert mvlab_main(["sweep", str(swept.study_file), "--no-progress", "--set", *renamed]) == 0
+    printed_report = next(line.partition(":")[2].strip() for line in
+                          capsys.readouterr().out.splitlines() if line.startswith("report:"))
+    argv = shlex.split(printed_report)[1:]
+    assert argv[-2:] == ["--set", *renamed][-2:]
+    assert mvlab_main([*argv, "--out", str(tmp_path / "report")]) == 0
+    assert "ui_renamed" in (tmp_path / "report" / "README.md").read_text()
 
 
 def test_dashboard_before_any_sweep_is_one_line(tmp_path, monkeypatch, capsys):

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("file", metavar="FILE", help="the study YAML (see experiments/)")
     parser.add_argument("--storage", metavar="URL",
                         help="the Optuna storage the sweep used, if not the file's")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], action="extend",
+                        metavar="KEY=VALUE", help="the overrides the sweep ran with (name, "
+                                                  "storage, workdir)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -34,7 +37,7 @@ def handle(args: argparse.Namespace) -> int:
     from mvlab.study.locations import check_storage_folder, storage_url_for
     from mvlab.study.storage import describe_storage
 
-    config = load_study(args.file)
+    config = load_study(args.file, args.overrides)
     url = storage_url_for(config, args.storage)
     # The sweep's own check, creating nothing: a bad scheme or a path under a file is one line
     # here rather than optuna-dashboard's traceback after the exec.

@@ -91,7 +91,7 @@ def handle(args: argparse.Namespace) -> int:
     print(f"storage: {mask_url(summary.storage_url)}")
     print_next_steps(args.file, args.storage and mask_url(args.storage),
                      mask_url(summary.tracking_uri), summary.parent_run_id,
-                     summary.experiment_id)
+                     summary.experiment_id, args.overrides)
     return 0
 
 
@@ -103,12 +103,14 @@ def _number(value: float) -> str:
 
 
 def print_next_steps(study_file: str, storage: str | None, tracking_uri: str,
-                     parent_run_id: str, experiment_id: str) -> None:
+                     parent_run_id: str, experiment_id: str, overrides: list[str] = ()) -> None:
     """Where to look next, as commands that work as printed (``.venv/bin/...`` after
-    ``make``) and the MLflow page that compares the trials."""
+    ``make``; the sweep's own ``--set``, which may rename the study or move its folder) and the
+    MLflow page that compares the trials."""
     import shlex
 
     from mvlab.commands import printed
+    from mvlab.safety import mask_credentials
     from mvlab.study.tracking import trials_view_url
 
     mvlab, study = printed.program("mvlab"), shlex.quote(study_file)
@@ -118,6 +120,8 @@ def print_next_steps(study_file: str, storage: str | None, tracking_uri: str,
         print(f"  serve:  {ui}")
     print(f"  trials: {trials_view_url(printed.mlflow_server(tracking_uri), experiment_id)}")
     where = f" --storage {shlex.quote(storage)}" if storage else ""
+    if overrides:  # last: --set takes every word after it
+        where += " --set " + " ".join(shlex.quote(mask_credentials(o)) for o in overrides)
     print(f"optuna:  {mvlab} dashboard {study}{where}   # live Pareto front, "
           f"http://127.0.0.1:8080")
-    print(f"report:  {mvlab} report {study}")
+    print(f"report:  {mvlab} report {study}{where}")
