@@ -135,8 +135,12 @@ def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
     fidelity = result[FIDELITY].astype(str) if FIDELITY in result.columns else ""
     result[CONFIG] = result[NETWORK].astype(str) + " @ " + fidelity
     words = architecture_knobs(result)
-    short = (result[words].astype(str).agg(" ".join, axis=1) if words
-             else result[LABEL].astype(str))
+    # Row by row, str() on each: pandas' string dtype keeps a missing knob (a trial that has no
+    # params yet) missing through astype(str), and " ".join refuses the float NaN.
+    short = (pd.Series([" ".join(map(str, row)) for row in
+                        result[words].itertuples(index=False, name=None)], index=result.index,
+                       dtype=object)
+             if words else result[LABEL].astype(str))
     names = short.groupby(result[CONFIG]).agg(lambda s: " = ".join(dict.fromkeys(s)))
     result[CONFIG_LABEL] = result[CONFIG].map(names)
     return result
