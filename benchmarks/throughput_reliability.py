@@ -9,7 +9,11 @@ while ``--load`` extra processes keep the cores busy, and prints
 - the Kendall tau between the two passes' configuration medians (goal: >= 0.9),
 - each configuration's spread over the rounds, (q3 - q1) / median and (max - min) / median
   (goal: <= 5 %),
-- the same two numbers for wall time, measured beside it in the same steps.
+- the same two numbers for wall time, measured beside it in the same steps,
+- what the noise allows: how many pairs whose 95 % intervals separate in one pass keep their
+  order in the other, the same tau and spread with each round's common load factor divided out
+  (rounds as blocks), and how many rounds a pass would need for tau >= 0.9 at the measured
+  per-round noise and gaps between configurations (a simulation).
 
     python benchmarks/throughput_reliability.py --out results/throughput
 
@@ -197,6 +201,7 @@ def summarise(first: list[dict], second: list[dict], context: dict, out: Path) -
         "pass_deviation_median": statistics.median(deviations),
         "neighbour_gap_median": round(statistics.median(gaps), 4),
     }
+    result.update(noise_floor(first, second, summary))
     result["goal_tau"] = result["kendall_tau_cpu"] >= TAU_GOAL
     result["goal_spread"] = result["spread_max"] <= SPREAD_GOAL
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -224,7 +229,72 @@ def summarise(first: list[dict], second: list[dict], context: dict, out: Path) -
           f"all alike, then within {100 * r['pass_deviation_max']:.1f} % (median "
           f"{100 * r['pass_deviation_median']:.1f} %); neighbours in the ranking are "
           f"{100 * r['neighbour_gap_median']:.1f} % apart (median)")
+    print(f"pairs whose 95 % intervals separate in one pass: {r['resolved_pairs']} of "
+          f"{r['pairs']}; {r['resolved_pairs_kept']} keep their order in the other pass")
+    print(f"rounds as blocks (each round's median configuration divided out): tau "
+          f"{r['kendall_tau_blocked']:.3f}, spread median {100 * r['blocked_spread_median']:.1f} %, "
+          f"max {100 * r['blocked_spread_max']:.1f} %")
+    print(f"per-round noise {100 * r['round_noise_sd']:.1f} % (robust sd, blocked): tau >= "
+          f"{TAU_GOAL} in {', '.join(f'{100 * p:.0f} %' for p in r['p_goal_at_rounds'].values())} "
+          f"of simulated repeats at {', '.join(r['p_goal_at_rounds'])} rounds a pass")
     print(f"load average: {r['load_avg']}; {r['seconds']} s; wrote {out}")
+
+
+def blocked(rows: list[dict]) -> list[list[float]]:
+    """Each configuration's per-round rates divided by that round's median over configurations.
+    The configurations of a round run back to back, so a load change that slows the whole round
+    cancels; what remains is each configuration's speed relative to the others."""
+    rates = [per_round(row, "img_s_repeats") for row in rows]
+    medians = [statistics.median(column) for column in zip(*rates, strict=True)]
+    return [[v / m for v, m in zip(series, medians, strict=True)] for series in rates]
+
+
+def noise_floor(first: list[dict], second: list[dict], summary: list[dict],
+                rounds_grid: tuple[int, ...] = (50, 200, 800, 3200), repeats: int = 400) -> dict:
+    """What the measured noise lets the axis resolve (see the module docstring)."""
+    import random
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    from mvlab.training.bench import median_ci
+
+    intervals = [[median_ci(per_round(row, "img_s_repeats")) for row in rows]
+                 for rows in (first, second)]
+    pairs = list(combinations(range(len(summary)), 2))
+    resolved = kept = 0
+    for i, j in pairs:
+        for this, other in ((0, 1), (1, 0)):
+            (lo_i, hi_i), (lo_j, hi_j) = intervals[this][i], intervals[this][j]
+            if hi_i < lo_j or hi_j < lo_i:
+                resolved += 1
+                before = summary[i][f"pass{this + 1}_img_s"] > summary[j][f"pass{this + 1}_img_s"]
+                after = summary[i][f"pass{other + 1}_img_s"] > summary[j][f"pass{other + 1}_img_s"]
+                kept += before == after
+    relative = [blocked(rows) for rows in (first, second)]
+    medians = [[statistics.median(series) for series in rel] for rel in relative]
+    spreads = [spread_of(series)[0] for rel in relative for series in rel]
+    # Robust per-round sd of the blocked rates (MAD x 1.4826), pooled over configurations.
+    sd = statistics.median(
+        statistics.median(abs(v - statistics.median(series)) for v in series)
+        for rel in relative for series in rel) * 1.4826
+    truth = [(a + b) / 2 for a, b in zip(*medians, strict=True)]
+    rng = random.Random(0)
+    p_goal = {}
+    for rounds in rounds_grid:
+        # The median of n rounds has sd about 1.2533 sd / sqrt(n) (normal noise).
+        s = 1.2533 * sd / math.sqrt(rounds)
+        hits = 0
+        for _ in range(repeats):
+            a = [t + rng.gauss(0, s) for t in truth]
+            b = [t + rng.gauss(0, s) for t in truth]
+            hits += kendalltau(a, b).statistic >= TAU_GOAL
+        p_goal[str(rounds)] = round(hits / repeats, 3)
+    return {"pairs": 2 * len(pairs), "resolved_pairs": resolved, "resolved_pairs_kept": kept,
+            "kendall_tau_blocked": round(float(kendalltau(*medians).statistic), 4),
+            "blocked_spread_median": round(statistics.median(spreads), 4),
+            "blocked_spread_max": round(max(spreads), 4),
+            "round_noise_sd": round(sd, 4), "p_goal_at_rounds": p_goal}
 
 
 if __name__ == "__main__":
