@@ -145,7 +145,11 @@ def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
     _, storage = synthetic
     settings = {"reference": {"pattern": "last_half", "branch": "on", "d_state": 4},
                 "equivalence_margin": 0.5, "trend": {"pattern": ["mamba_only", "interleave",
-                                                                 "last_half"]}}
+                                                                 "last_half"]},
+                "gate": {"controls": [{"a": {"pattern": "mamba_only", "branch": "on"},
+                                       "b": {"pattern": "last_half", "branch": "on"},
+                                       "expect": "differ", "name": "mamba vs last_half"}],
+                         "band": [0, 100]}}
     written = {p.name for p in build_report("tiny_report", str(storage), tmp_path,
                                             settings=settings)}
     assert {"verdicts_epochs_3_res_32.csv", "verdicts_epochs_3_res_32.png",
@@ -155,6 +159,10 @@ def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
     assert len(verdicts) == 6  # 8 points, 7 networks (attn_only once), less the reference
     readme = (tmp_path / "README.md").read_text()
     assert "Against the reference: last_half on" in readme and "Page's L" in readme
+    gate = pd.read_csv(tmp_path / "gate_epochs_3_res_32.csv")
+    assert gate["criterion"].tolist() == ["mamba vs last_half", "accuracy band",
+                                          "split-half reliability"]
+    assert "### Calibration gate" in readme and ("**PASSED" in readme or "NOT PASSED" in readme)
 
 
 def _report_args(study, **given):

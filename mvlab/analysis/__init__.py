@@ -3,7 +3,7 @@
 Load a study with ``load_study``; then Pareto fronts (``pareto_mask``, ``pareto_table``), error
 EDFs (``edf_table``), bootstrap ranges of knobs (``bootstrap_range``, ``bootstrap_win_share``),
 seed noise (``seed_noise``), verdicts against a reference configuration over seeds
-(``compare_to_reference``, ``page_trend``), split-half reliability (``split_half``), and proxy
+(``compare_to_reference``, ``compare_pairs``, ``page_trend``), split-half reliability (``split_half``), and proxy
 validity (``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
@@ -31,7 +31,8 @@ _LAZY = {
     "split_half": "reliability",
     **dict.fromkeys(["choice_summary", "front_within_ci", "knob_label", "pareto_table",
                      "primary_knob", "seed_means", "with_error", "with_pareto"], "summary"),
-    **dict.fromkeys(["compare_to_reference", "holm", "page_trend", "seed_matrix"], "verdicts"),
+    **dict.fromkeys(["compare_pairs", "compare_to_reference", "holm", "page_trend",
+                     "seed_matrix"], "verdicts"),
 }
 
 if TYPE_CHECKING:
@@ -75,11 +76,17 @@ if TYPE_CHECKING:
         with_error,
         with_pareto,
     )
-    from mvlab.analysis.verdicts import compare_to_reference, holm, page_trend, seed_matrix
+    from mvlab.analysis.verdicts import (
+        compare_pairs,
+        compare_to_reference,
+        holm,
+        page_trend,
+        seed_matrix,
+    )
 
 __all__ = [
     "AnalysisError", "best_value_draws", "bootstrap_range", "bootstrap_table",
-    "bootstrap_win_share", "choice_summary", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
+    "bootstrap_win_share", "choice_summary", "compare_pairs", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
     "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
     "page_trend", "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",

@@ -1,4 +1,5 @@
-"""Each configuration against a study's reference: a paired difference over seeds and a verdict.
+"""Each configuration against a study's reference (or any named pairs, e.g. a calibration
+gate's positive controls): a paired difference over seeds and a verdict.
 
 Seeds are blocks: every trial of a seed shares its data order, augmentation and (where the
 networks agree) initial weights, so configuration ``c`` is compared with the reference on the
@@ -137,45 +138,67 @@ def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
                          margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
                          higher_is_better: bool = True, power: float = DEFAULT_POWER,
                          pooled: bool = True) -> pd.DataFrame:
-    """One row per configuration other than ``reference`` (a value of column ``config``).
-
-    ``pooled``: the sd of the per-seed differences is pooled over all comparisons (sum of
-    (n_c - 1) s_c^2 over sum of (n_c - 1), one noise level for the study: with 2 seeds a
-    comparison alone has 1 degree of freedom and a zero sd whenever its two differences happen
-    to be equal); ``pooled=False`` uses each comparison's own sd.
-
-    Columns: seeds (paired), diff (configuration - reference), ci_low, ci_high (level
-    1 - alpha/m), sd, dof, p_diff and p_diff_holm, p_equiv and p_equiv_holm (TOST at
-    ``margin``), verdict, mde and seeds_for_margin; sorted best first. ``attrs`` keep the
-    settings."""
-    if not margin > 0:
-        raise AnalysisError(f"equivalence margin must be > 0, got {margin}")
-    if not 0 < alpha < 1:
-        raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
+    """One row per configuration other than ``reference`` (a value of column ``config``):
+    ``compare_pairs`` with every other configuration against the reference, sorted best first
+    (without its ``against`` column; ``attrs["reference"]`` names it)."""
     matrix = seed_matrix(df, metric, config, seed)
     if reference not in matrix.index:
         raise AnalysisError(f"reference configuration {reference!r} is not in column "
                             f"{config!r}; it has {sorted(map(str, matrix.index))}")
-    base = matrix.loc[reference]
     others = [c for c in matrix.index if c != reference]
     if not others:
         raise AnalysisError("only the reference configuration is in the table; nothing to compare")
-    m = len(others)
+    table = compare_pairs(df, metric, [(name, reference) for name in others], config, seed,
+                          margin, alpha, higher_is_better, power, pooled)
+    table = table.drop(columns="against").sort_values("diff", ascending=not higher_is_better,
+                                                      kind="stable").reset_index(drop=True)
+    table.attrs.update(reference=reference)
+    return table
+
+
+def compare_pairs(df: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]],
+                  config: str = "config", seed: str = SEED,
+                  margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
+                  higher_is_better: bool = True, power: float = DEFAULT_POWER,
+                  pooled: bool = True) -> pd.DataFrame:
+    """One row per pair ``(a, b)`` of values of column ``config``, in the order given: ``a``
+    against ``b`` paired over the seeds both ran, Holm-adjusted across the pairs (module doc).
+
+    ``pooled``: the sd of the per-seed differences is pooled over all pairs (sum of
+    (n_c - 1) s_c^2 over sum of (n_c - 1), one noise level for the study: with 2 seeds a
+    comparison alone has 1 degree of freedom and a zero sd whenever its two differences happen
+    to be equal); ``pooled=False`` uses each pair's own sd.
+
+    Columns: config (a), against (b), verdict (of a against b), seeds (paired), diff (a - b),
+    ci_low, ci_high (level 1 - alpha/m), sd, dof, p_diff and p_diff_holm, p_equiv and
+    p_equiv_holm (TOST at ``margin``), mde and seeds_for_margin. ``attrs`` keep the settings."""
+    if not margin > 0:
+        raise AnalysisError(f"equivalence margin must be > 0, got {margin}")
+    if not 0 < alpha < 1:
+        raise AnalysisError(f"alpha must be in (0, 1), got {alpha}")
+    if not pairs:
+        raise AnalysisError("no pairs to compare")
+    matrix = seed_matrix(df, metric, config, seed)
+    for name in {n for pair in pairs for n in pair}:
+        if name not in matrix.index:
+            raise AnalysisError(f"configuration {name!r} is not in column {config!r}; it has "
+                                f"{sorted(map(str, matrix.index))}")
+    m = len(pairs)
     level = alpha / m
-    diffs = {name: (matrix.loc[name] - base).dropna().to_numpy() for name in others}
+    diffs = [(matrix.loc[a] - matrix.loc[b]).dropna().to_numpy() for a, b in pairs]
     shared_sd = shared_dof = None
     if pooled:
-        dofs = np.array([max(d.size - 1, 0) for d in diffs.values()])
-        squares = sum(float(((d - d.mean()) ** 2).sum()) for d in diffs.values() if d.size > 1)
+        dofs = np.array([max(d.size - 1, 0) for d in diffs])
+        squares = sum(float(((d - d.mean()) ** 2).sum()) for d in diffs if d.size > 1)
         shared_dof = int(dofs.sum())
         shared_sd = math.sqrt(squares / shared_dof) if shared_dof else math.nan
     rows = []
-    for name in others:
-        tests = paired_tests(diffs[name], margin, shared_sd, shared_dof)
+    for (a, b), d in zip(pairs, diffs, strict=True):
+        tests = paired_tests(d, margin, shared_sd, shared_dof)
         n, sd, dof = tests["n"], tests["sd"], tests["dof"]
         finite = n >= 1 and dof and dof >= 1 and math.isfinite(sd) and (sd > 0 or pooled)
         half = _t_quantile(1 - level / 2, dof) * sd / math.sqrt(n) if finite else math.inf
-        rows.append({config: name, "seeds": n, "diff": tests["diff"],
+        rows.append({config: a, "against": b, "seeds": n, "diff": tests["diff"],
                      "ci_low": tests["diff"] - half, "ci_high": tests["diff"] + half, "sd": sd,
                      "dof": dof, "p_diff": tests["p_diff"], "p_equiv": tests["p_equiv"],
                      "mde": detectable_effect(sd, n, level, power, dof) if finite else math.inf,
@@ -189,12 +212,11 @@ def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
                        np.where(shown & (sign * table["diff"] > 0), "better",
                                 np.where(shown, "worse", "undetermined")))
     table["verdict"] = verdict
-    columns = [config, "verdict", "seeds", "diff", "ci_low", "ci_high", "sd", "dof", "p_diff",
-               "p_diff_holm", "p_equiv", "p_equiv_holm", "mde", "seeds_for_margin"]
-    table = table[columns].sort_values("diff", ascending=not higher_is_better, kind="stable")
-    table = table.reset_index(drop=True)
-    table.attrs.update(reference=reference, metric=metric, margin=margin, alpha=alpha,
-                       comparisons=m, ci_level=1 - level, power=power, pooled=pooled)
+    columns = [config, "against", "verdict", "seeds", "diff", "ci_low", "ci_high", "sd", "dof",
+               "p_diff", "p_diff_holm", "p_equiv", "p_equiv_holm", "mde", "seeds_for_margin"]
+    table = table[columns]
+    table.attrs.update(metric=metric, margin=margin, alpha=alpha, comparisons=m,
+                       ci_level=1 - level, power=power, pooled=pooled)
     return table
 
 

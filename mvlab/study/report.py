@@ -11,11 +11,13 @@ display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged togethe
   (``mvlab.analysis.verdicts``); the ordered hypothesis ``analysis.trend`` by Page's L;
 * reliability: split-half over seeds; below ``analysis.reliability_threshold`` the ranking is
   printed marked unreliable with the seeds it would take;
+* the calibration gate (``analysis.gate``, ``mvlab.study.gate``): positive controls, accuracy
+  band and reliability, passed only when every criterion holds;
 * the Pareto front over configuration means, a point whose lead is inside its CI marked;
 * per-choice summaries and error EDFs over configurations;
 * across fidelities: rank agreement of the cheapest with the longest, seeds resampled.
 
-Files (``write_report``): ``configurations.csv``, ``verdicts.csv``, ``reliability.csv``,
+Files (``write_report``): ``configurations.csv``, ``verdicts.csv``, ``reliability.csv``, ``gate.csv``,
 ``pareto.csv``/``.png``, ``choices_<knob>.csv``, ``choices.png``, ``edf.png``,
 ``fidelity.csv``, ``failed.csv`` and a ``README.md`` that says what each shows; with several
 fidelities the per-fidelity files carry the fidelity in their name."""
@@ -190,6 +192,7 @@ class FidelityAnalysis:
     trend: pd.Series | None = None
     trend_order: list[str] = field(default_factory=list)
     reliability: pd.Series | None = None
+    gate: pd.DataFrame | None = None  # one row per calibration-gate criterion
     choices: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -216,8 +219,19 @@ def _matching(done: pd.DataFrame, point: Mapping[str, Any]) -> pd.Series:
 
             raise StudyError(f"analysis: knob {key!r} is not in the study's record (its knobs: "
                              f"{[c[len(PARAM):] for c in varied_knobs(done)]})")
-        keep &= done[column].astype(str) == str(value)
+        keep &= done[column].map(lambda recorded, value=value: _same(recorded, value))
     return keep
+
+
+def _same(recorded: Any, value: Any) -> bool:
+    """A recorded knob value equals a study file's: 24.0 (a float column, NaN for trials still
+    running) is 24."""
+    if str(recorded) == str(value):
+        return True
+    try:
+        return float(recorded) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _config_of(done: pd.DataFrame, point: Mapping[str, Any]) -> str | None:
@@ -313,6 +327,14 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
                                               n_boot=n_boot, threshold=threshold, seed=seed)
         except AnalysisError as exc:
             analysis.notes.append(f"reliability: {exc}")
+        if settings.get("gate"):
+            from mvlab.study.gate import evaluate_gate
+
+            analysis.gate = evaluate_gate(
+                settings["gate"], rows, means, analysis.reliability,
+                lambda point, rows=rows: _config_of(rows, point), accuracy=accuracy,
+                config=CONFIG, label=CONFIG_LABEL, margin=margin, threshold=threshold,
+                maximise=maximise)
         for knob in architecture_knobs(rows):
             if rows[knob].nunique(dropna=True) > MAX_CHOICES:
                 continue  # a continuous knob (a float range): see configurations.csv instead
@@ -476,6 +498,10 @@ def write_report(analysis: StudyAnalysis, out_dir: Path, source: str) -> list[Pa
             path = out_dir / f"reliability{suffix}.csv"
             part.reliability.rename("value").to_csv(path, index_label="statistic")
             written.append(path)
+        if part.gate is not None:
+            path = out_dir / f"gate{suffix}.csv"
+            part.gate.to_csv(path, index=False)
+            written.append(path)
         for knob, summary in part.choices.items():
             path = out_dir / f"choices_{knob[len(PARAM):].replace('.', '_')}{suffix}.csv"
             summary.to_csv(path)
@@ -589,6 +615,10 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
         suffix = _suffix(level, several)
         means = part.configurations
         lines += [f"## Fidelity `{level}`" if several else f"## `{level}`", ""]
+        if part.gate is not None:
+            from mvlab.study.gate import gate_lines
+
+            lines += gate_lines(part.gate, _markdown, f"gate{suffix}.csv")
         if part.verdicts is not None:
             verdicts = part.verdicts
             counts = verdicts["verdict"].value_counts().to_dict()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +17,14 @@ from mvlab.config_fields import closest, coerce, describe, field_types, parse_am
 from mvlab.errors import StudyError, UserError
 from mvlab.study.sections import config_class, construct_config
 from mvlab.study.types import (
+    GATE_EXPECTATIONS,
     MAX_TRIALS,
     AnalysisSettings,
     BenchSettings,
+    Control,
     Dimension,
     EarlyStop,
+    GateSettings,
     StudyConfig,
     StudyKind,
 )
@@ -44,7 +48,9 @@ BAND_METRICS = (records.PARAMS, records.MACS)
 
 TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
             "constraints", "bench", "early_stop", "storage", "tracking", "workdir", "analysis")
-ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend")
+ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend", "gate")
+GATE_KEYS = ("controls", "band")
+CONTROL_KEYS = ("a", "b", "expect", "name")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
               "population_size", "stale_after_s")
 TRACKING_KEYS = ("uri", "experiment")
@@ -531,7 +537,46 @@ def _analysis(check: _Checker, value: Any, space: tuple[Dimension, ...]) -> Anal
         if not isinstance(values, list) or len(values) < 3:
             raise check.fail(path, "needs a list of at least 3 values, worst-predicted first")
         trend[key] = tuple(knob_value(path, key, v) for v in values)
-    return AnalysisSettings(reference, margin, threshold, trend)
+    gate = _gate(check, raw.get("gate"), knob_value)
+    return AnalysisSettings(reference, margin, threshold, trend, gate)
+
+
+def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any], Any]
+          ) -> GateSettings | None:
+    if value is None:
+        return None
+    raw = check.mapping(value, ("analysis", "gate"), GATE_KEYS)
+    band = None
+    if raw.get("band") is not None:
+        path = ("analysis", "gate", "band")
+        band = check.typed(raw["band"], tuple[float, float], path)
+        if not 0 <= band[0] < band[1] <= 100:
+            raise check.fail(path, f"expected [low, high] top-1 % with 0 <= low < high <= 100, "
+                                   f"got {raw['band']!r}")
+    items = raw.get("controls") or []
+    if not isinstance(items, list):
+        raise check.fail(("analysis", "gate", "controls"),
+                         "expected a list of {a: {knob: value}, b: {...}, expect: differ}")
+    controls = []
+    for index, item in enumerate(items):
+        path = ("analysis", "gate", "controls", index)
+        entry = check.mapping(item, path, CONTROL_KEYS)
+        sides = {}
+        for side in ("a", "b"):
+            knobs = check.mapping(entry.get(side), (*path, side), None)
+            if not knobs:
+                raise check.fail((*path, side), "needs the knob values of a configuration, "
+                                                "e.g. {pattern: conv}")
+            sides[side] = {k: knob_value((*path, side, k), k, v) for k, v in knobs.items()}
+        expect = check.typed(entry.get("expect", "differ"), str, (*path, "expect"))
+        if expect not in GATE_EXPECTATIONS:
+            raise check.fail((*path, "expect"), f"{expect!r}: use one of "
+                                                f"{', '.join(GATE_EXPECTATIONS)}")
+        name = check.typed(entry.get("name", ""), str, (*path, "name"))
+        controls.append(Control(sides["a"], sides["b"], expect, name))
+    if not controls and band is None:
+        raise check.fail(("analysis", "gate"), "needs controls, a band, or both")
+    return GateSettings(tuple(controls), band)
 
 
 def describe_dimension(dim: Dimension) -> str:

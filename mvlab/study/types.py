@@ -78,18 +78,46 @@ class EarlyStop:
     margin: float = 5.0  # top-1 percentage points
 
 
+GATE_EXPECTATIONS = ("differ", "better", "not_worse")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A positive control of a calibration gate: configuration ``a`` (knob values) against ``b``,
+    paired over seeds. ``expect``: ``differ`` (a verdict of better or worse), ``better`` (a better
+    than b) or ``not_worse`` (a better than or equivalent to b)."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    expect: str = "differ"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """What a proxy must show before any ranking on it is believed (docs/studies.md,
+    "Calibration gate"): every control's expected verdict, every configuration's mean accuracy
+    inside ``band`` (top-1 %, neither chance nor saturation), and split-half reliability at least
+    the study's ``reliability_threshold``."""
+
+    controls: tuple[Control, ...] = ()
+    band: tuple[float, float] | None = None
+
+
 @dataclass(frozen=True)
 class AnalysisSettings:
     """How ``mvlab report`` judges the study (docs/studies.md, "Statistics"): every configuration
     against ``reference`` (knob values, e.g. {pattern: last_half, branch: on}) with TOST at
     ``equivalence_margin`` points; rankings below ``reliability_threshold`` split-half
     reliability are marked unreliable; ``trend`` is an ordered hypothesis, one knob's values
-    worst-predicted first, the other knobs at the reference's values (Page's L)."""
+    worst-predicted first, the other knobs at the reference's values (Page's L); ``gate``: the
+    calibration gate's criteria (``GateSettings``)."""
 
     reference: dict[str, Any] = field(default_factory=dict)
     equivalence_margin: float = 0.5
     reliability_threshold: float = 0.8
     trend: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    gate: GateSettings | None = None
 
 
 @dataclass(frozen=True)

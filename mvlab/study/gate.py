@@ -1,0 +1,125 @@
+"""The calibration gate: does a proxy show what it must before its rankings are believed?
+
+A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of configurations
+whose difference the instrument has to resolve (conv-only token stages against mixers, a width
+step), a band the configuration means must lie in (far enough from chance and from saturation
+that differences can show), and the study's ``reliability_threshold`` for split-half
+reliability. ``evaluate_gate`` turns one fidelity of a study into one row per criterion; the gate
+passes only when every row does. A control that is not shown different at these seeds fails the
+gate with the seeds it would take: "undetermined" is not a pass.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+# What each expectation accepts of the verdict of a against b (mvlab.analysis.verdicts).
+ACCEPTS = {"differ": ("better", "worse"), "better": ("better",),
+           "not_worse": ("better", "equivalent")}
+COLUMNS = ["criterion", "required", "observed", "passed"]
+
+
+def _knobs(point: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in point.items())
+
+
+def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
+                 config_of: Callable[[Mapping[str, Any]], str | None], accuracy: str,
+                 config: str, margin: float, maximise: bool) -> list[dict[str, Any]]:
+    """One row per control: its verdict (paired over seeds, Holm across the controls)."""
+    from mvlab.analysis import AnalysisError, compare_pairs
+
+    found, missing = [], []
+    for control in controls:
+        pair = (config_of(control["a"]), config_of(control["b"]))
+        (found if None not in pair else missing).append((control, pair))
+    out = [{"criterion": _name(c), "required": _required(c), "passed": False,
+            "observed": "a side matches no single configuration with results yet"}
+           for c, _ in missing]
+    if not found:
+        return out
+    try:
+        table = compare_pairs(rows, accuracy, [pair for _, pair in found], config=config,
+                              margin=margin, higher_is_better=maximise)
+    except AnalysisError as exc:
+        return out + [{"criterion": _name(c), "required": _required(c), "passed": False,
+                       "observed": str(exc)} for c, _ in found]
+    level = table.attrs["ci_level"] * 100
+    for (control, _), result in zip(found, table.to_dict("records"), strict=True):
+        verdict = result["verdict"]
+        observed = (f"{verdict}: {result['diff']:+.2f} points ({level:.1f} % CI "
+                    f"{result['ci_low']:+.2f} to {result['ci_high']:+.2f}), {result['seeds']} "
+                    f"seeds")
+        if verdict == "undetermined" and math.isfinite(result["mde"]):
+            observed += f"; detectable at these seeds: {result['mde']:.2f} points"
+        out.append({"criterion": _name(control), "required": _required(control),
+                    "observed": observed, "passed": verdict in ACCEPTS[control["expect"]]})
+    return out
+
+
+def _name(control: Mapping[str, Any]) -> str:
+    return control.get("name") or f"{_knobs(control['a'])} vs {_knobs(control['b'])}"
+
+
+def _required(control: Mapping[str, Any]) -> str:
+    return {"differ": "better or worse (a difference shown)",
+            "better": "better (a above b, shown)",
+            "not_worse": "better or equivalent (a not below b)"}[control["expect"]]
+
+
+def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str,
+             label: str) -> dict[str, Any]:
+    low, high = band
+    values = means.set_index(label)[accuracy]
+    outside = values[(values < low) | (values > high)]
+    observed = f"means {values.min():.2f} to {values.max():.2f}"
+    if len(outside):
+        observed += "; outside: " + ", ".join(f"{k} {v:.2f}" for k, v in outside.items())
+    return {"criterion": "accuracy band", "required": f"every configuration mean in "
+            f"[{low:g}, {high:g}]", "observed": observed, "passed": not len(outside)}
+
+
+def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str, Any]:
+    row = {"criterion": "split-half reliability", "required": f"r >= {threshold:g} "
+           "(Spearman-Brown, all seeds)", "passed": False}
+    if reliability is None:
+        return {**row, "observed": "not computable (see the notes)"}
+    r, low, high = (reliability[k] for k in ("r_full", "r_full_low", "r_full_high"))
+    observed = (f"{r:.2f} (95 % CI {low:.2f} to {high:.2f}), {int(reliability['configs'])} "
+                f"configurations x {int(reliability['seeds'])} seeds")
+    if not reliability["reliable"] and math.isfinite(reliability["seeds_needed"]):
+        observed += f"; about {int(reliability['seeds_needed'])} seeds would reach it"
+    return {**row, "observed": observed, "passed": bool(reliability["reliable"])}
+
+
+def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFrame,
+                  reliability: pd.Series | None,
+                  config_of: Callable[[Mapping[str, Any]], str | None], *, accuracy: str,
+                  config: str, label: str, margin: float, threshold: float,
+                  maximise: bool) -> pd.DataFrame:
+    """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome."""
+    found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
+                         maximise)
+    if gate.get("band") is not None:
+        found.append(band_row(means, gate["band"], accuracy, label))
+    found.append(reliability_row(reliability, threshold))
+    table = pd.DataFrame(found, columns=COLUMNS)
+    table.attrs["passed"] = bool(table["passed"].all())
+    return table
+
+
+def gate_lines(table: pd.DataFrame, markdown: Callable[[pd.DataFrame], str],
+               filename: str) -> list[str]:
+    """The report's section: the outcome first, then every criterion."""
+    failed = table.loc[~table["passed"], "criterion"].tolist()
+    head = ("PASSED: every criterion holds; rankings on this proxy may be read with their "
+            "verdicts" if table.attrs["passed"] else
+            f"NOT PASSED ({len(failed)} of {len(table)} criteria: {', '.join(failed)}): do not "
+            "read rankings on this proxy as evidence")
+    show = table.assign(passed=table["passed"].map({True: "yes", False: "no"}))
+    return ["### Calibration gate", "", f"**{head}.** Controls are paired over seeds, "
+            "Holm-adjusted across the controls; undetermined is not a pass. "
+            f"(`{filename}`)", "", markdown(show), ""]

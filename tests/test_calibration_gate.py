@@ -1,0 +1,118 @@
+"""The calibration gate (`analysis.gate`): validated against the space, and on a study with known
+effects it passes a control that is there, fails one that is not (undetermined is not a pass),
+checks the accuracy band and reliability, and lands in the report."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from mvlab import records
+from mvlab.analysis import seed_matrix, seed_means, split_half
+from mvlab.analysis.synthetic import effects_table
+from mvlab.errors import StudyError
+from mvlab.study import load_study_text
+from mvlab.study.gate import evaluate_gate
+
+STUDY = """\
+name: tiny_gate
+model: tiny
+data: {{dataset: builtin, resolution: 32, per_class: 20, val_per_class: 5}}
+train: {{epochs: 1, warmup_epochs: 0, batch_size: 16, device: cpu}}
+study: {{kind: grid, seeds: [0, 1]}}
+space:
+  pattern: [conv, last_half, attn_only]
+  dim: [12, 24]
+analysis:
+  gate:
+{gate}
+"""
+CONTROLS = """\
+    controls:
+      - {a: {pattern: conv}, b: {pattern: last_half}}
+      - {a: {pattern: last_half, dim: 24}, b: {pattern: last_half, dim: 12}, expect: not_worse}
+"""
+
+
+def _gate(text: str):
+    return load_study_text(STUDY.format(gate=text), "gate.yaml").analysis.gate
+
+
+def test_gate_settings_are_read_and_checked_against_the_space():
+    gate = _gate(CONTROLS + "    band: [60, 95]\n")
+    assert gate.band == (60.0, 95.0)
+    assert [c.expect for c in gate.controls] == ["differ", "not_worse"]
+    assert gate.controls[1].a == {"pattern": "last_half", "dim": 24}
+    for text, message in [
+        ("    band: [95, 60]\n", "0 <= low < high <= 100"),
+        ("    controls:\n      - {a: {pattern: conv}, b: {pattern: mamba}}\n",
+         "not one of the choices of pattern"),
+        ("    controls:\n      - {a: {width: 3}, b: {pattern: conv}}\n", "not a knob"),
+        ("    controls:\n      - {a: {pattern: conv}, b: {pattern: attn_only}, expect: win}\n",
+         "use one of differ, better, not_worse"),
+        ("    controls:\n      - {a: {pattern: conv}}\n", "needs the knob values"),
+        ("    {}\n", "needs controls, a band, or both"),
+    ]:
+        with pytest.raises(StudyError, match=message):
+            _gate(text)
+
+
+KNOBS = {"reference": {"pattern": "last_half"}, "conv": {"pattern": "conv"},
+         "twin": {"pattern": "twin"}, "narrow": {"pattern": "narrow"}}
+
+
+def _evaluate(table: pd.DataFrame, gate: dict, threshold: float = 0.8) -> pd.DataFrame:
+    means = seed_means(table, [records.HELDOUT_TOP1], config="config", pooled=True)
+    means["configuration"] = means["config"]
+    reliability = split_half(seed_matrix(table, records.HELDOUT_TOP1), n_boot=200,
+                             threshold=threshold)
+
+    def config_of(point):
+        found = [name for name, knobs in KNOBS.items() if knobs == dict(point)]
+        return found[0] if found and found[0] in set(table["config"]) else None
+
+    return evaluate_gate(gate, table, means, reliability, config_of,
+                         accuracy=records.HELDOUT_TOP1, config="config", label="configuration",
+                         margin=0.5, threshold=threshold, maximise=True)
+
+
+def test_a_real_difference_passes_and_no_difference_does_not():
+    # conv is 3 points above the reference, its twin is the reference's network again
+    table = effects_table({"conv": 3.0, "twin": 0.0, "narrow": -2.0}, seeds=6, noise_sd=0.3)
+    gate = {"controls": [{"a": KNOBS["conv"], "b": KNOBS["reference"], "expect": "differ"},
+                         {"a": KNOBS["twin"], "b": KNOBS["reference"], "expect": "differ"},
+                         {"a": KNOBS["reference"], "b": KNOBS["narrow"],
+                          "expect": "not_worse"},
+                         {"a": KNOBS["narrow"], "b": KNOBS["reference"], "expect": "better"}],
+            "band": (60, 95)}
+    result = _evaluate(table, gate).set_index("criterion")
+    passed = result["passed"].to_dict()
+    assert passed["pattern=conv vs pattern=last_half"]
+    assert not passed["pattern=twin vs pattern=last_half"]
+    assert passed["pattern=last_half vs pattern=narrow"]
+    assert not passed["pattern=narrow vs pattern=last_half"]  # worse, not better
+    assert result.loc["pattern=conv vs pattern=last_half", "observed"].startswith("better: +")
+    assert passed["accuracy band"]
+    assert "split-half reliability" in passed
+
+
+def test_the_gate_passes_only_when_every_criterion_does():
+    table = effects_table({"conv": 4.0, "narrow": -4.0}, seeds=6, noise_sd=0.3)
+    gate = {"controls": [{"a": KNOBS["conv"], "b": KNOBS["reference"], "expect": "differ"}],
+            "band": (60, 95)}
+    result = _evaluate(table, gate)
+    assert result["passed"].all() and result.attrs["passed"]
+    assert not _evaluate(table, {**gate, "band": (70, 95)}).attrs["passed"]  # narrow below 70
+    band = _evaluate(table, {**gate, "band": (70, 95)}).set_index("criterion")
+    assert "outside: narrow" in band.loc["accuracy band", "observed"]
+    # a control whose configuration has no results yet fails, it is not skipped
+    missing = {"controls": [{"a": KNOBS["twin"], "b": KNOBS["reference"], "expect": "differ"}]}
+    result = _evaluate(table, missing)
+    assert not result.attrs["passed"] and "no single configuration" in result["observed"][0]
+
+
+def test_a_noisy_proxy_fails_on_reliability():
+    # ten networks of one accuracy, 3 points of run-to-run noise: the halves rank at random
+    table = effects_table({f"c{i}": 0.0 for i in range(9)}, seeds=4, seed_sd=0.0, noise_sd=3.0)
+    result = _evaluate(table, {"band": (60, 95)}).set_index("criterion")
+    assert not result.loc["split-half reliability", "passed"]
+    assert not result.attrs["passed"]
