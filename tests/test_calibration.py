@@ -20,11 +20,24 @@ TOY_MODEL = ("stem=8 stem_stride=1 drop_path=0 | depth=1 width=8 | depth=1 width
              "heads=4")
 
 
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
 @pytest.mark.slow
-def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name, points", [
+    ("calibration", {(p, 24) for p in ("conv", "last_half", "mamba_only", "attn_only")}),
+    ("calibration_width", {("last_half", 12), ("last_half", 24)}),
+])
+def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch, name, points):
+    import dataclasses
+
+    import pandas as pd
+
+    from mvlab.study import build_report
+
     monkeypatch.chdir(tmp_path)
-    config = load_study(CALIBRATION, [
-        f"model={TOY_MODEL}", "space.dim=[8, 16]", "study.seeds=[0]",
+    config = load_study(EXPERIMENTS / f"{name}.yaml", [
+        f"model={TOY_MODEL}", "study.seeds=[0, 1]",
         "data.resolution=32", "data.per_class=16", "data.val_per_class=8",
         f"data.cache_dir={tmp_path / 'cache'}",
         "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=16", "train.threads=1",
@@ -33,12 +46,10 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch):
     ])
     assert few_token_warnings(config) == []  # 32 px, stem_stride=1: stage 3 8x8, stage 4 4x4
     summary = run_sweep(config, SweepOptions(progress=False))
-    assert summary.counts["COMPLETE"] == 8
+    assert summary.counts["COMPLETE"] == 2 * len(points)
     study = open_study(config, storage_url_for(config))
     trials = study.get_trials(states=(TrialState.COMPLETE,))
-    controls = {(t.params["pattern"], t.params["dim"]) for t in trials}
-    assert controls == {(p, d) for p in ("conv", "last_half", "mamba_only", "attn_only")
-                        for d in (8, 16)}
+    assert {(t.params["pattern"], t.params["dim"]) for t in trials} == points
     for trial in trials:
         top1, throughput = trial.values
         assert 0.0 <= top1 <= 100.0 and throughput > 0 and math.isfinite(throughput)
@@ -46,3 +57,11 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch):
         assert "stem_stride=1" in spec and f"width={trial.params['dim'] * 4} " in spec
         conv_stages = spec.count("pattern=conv")  # stages 1-2 always; 3-4 for the control
         assert conv_stages == (4 if trial.params["pattern"] == "conv" else 2)
+    # the report judges the gate: every control, the band, reliability where asked
+    build_report(config.name, storage_url_for(config), tmp_path / "report",
+                 settings=dataclasses.asdict(config.analysis))
+    gate = pd.read_csv(next((tmp_path / "report").glob("gate*.csv")))
+    controls = [c.name for c in config.analysis.gate.controls]
+    expected = controls + ["accuracy band"] + (["split-half reliability"]
+                                               if config.analysis.gate.reliability else [])
+    assert gate["criterion"].tolist() == expected

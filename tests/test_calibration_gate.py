@@ -116,3 +116,6 @@ def test_a_noisy_proxy_fails_on_reliability():
     result = _evaluate(table, {"band": (60, 95)}).set_index("criterion")
     assert not result.loc["split-half reliability", "passed"]
     assert not result.attrs["passed"]
+    # a gate that does not ask for reliability (two configurations) has no such row
+    assert list(_evaluate(table, {"band": (60, 95), "reliability": False})["criterion"]) == [
+        "accuracy band"]

@@ -84,6 +84,12 @@ class Display:
         self.current = f"running #{', #'.join(str(t.number) for t in running)}" if running else ""
         self._refresh()
 
+    def more(self, added: int, why: str) -> None:
+        """``added`` trials joined the study (a sequential stage)."""
+        self.bar.total = (self.bar.total or 0) + added
+        self.bar.write(f"sweep {self.config.name}: {added} trials queued: {why}")
+        self._refresh()
+
     def close(self) -> None:
         self.bar.close()
 

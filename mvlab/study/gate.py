@@ -4,7 +4,7 @@ A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of
 whose difference the instrument has to resolve (conv-only token stages against mixers, a width
 step), a band the configuration means must lie in (far enough from chance and from saturation
 that differences can show), and the study's ``reliability_threshold`` for split-half
-reliability. ``evaluate_gate`` turns one fidelity of a study into one row per criterion; the gate
+reliability (unless ``reliability: false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study into one row per criterion; the gate
 passes only when every row does. A control that is not shown different at these seeds fails the
 gate with the seeds it would take: "undetermined" is not a pass.
 """
@@ -28,7 +28,8 @@ def _knobs(point: Mapping[str, Any]) -> str:
 
 def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
                  config_of: Callable[[Mapping[str, Any]], str | None], accuracy: str,
-                 config: str, margin: float, maximise: bool) -> list[dict[str, Any]]:
+                 config: str, margin: float, maximise: bool, alpha: float = 0.05
+                 ) -> list[dict[str, Any]]:
     """One row per control: its verdict (paired over seeds, Holm across the controls)."""
     from mvlab.analysis import AnalysisError, compare_pairs
 
@@ -43,7 +44,7 @@ def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
         return out
     try:
         table = compare_pairs(rows, accuracy, [pair for _, pair in found], config=config,
-                              margin=margin, higher_is_better=maximise)
+                              margin=margin, alpha=alpha, higher_is_better=maximise)
     except AnalysisError as exc:
         return out + [{"criterion": _name(c), "required": _required(c), "passed": False,
                        "observed": str(exc)} for c, _ in found]
@@ -99,13 +100,14 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
                   reliability: pd.Series | None,
                   config_of: Callable[[Mapping[str, Any]], str | None], *, accuracy: str,
                   config: str, label: str, margin: float, threshold: float,
-                  maximise: bool) -> pd.DataFrame:
+                  maximise: bool, alpha: float = 0.05) -> pd.DataFrame:
     """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome."""
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
-                         maximise)
+                         maximise, alpha)
     if gate.get("band") is not None:
         found.append(band_row(means, gate["band"], accuracy, label))
-    found.append(reliability_row(reliability, threshold))
+    if gate.get("reliability", True):
+        found.append(reliability_row(reliability, threshold))
     table = pd.DataFrame(found, columns=COLUMNS)
     table.attrs["passed"] = bool(table["passed"].all())
     return table

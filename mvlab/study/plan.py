@@ -21,6 +21,7 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
     lines = [
         f"study {config.name}: {config.kind} ({config.sampler}), {size} trials, "
         f"seeds {list(config.seeds)}",
+        *sequential_lines(config),
         f"base model: {config.model_text} = {config.model}",
         f"train: epochs={config.train.epochs} batch_size={config.train.batch_size} "
         f"lr={config.train.lr} device={config.train.device}",
@@ -48,3 +49,18 @@ def collapsed_lines(config: StudyConfig) -> list[str]:
     return [f"collapsed: {len(dropped)} point(s) train the same configuration as another and "
             "are run and reported once:",
             *(f"  {words(c.point)} == {words(c.same_as)} ({c.reason})" for c in dropped)]
+
+
+def sequential_lines(config: StudyConfig) -> list[str]:
+    """What ``study.sequential`` adds after the planned trials, at most."""
+    sequential = config.sequential
+    if sequential is None:
+        return []
+    points = planned_points(config) or []
+    configurations = len(points) // max(1, len(config.seeds))
+    most = configurations * (sequential.max_seeds - len(config.seeds))
+    analysis = config.analysis
+    return [f"sequential: then {sequential.step} seed(s) at a time for each configuration still "
+            f"undetermined against the reference, up to {sequential.max_seeds} seeds (at most "
+            f"{most} more trials); verdicts at alpha {analysis.alpha:g} / {analysis.looks} "
+            f"looks = {analysis.alpha / analysis.looks:.3g}"]

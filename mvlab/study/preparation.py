@@ -23,7 +23,7 @@ from mvlab.safety import mask_url
 from mvlab.study import storage as st
 from mvlab.study import tracking
 from mvlab.study.locations import storage_url_for, tracking_uri_for
-from mvlab.study.space import planned_points, point_key
+from mvlab.study.space import grown_choices, planned_points, point_key
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, TrackingTarget, jsonable
 from mvlab.training.config import with_current_names
 
@@ -75,6 +75,7 @@ def prepare(config: StudyConfig, options: SweepOptions, argv: list[str] | None =
     with st.prepare_lock(url, config.name):
         study = open_study(config, url, options.workers)
         _check_same_study(study, config, url)
+        _check_space_fits(study, config, url)
         if list(study.directions) != [optuna.study.StudyDirection[d.upper()]
                                       for d in config.directions]:
             raise StudyError(f"{config.source}: objectives: the stored study {config.name!r} "
@@ -204,6 +205,21 @@ def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> Non
         f"other settings ({'; '.join(changed[:4]) or 'settings differ'}); its trials would not "
         f"be comparable. Rename the study (--set name={config.name}_v2) or use another "
         f"--storage to start a new one")
+
+
+def _check_space_fits(study: optuna.Study, config: StudyConfig, url: str) -> None:
+    """A categorical knob cannot gain values once its study has started (Optuna fixes the
+    choices at the first trial); every new point would fail. Say so once, before queueing."""
+    grown = grown_choices(study, config)
+    if not grown:
+        return
+    what = "; ".join(f"{'study.seeds/sequential' if k == records.SEED_PARAM else 'space.' + k}"
+                     f" adds {v}" for k, v in grown.items())
+    raise StudyError(
+        f"{config.source}: study {config.name!r} in {st.describe_storage(url)} started with "
+        f"other choices ({what}); Optuna keeps a study's categorical choices from its first "
+        f"trial, so new values need a new study (--set name={config.name}_v2 or another "
+        f"--storage)")
 
 
 def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) -> int:

@@ -262,6 +262,8 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
     settings = dict(settings or {})
     margin = float(settings.get("equivalence_margin") or 0.5)
     threshold = float(settings.get("reliability_threshold") or 0.8)
+    # A study that adds seeds while comparisons are undetermined decides up to `looks` times.
+    alpha = float(settings.get("alpha") or 0.05) / int(settings.get("looks") or 1)
     goals = dict(goals)
     accuracy = accuracy_of(goals)
     table = with_configurations(table)
@@ -299,7 +301,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
         if analysis.reference is not None and len(means) > 1:
             try:
                 verdicts = compare_to_reference(rows, accuracy, analysis.reference,
-                                                config=CONFIG, margin=margin,
+                                                config=CONFIG, margin=margin, alpha=alpha,
                                                 higher_is_better=maximise)
                 names = dict(zip(means[CONFIG], means[CONFIG_LABEL], strict=True))
                 verdicts.insert(0, CONFIG_LABEL, verdicts[CONFIG].map(names))
@@ -333,8 +335,8 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
             analysis.gate = evaluate_gate(
                 settings["gate"], rows, means, analysis.reliability,
                 lambda point, rows=rows: _config_of(rows, point), accuracy=accuracy,
-                config=CONFIG, label=CONFIG_LABEL, margin=margin, threshold=threshold,
-                maximise=maximise)
+                config=CONFIG, label=CONFIG_LABEL, margin=margin, alpha=alpha,
+                threshold=threshold, maximise=maximise)
         for knob in architecture_knobs(rows):
             if rows[knob].nunique(dropna=True) > MAX_CHOICES:
                 continue  # a continuous knob (a float range): see configurations.csv instead
@@ -601,6 +603,7 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
     states = table[STATE].value_counts().to_dict() if STATE in table and len(table) else {}
     settings = analysis.settings
     margin = float(settings.get("equivalence_margin") or 0.5)
+    looks = int(settings.get("looks") or 1)
     several = len(analysis.fidelities) > 1
     acc = analysis.accuracy
     lines = [f"# Study `{analysis.name}`", "",
@@ -626,7 +629,9 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
                       f"Paired difference over seeds (configuration minus reference, {acc} "
                       f"points), CI at {verdicts.attrs['ci_level'] * 100:.1f} % (Bonferroni over "
                       f"{verdicts.attrs['comparisons']} comparisons), p Holm-adjusted, TOST at "
-                      f"±{margin:g} points. Verdicts: "
+                      f"±{margin:g} points, family-wise level {verdicts.attrs['alpha']:.3g}"
+                      + (f" ({float(settings.get('alpha') or 0.05):g} over {looks} looks: seeds added while comparisons were "
+                         "undetermined)" if looks > 1 else "") + ". Verdicts: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ".", ""]
             show = verdicts[[CONFIG_LABEL, "verdict", "seeds", "diff", "ci_low", "ci_high",
                              "p_diff_holm", "p_equiv_holm", "mde", "seeds_for_margin"]]

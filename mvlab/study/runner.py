@@ -5,7 +5,8 @@ creates or resumes the Optuna study, fails stale RUNNING trials, queues the grid
 points that have no live trial yet, creates the MLflow database and opens the parent run;
 ``worker.work`` claims and runs trials until the study (or ``--n-trials``) is done;
 ``finalize`` (here) writes the Pareto table, plot and trials table to the parent run;
-``display`` shows the progress. Rerunning the same command resumes: finished trials are never
+``display`` shows the progress; with ``study.sequential``, ``sequential.queue_next_seeds`` adds
+seeds to undetermined comparisons and the workers run again. Rerunning the same command resumes: finished trials are never
 redone."""
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from mvlab.errors import StudyError
 from mvlab.study import tracking
 from mvlab.study.display import Display
 from mvlab.study.preparation import counts, prepare
+from mvlab.study.sequential import queue_next_seeds
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, SweepSummary
 from mvlab.study.worker import _worker_main, follow_trials, work
 
@@ -66,11 +68,17 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
     display = Display(config, study, prepared, options.progress)
     status = "FAILED"
     try:
-        if options.workers == 1:
-            budget = _counter(options.n_trials)
-            work(prepared, budget, display.progress())
-        else:
-            _run_processes(prepared, options, display)
+        while True:
+            if options.workers == 1:
+                budget = _counter(options.n_trials)
+                work(prepared, budget, display.progress())
+            else:
+                _run_processes(prepared, options, display)
+            # --n-trials is a budget for this invocation: the next stage waits for a rerun.
+            added = 0 if options.n_trials is not None else queue_next_seeds(study, prepared)
+            if not added:
+                break
+            display.more(added, "seeds added to the comparisons still undetermined")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

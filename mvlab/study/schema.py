@@ -6,6 +6,7 @@ every search-space choice through the grammar, all before anything trains. Every
 file, line and key (or the ``--set`` that caused it) and says how to fix it."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from mvlab.study.types import (
     Dimension,
     EarlyStop,
     GateSettings,
+    Sequential,
     StudyConfig,
     StudyKind,
 )
@@ -48,11 +50,14 @@ BAND_METRICS = (records.PARAMS, records.MACS)
 
 TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
             "constraints", "bench", "early_stop", "storage", "tracking", "workdir", "analysis")
-ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend", "gate")
-GATE_KEYS = ("controls", "band")
+ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend", "gate",
+                 "alpha")
+GATE_KEYS = ("controls", "band", "reliability")
 CONTROL_KEYS = ("a", "b", "expect", "name")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
-              "population_size", "stale_after_s")
+              "population_size", "stale_after_s", "sequential")
+SEQUENTIAL_KEYS = ("step", "max_seeds")
+MAX_SEEDS = 100
 TRACKING_KEYS = ("uri", "experiment")
 
 RESERVED_PARAMS = (records.SEED_PARAM,)
@@ -238,6 +243,10 @@ def _validate(located: Located) -> StudyConfig:
     bench = _bench(check, raw.get("bench"))
     early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
     _check_heldout_split(check, data, objectives, early_stop)
+    analysis = _analysis(check, raw.get("analysis"), space)
+    sequential = _sequential(check, study_raw.get("sequential"), kind, seeds, analysis)
+    if sequential is not None:
+        analysis = dataclasses.replace(analysis, looks=sequential.looks(len(seeds)))
     tracking = check.mapping(raw.get("tracking"), ("tracking",), TRACKING_KEYS)
     workdir_text = check.typed(raw.get("workdir", records.WORKDIR.format(study=name)), str, ("workdir",))
 
@@ -267,7 +276,8 @@ def _validate(located: Located) -> StudyConfig:
         experiment=check.typed(tracking.get("experiment"), str | None, ("tracking", "experiment")),
         workdir=Path(workdir_text.replace("{name}", name)),
         description=check.typed(raw.get("description", ""), str, ("description",)),
-        analysis=_analysis(check, raw.get("analysis"), space),
+        analysis=analysis,
+        sequential=sequential,
     )
     # Imported here: space.py needs the grammar and this module's types.
     from mvlab.study.space import validate_space
@@ -538,7 +548,31 @@ def _analysis(check: _Checker, value: Any, space: tuple[Dimension, ...]) -> Anal
             raise check.fail(path, "needs a list of at least 3 values, worst-predicted first")
         trend[key] = tuple(knob_value(path, key, v) for v in values)
     gate = _gate(check, raw.get("gate"), knob_value)
-    return AnalysisSettings(reference, margin, threshold, trend, gate)
+    alpha = check.typed(raw.get("alpha", 0.05), float, ("analysis", "alpha"))
+    if not 0 < alpha < 0.5:
+        raise check.fail(("analysis", "alpha"), "must be between 0 and 0.5 (e.g. 0.05)")
+    return AnalysisSettings(reference, margin, threshold, trend, gate, alpha)
+
+
+def _sequential(check: _Checker, value: Any, kind: str, seeds: tuple[int, ...],
+                analysis: AnalysisSettings) -> Sequential | None:
+    if value is None:
+        return None
+    path = ("study", "sequential")
+    raw = check.mapping(value, path, SEQUENTIAL_KEYS)
+    if kind == "optimize":
+        raise check.fail(path, "only grid and population studies add seeds; remove it")
+    if not analysis.reference:
+        raise check.fail(path, "adds seeds to comparisons with analysis.reference that are "
+                               "undetermined: set analysis: reference: {knob: value, ...}")
+    step = check.typed(raw.get("step", 2), int, (*path, "step"))
+    most = check.typed(raw.get("max_seeds", 12), int, (*path, "max_seeds"))
+    if step < 1:
+        raise check.fail((*path, "step"), "must be at least 1")
+    if not len(seeds) < most <= MAX_SEEDS:
+        raise check.fail((*path, "max_seeds"), f"must be above the study's {len(seeds)} seed(s) "
+                                               f"and at most {MAX_SEEDS}")
+    return Sequential(step, most)
 
 
 def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any], Any]
@@ -576,7 +610,9 @@ def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any],
         controls.append(Control(sides["a"], sides["b"], expect, name))
     if not controls and band is None:
         raise check.fail(("analysis", "gate"), "needs controls, a band, or both")
-    return GateSettings(tuple(controls), band)
+    reliability = check.typed(raw.get("reliability", True), bool, ("analysis", "gate",
+                                                                   "reliability"))
+    return GateSettings(tuple(controls), band, reliability)
 
 
 def describe_dimension(dim: Dimension) -> str:

@@ -187,13 +187,65 @@ def distributions(config: StudyConfig) -> dict[str, BaseDistribution]:
             out[dim.key] = FloatDistribution(float(dim.low), float(dim.high), log=dim.log,
                                              step=dim.step)
     if config.kind != "optimize":
-        out[SEED_PARAM] = CategoricalDistribution(list(config.seeds))
+        out[SEED_PARAM] = CategoricalDistribution(list(seed_choices(config)))
     return out
 
 
+def seed_choices(config: StudyConfig) -> tuple[int, ...]:
+    """Every seed a trial of the study may have: ``study.seeds``, then with ``study.sequential``
+    the seeds its later stages may add (the next integers after the largest, up to
+    ``max_seeds`` in all). Fixed when the study starts: Optuna keeps a categorical param's
+    choices from its first trial on."""
+    seeds = tuple(config.seeds)
+    if config.sequential is None:
+        return seeds
+    extra = config.sequential.max_seeds - len(seeds)
+    return seeds + tuple(range(max(seeds) + 1, max(seeds) + 1 + extra))
+
+
+def established_distributions(study: optuna.Study) -> dict[str, BaseDistribution]:
+    """Each param's distribution as the study's first trial with it recorded it: Optuna checks
+    every later trial's against that one."""
+    found: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in trial.distributions.items():
+            found.setdefault(name, dist)
+    return found
+
+
+def grown_choices(study: optuna.Study, config: StudyConfig) -> dict[str, list[Any]]:
+    """Categorical knobs whose choices in ``config`` include values the stored study cannot
+    record (it started with other choices): {knob: the new values}."""
+    from optuna.distributions import CategoricalDistribution
+
+    stored = established_distributions(study)
+    grown = {}
+    for name, dist in distributions(config).items():
+        before = stored.get(name)
+        if isinstance(dist, CategoricalDistribution) and isinstance(before,
+                                                                    CategoricalDistribution):
+            new = [c for c in dist.choices if c not in before.choices]
+            if new:
+                grown[name] = new
+    return grown
+
+
 def suggest_point(trial: optuna.Trial, config: StudyConfig) -> Point:
-    """Ask the trial for every param (a queued trial answers with its fixed values)."""
-    return {name: _suggest(trial, name, dist) for name, dist in distributions(config).items()}
+    """Ask the trial for every param (a queued trial answers with its fixed values). A
+    categorical knob whose choices were reordered or narrowed since the study started is asked
+    with the stored choices, which Optuna requires."""
+    from optuna.distributions import CategoricalDistribution
+
+    stored = established_distributions(trial.study)
+    point = {}
+    for name, dist in distributions(config).items():
+        before = stored.get(name)
+        if (isinstance(dist, CategoricalDistribution)
+                and isinstance(before, CategoricalDistribution)
+                and set(dist.choices) <= set(before.choices)):
+            dist = before
+        point[name] = _suggest(trial, name, dist)
+    return point
 
 
 def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:

@@ -78,6 +78,21 @@ class EarlyStop:
     margin: float = 5.0  # top-1 percentage points
 
 
+@dataclass(frozen=True)
+class Sequential:
+    """Seeds added in stages (docs/studies.md, "Sequential seeds"): once the study's own seeds
+    have run, every configuration whose verdict against ``analysis.reference`` is undetermined
+    gets ``step`` more seeds (and the reference with it), until each comparison has a verdict
+    or ``max_seeds`` seeds."""
+
+    step: int = 2
+    max_seeds: int = 12
+
+    def looks(self, first: int) -> int:
+        """How often the verdicts may be decided on, with ``first`` seeds in the first stage."""
+        return 1 + -(-max(0, self.max_seeds - first) // self.step)
+
+
 GATE_EXPECTATIONS = ("differ", "better", "not_worse")
 
 
@@ -102,6 +117,7 @@ class GateSettings:
 
     controls: tuple[Control, ...] = ()
     band: tuple[float, float] | None = None
+    reliability: bool = True  # False: a study of two configurations, whose ranking is moot
 
 
 @dataclass(frozen=True)
@@ -111,13 +127,17 @@ class AnalysisSettings:
     ``equivalence_margin`` points; rankings below ``reliability_threshold`` split-half
     reliability are marked unreliable; ``trend`` is an ordered hypothesis, one knob's values
     worst-predicted first, the other knobs at the reference's values (Page's L); ``gate``: the
-    calibration gate's criteria (``GateSettings``)."""
+    calibration gate's criteria (``GateSettings``). A study that adds seeds while comparisons are
+    undetermined (``Sequential``) decides up to ``looks`` times, so each look is tested at
+    ``alpha / looks``."""
 
     reference: dict[str, Any] = field(default_factory=dict)
     equivalence_margin: float = 0.5
     reliability_threshold: float = 0.8
     trend: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     gate: GateSettings | None = None
+    alpha: float = 0.05  # family-wise error of the verdicts (Holm across comparisons)
+    looks: int = 1  # set from study.sequential: verdicts at alpha / looks (Bonferroni)
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class StudyConfig:
     workdir: Path = Path("studies")
     description: str = ""
     analysis: AnalysisSettings = AnalysisSettings()
+    sequential: Sequential | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -161,7 +182,9 @@ class StudyConfig:
 
     def fidelity(self) -> dict[str, Any]:
         """Settings that must not change while a study is resumed (they change what a trial
-        measures); the search space may grow."""
+        measures). The search space may narrow, and int/float ranges may grow; a categorical
+        knob's choices are fixed at the study's first trial (Optuna), which ``mvlab sweep``
+        checks when it prepares."""
         return {
             "model": self.model,
             "data": jsonable(dataclasses.asdict(self.data)),
