@@ -3,7 +3,7 @@
 # throwaway PostgreSQL server on loopback when one can be had (scripts/test.sh).
 PYTHON ?= python3
 VENV   ?= .venv
-STUDY  ?= experiments/hybrid_patterns.yaml
+STUDY  ?= experiments/quickstart.yaml
 # CPU threads per trial for `make sweep`: on a machine other jobs share, one thread per trial
 # runs several times faster than two (README). Given on the command line, not in the study
 # file, because the file also serves GPU and many-core hosts; the committed results ran with 1.
