@@ -119,3 +119,17 @@ def test_a_noisy_proxy_fails_on_reliability():
     # a gate that does not ask for reliability (two configurations) has no such row
     assert list(_evaluate(table, {"band": (60, 95), "reliability": False})["criterion"]) == [
         "accuracy band"]
+
+
+def test_report_prints_the_gate_outcome_in_one_line(tmp_path):
+    from mvlab.study.gate import outcome_line
+
+    table = effects_table({"conv": 4.0, "narrow": -4.0}, seeds=6, noise_sd=0.3)
+    gate = {"controls": [{"a": KNOBS["conv"], "b": KNOBS["reference"], "expect": "differ"}],
+            "band": (70, 95)}
+    _evaluate(table, gate).to_csv(tmp_path / "gate_epochs_2.csv", index=False)
+    line = outcome_line(tmp_path / "gate_epochs_2.csv")
+    assert line.startswith("calibration gate (epochs_2): NOT PASSED (1 of 3 criteria: "
+                           "accuracy band)")
+    _evaluate(table, {**gate, "band": (60, 95)}).to_csv(tmp_path / "gate.csv", index=False)
+    assert outcome_line(tmp_path / "gate.csv") == "calibration gate: PASSED (3 criteria)"

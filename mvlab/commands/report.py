@@ -95,4 +95,9 @@ def handle(args: argparse.Namespace) -> int:
     print(f"wrote {len(written)} files to {out}/:")
     for path in written:
         print(f"  {path}")
+    for path in written:
+        if path.name.startswith("gate") and path.suffix == ".csv":
+            from mvlab.study.gate import outcome_line
+
+            print(outcome_line(path))
     return 0

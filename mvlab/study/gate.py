@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -125,3 +126,14 @@ def gate_lines(table: pd.DataFrame, markdown: Callable[[pd.DataFrame], str],
     return ["### Calibration gate", "", f"**{head}.** Controls are paired over seeds, "
             "Holm-adjusted across the controls; undetermined is not a pass. "
             f"(`{filename}`)", "", markdown(show), ""]
+
+
+def outcome_line(path: Path) -> str:
+    """One line for the terminal from a written ``gate*.csv``."""
+    table = pd.read_csv(path)
+    failed = table.loc[~table["passed"].astype(bool), "criterion"].tolist()
+    where = f" ({path.stem[len('gate_'):]})" if path.stem != "gate" else ""
+    if not failed:
+        return f"calibration gate{where}: PASSED ({len(table)} criteria)"
+    return (f"calibration gate{where}: NOT PASSED ({len(failed)} of {len(table)} criteria: "
+            f"{', '.join(failed)}); see the report's README.md")
