@@ -58,6 +58,7 @@ STUDY_TRACKING_URI = "mlflow_tracking_uri"
 STUDY_EXPERIMENT = "mlflow_experiment"
 STUDY_PARENT_RUN_ID = "mlflow_parent_run_id"
 STUDY_ANALYSIS = "analysis"    # the study file's analysis settings: reference, margin, ...
+STUDY_STAGES = "sequential_stages"  # seed stages a sequential study has added (each a look)
 STUDY_CONFIG = "study_config"  # the settings a resumed sweep must not change (JSON)
 STUDY_FIDELITY_HASH = "fidelity_hash"  # their hash
 STUDY_SYNTHETIC = "synthetic"  # True only for made-up studies (tests, demos)

@@ -71,8 +71,9 @@ def test_per_comparison_sd_gives_no_verdict_for_two_equal_differences():
     own = compare_to_reference(df, "acc", "r", pooled=False).set_index("config")
     assert own.loc["a", "verdict"] == "undetermined" and math.isnan(own.loc["a", "p_diff"])
     pooled = compare_to_reference(df, "acc", "r").set_index("config")
-    # b's differences 0 and 1 (mean 0.5), a's -0.5 twice: (0.25 + 0.25 + 0 + 0) / 2 dof
-    assert pooled.loc["a", "dof"] == 2 and pooled.loc["a", "sd"] == pytest.approx(0.5)
+    # the 3 x 2 table's two-way residuals are +-1/6 (r, a) and -+1/3 (b): SS 1/3 on
+    # (3 - 1)(2 - 1) = 2 dof, sigma^2 1/6, the sd of a difference sqrt(2/6)
+    assert pooled.loc["a", "dof"] == 2 and pooled.loc["a", "sd"] == pytest.approx(3 ** -0.5)
     assert math.isfinite(pooled.loc["a", "p_diff"])
 
 
@@ -176,3 +177,21 @@ def test_front_within_ci_marks_a_lead_smaller_than_the_noise():
 def test_seed_matrix_averages_duplicate_points_of_one_seed():
     df = pd.DataFrame({"config": ["a", "a", "a"], "seed": [0, 0, 1], "acc": [1.0, 3.0, 5.0]})
     assert seed_matrix(df, "acc").loc["a"].tolist() == [2.0, 5.0]
+
+
+def test_pairs_sharing_a_configuration_do_not_count_its_noise_twice():
+    # three controls over 3 configurations x 4 seeds: 6 residual dof, not 3 x 3 = 9
+    from mvlab.analysis.verdicts import block_noise, compare_pairs
+
+    df = effects_table({"a": 2.0, "b": -1.0}, seeds=4, noise_sd=0.5, seed=4)
+    pairs = [("a", "reference"), ("b", "reference"), ("a", "b")]
+    table = compare_pairs(df, "heldout_top1", pairs)
+    assert (table["dof"] == 6).all()
+    matrix = seed_matrix(df, "heldout_top1")
+    sd, dof = block_noise(matrix)
+    assert dof == 6 and table["sd"].iloc[0] == pytest.approx(sd)
+    # the residual of an additive table (configuration + seed, no noise) is zero
+    additive = matrix.mean(axis=1).to_numpy()[:, None] + np.arange(4)[None, :]
+    assert block_noise(pd.DataFrame(additive))[0] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(AnalysisError, match="with itself"):
+        compare_pairs(df, "heldout_top1", [("a", "a")])

@@ -48,7 +48,7 @@ def test_gate_settings_are_read_and_checked_against_the_space():
          "not one of the choices of pattern"),
         ("    controls:\n      - {a: {width: 3}, b: {pattern: conv}}\n", "not a knob"),
         ("    controls:\n      - {a: {pattern: conv}, b: {pattern: attn_only}, expect: win}\n",
-         "use one of differ, better, not_worse"),
+         "use one of differ, better, resolved, not_worse"),
         ("    controls:\n      - {a: {pattern: conv}}\n", "needs the knob values"),
         ("    {}\n", "needs controls, a band, or both"),
     ]:
@@ -56,8 +56,9 @@ def test_gate_settings_are_read_and_checked_against_the_space():
             _gate(text)
 
 
-KNOBS = {"reference": {"pattern": "last_half"}, "conv": {"pattern": "conv"},
-         "twin": {"pattern": "twin"}, "narrow": {"pattern": "narrow"}}
+KNOBS = {"reference": {"pattern": "last_half"},
+         **{name: {"pattern": name} for name in ("conv", "twin", "narrow", "slightly", "much",
+                                                 "tied")}}
 
 
 def _evaluate(table: pd.DataFrame, gate: dict, threshold: float = 0.8) -> pd.DataFrame:
@@ -88,7 +89,7 @@ def test_a_real_difference_passes_and_no_difference_does_not():
     passed = result["passed"].to_dict()
     assert passed["pattern=conv vs pattern=last_half"]
     assert not passed["pattern=twin vs pattern=last_half"]
-    assert passed["pattern=last_half vs pattern=narrow"]
+    assert passed["pattern=last_half vs pattern=narrow"]  # 2 points above: not worse
     assert not passed["pattern=narrow vs pattern=last_half"]  # worse, not better
     assert result.loc["pattern=conv vs pattern=last_half", "observed"].startswith("better: +")
     assert passed["accuracy band"]
@@ -133,3 +134,15 @@ def test_report_prints_the_gate_outcome_in_one_line(tmp_path):
                            "accuracy band)")
     _evaluate(table, {**gate, "band": (60, 95)}).to_csv(tmp_path / "gate.csv", index=False)
     assert outcome_line(tmp_path / "gate.csv") == "calibration gate: PASSED (3 criteria)"
+
+
+def test_not_worse_is_a_one_sided_test_at_the_margin():
+    # a shown 0.3 points below b is still not worse at a 0.5-point margin; 2 points below is
+    table = effects_table({"slightly": -0.3, "much": -2.0, "tied": 0.0}, seeds=8, noise_sd=0.1)
+    gate = {"controls": [{"a": {"pattern": p}, "b": KNOBS["reference"], "expect": "not_worse"}
+                         for p in ("slightly", "much")]
+            + [{"a": {"pattern": "tied"}, "b": KNOBS["reference"], "expect": "resolved"}]}
+    result = _evaluate(table, gate).set_index("criterion")["passed"].to_dict()
+    assert result["pattern=slightly vs pattern=last_half"]
+    assert not result["pattern=much vs pattern=last_half"]
+    assert result["pattern=tied vs pattern=last_half"]  # equivalent: resolved

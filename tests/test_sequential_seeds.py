@@ -86,6 +86,7 @@ def test_seeds_go_only_to_undetermined_comparisons_until_a_verdict_or_the_cap(
     # a configuration decided at 2 seeds got no third: only undetermined ones were extended
     extended = {p for p, s in seeds.items() if 2 in s} - {"last_half"}
     assert extended  # at a 0.01-point margin two seeds decide nothing on this tiny proxy
+    assert study.user_attrs["sequential_stages"] == 1  # looks = 2: one stage after the first
     assert len(complete) == 6 + len(extended) + (1 if extended else 0)
     assert "family-wise level 0.025 (0.05 over 2 looks" in (out / "README.md").read_text()
 
@@ -135,3 +136,20 @@ def test_a_knob_cannot_gain_a_value_once_the_study_started(tmp_path, monkeypatch
     more_seeds = _config(tmp_path, name="grow", sequential="{step: 1, max_seeds: 5}")
     with pytest.raises(StudyError, match=r"study.seeds/sequential adds \[3, 4\]"):
         _check_space_fits(study, more_seeds, url)
+
+
+def test_a_study_stops_adding_after_its_planned_looks(tmp_path, monkeypatch):
+    # the stage counter, not the verdicts, ends a study that has made its looks
+    from mvlab import records
+    from mvlab.study.sequential import next_points
+    from mvlab.study.types import Prepared
+
+    monkeypatch.chdir(tmp_path)
+    config = _config(tmp_path, name="looks", sequential="{step: 1, max_seeds: 4}")
+    assert config.analysis.looks == 3
+    url = storage_url_for(config)
+    Path(url.split(":", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    study = open_study(config, url)
+    study.set_user_attr(records.STUDY_STAGES, 2)
+    prepared = Prepared(config, url, None, 6, 0)
+    assert next_points(study, prepared) == ([], "all 3 planned looks made")

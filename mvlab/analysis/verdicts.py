@@ -5,9 +5,12 @@ Seeds are blocks: every trial of a seed shares its data order, augmentation and 
 networks agree) initial weights, so configuration ``c`` is compared with the reference on the
 seeds both ran, one difference ``d_s = x_c,s - x_ref,s`` per seed. With ``n`` such seeds:
 
-* the difference: mean of ``d_s`` with a t interval over seeds (n - 1 degrees of freedom) at the
-  Bonferroni level ``1 - alpha / m`` for ``m`` comparisons (the level Holm's first step uses, so
-  an interval that excludes zero always goes with a Holm-significant difference);
+* the noise: by default one level for the study (``block_noise``: the configurations x seeds
+  residual with seeds as blocks, (K - 1)(n - 1) degrees of freedom), else each comparison's own
+  sd of ``d_s`` (n - 1 degrees of freedom);
+* the difference: mean of ``d_s`` with a t interval at the Bonferroni level ``1 - alpha / m``
+  for ``m`` comparisons (the level Holm's first step uses, so an interval that excludes zero
+  always goes with a Holm-significant difference);
 * "different": the paired t-test, p Holm-adjusted across the ``m`` comparisons;
 * "equivalent": TOST at ``margin`` (both one-sided tests of |difference| < margin), the larger
   of its two p Holm-adjusted across the comparisons as well;
@@ -75,7 +78,8 @@ def _t_quantile(q: float, dof: int) -> float:
 
 def paired_tests(diffs: np.ndarray, margin: float, sd: float | None = None,
                  dof: int | None = None) -> dict[str, float]:
-    """Mean and n of per-seed differences; p of the paired t-test (two-sided) and of TOST.
+    """Mean and n of per-seed differences; p of the paired t-test (two-sided), of TOST, and of
+    its two one-sided halves (``p_lower``: H0 difference <= -margin; ``p_upper``: >= +margin).
 
     ``sd``/``dof``: a pooled standard deviation of differences and its degrees of freedom
     (default: this comparison's own, n - 1). A zero sd (differences quantised to one value,
@@ -90,19 +94,22 @@ def paired_tests(diffs: np.ndarray, margin: float, sd: float | None = None,
         sd = float(d.std(ddof=1)) if n >= 2 else math.nan
         dof = n - 1
     nothing = {"n": n, "diff": mean, "sd": sd, "dof": dof, "p_diff": math.nan,
-               "p_equiv": math.nan}
+               "p_equiv": math.nan, "p_lower": math.nan, "p_upper": math.nan}
     if n < (1 if pooled else 2) or not math.isfinite(sd) or not dof or dof < 1:
         return nothing
     if sd == 0.0:
         if not pooled:
             return nothing
         return {**nothing, "p_diff": 1.0 if mean == 0 else 0.0,
-                "p_equiv": 0.0 if abs(mean) < margin else 1.0}
+                "p_equiv": 0.0 if abs(mean) < margin else 1.0,
+                "p_lower": 0.0 if mean > -margin else 1.0,
+                "p_upper": 0.0 if mean < margin else 1.0}
     se = sd / math.sqrt(n)
     p_diff = float(2 * stats.t.sf(abs(mean) / se, dof))
     p_lower = float(stats.t.sf((mean + margin) / se, dof))   # H0: diff <= -margin
     p_upper = float(stats.t.cdf((mean - margin) / se, dof))  # H0: diff >= +margin
-    return {**nothing, "p_diff": p_diff, "p_equiv": max(p_lower, p_upper)}
+    return {**nothing, "p_diff": p_diff, "p_equiv": max(p_lower, p_upper), "p_lower": p_lower,
+            "p_upper": p_upper}
 
 
 def detectable_effect(sd: float, n: int, alpha: float, power: float = DEFAULT_POWER,
@@ -133,6 +140,21 @@ def seeds_for(effect: float, sd: float, alpha: float, power: float = DEFAULT_POW
     return float(low)
 
 
+def block_noise(matrix: pd.DataFrame) -> tuple[float, int]:
+    """The sd of a paired difference between two configurations and its degrees of freedom, from
+    a configurations x seeds table under the additive model x = configuration + seed + noise:
+    the residual over the seeds every configuration ran, sigma^2 = SS / ((K - 1)(n - 1)), the sd
+    of a difference sqrt(2) sigma. (nan, 0) with fewer than 2 configurations or seeds."""
+    block = matrix.dropna(axis=1, how="any").to_numpy(dtype=float)
+    k, n = block.shape if block.ndim == 2 else (0, 0)
+    if k < 2 or n < 2:
+        return math.nan, 0
+    residual = (block - block.mean(axis=1, keepdims=True) - block.mean(axis=0, keepdims=True)
+                + block.mean())
+    dof = (k - 1) * (n - 1)
+    return math.sqrt(2.0 * float((residual ** 2).sum()) / dof), dof
+
+
 def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
                          config: str = "config", seed: str = SEED,
                          margin: float = DEFAULT_MARGIN, alpha: float = DEFAULT_ALPHA,
@@ -150,8 +172,8 @@ def compare_to_reference(df: pd.DataFrame, metric: str, reference: str,
         raise AnalysisError("only the reference configuration is in the table; nothing to compare")
     table = compare_pairs(df, metric, [(name, reference) for name in others], config, seed,
                           margin, alpha, higher_is_better, power, pooled)
-    table = table.drop(columns="against").sort_values("diff", ascending=not higher_is_better,
-                                                      kind="stable").reset_index(drop=True)
+    table = table.drop(columns=["against", "p_noninferior", "p_noninferior_holm"]).sort_values(
+        "diff", ascending=not higher_is_better, kind="stable").reset_index(drop=True)
     table.attrs.update(reference=reference)
     return table
 
@@ -164,14 +186,19 @@ def compare_pairs(df: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]
     """One row per pair ``(a, b)`` of values of column ``config``, in the order given: ``a``
     against ``b`` paired over the seeds both ran, Holm-adjusted across the pairs (module doc).
 
-    ``pooled``: the sd of the per-seed differences is pooled over all pairs (sum of
-    (n_c - 1) s_c^2 over sum of (n_c - 1), one noise level for the study: with 2 seeds a
-    comparison alone has 1 degree of freedom and a zero sd whenever its two differences happen
-    to be equal); ``pooled=False`` uses each pair's own sd.
+    ``pooled``: one noise level for all pairs (``block_noise``): the residual of the
+    configurations x seeds table of every configuration the pairs involve, seeds as blocks,
+    (K - 1)(n - 1) degrees of freedom, the sd of a difference sqrt(2) sigma. Pairs that share a
+    configuration (all of them share the reference) are not independent, so their own variances
+    cannot simply be summed; and with 2 seeds a comparison alone has 1 degree of freedom and a
+    zero sd whenever its two differences happen to be equal. ``pooled=False`` uses each pair's
+    own sd.
 
     Columns: config (a), against (b), verdict (of a against b), seeds (paired), diff (a - b),
     ci_low, ci_high (level 1 - alpha/m), sd, dof, p_diff and p_diff_holm, p_equiv and
-    p_equiv_holm (TOST at ``margin``), mde and seeds_for_margin. ``attrs`` keep the settings."""
+    p_equiv_holm (TOST at ``margin``), p_noninferior and p_noninferior_holm (a at most
+    ``margin`` worse than b, one-sided), mde and seeds_for_margin. ``attrs`` keep the
+    settings."""
     if not margin > 0:
         raise AnalysisError(f"equivalence margin must be > 0, got {margin}")
     if not 0 < alpha < 1:
@@ -179,19 +206,20 @@ def compare_pairs(df: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]
     if not pairs:
         raise AnalysisError("no pairs to compare")
     matrix = seed_matrix(df, metric, config, seed)
-    for name in {n for pair in pairs for n in pair}:
+    involved = list(dict.fromkeys(n for pair in pairs for n in pair))
+    for name in involved:
         if name not in matrix.index:
             raise AnalysisError(f"configuration {name!r} is not in column {config!r}; it has "
                                 f"{sorted(map(str, matrix.index))}")
+    for a, b in pairs:
+        if a == b:
+            raise AnalysisError(f"a pair compares {a!r} with itself")
     m = len(pairs)
     level = alpha / m
     diffs = [(matrix.loc[a] - matrix.loc[b]).dropna().to_numpy() for a, b in pairs]
     shared_sd = shared_dof = None
     if pooled:
-        dofs = np.array([max(d.size - 1, 0) for d in diffs])
-        squares = sum(float(((d - d.mean()) ** 2).sum()) for d in diffs if d.size > 1)
-        shared_dof = int(dofs.sum())
-        shared_sd = math.sqrt(squares / shared_dof) if shared_dof else math.nan
+        shared_sd, shared_dof = block_noise(matrix.loc[involved])
     rows = []
     for (a, b), d in zip(pairs, diffs, strict=True):
         tests = paired_tests(d, margin, shared_sd, shared_dof)
@@ -201,11 +229,14 @@ def compare_pairs(df: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]
         rows.append({config: a, "against": b, "seeds": n, "diff": tests["diff"],
                      "ci_low": tests["diff"] - half, "ci_high": tests["diff"] + half, "sd": sd,
                      "dof": dof, "p_diff": tests["p_diff"], "p_equiv": tests["p_equiv"],
+                     # a not more than the margin worse than b (non-inferiority, one-sided)
+                     "p_noninferior": tests["p_lower" if higher_is_better else "p_upper"],
                      "mde": detectable_effect(sd, n, level, power, dof) if finite else math.inf,
                      "seeds_for_margin": seeds_for(margin, sd, level, power)})
     table = pd.DataFrame(rows)
     table["p_diff_holm"] = holm(table["p_diff"])
     table["p_equiv_holm"] = holm(table["p_equiv"])
+    table["p_noninferior_holm"] = holm(table["p_noninferior"])
     sign = 1.0 if higher_is_better else -1.0
     shown = table["p_diff_holm"] < alpha
     verdict = np.where(table["p_equiv_holm"] < alpha, "equivalent",
@@ -213,7 +244,8 @@ def compare_pairs(df: pd.DataFrame, metric: str, pairs: Sequence[tuple[str, str]
                                 np.where(shown, "worse", "undetermined")))
     table["verdict"] = verdict
     columns = [config, "against", "verdict", "seeds", "diff", "ci_low", "ci_high", "sd", "dof",
-               "p_diff", "p_diff_holm", "p_equiv", "p_equiv_holm", "mde", "seeds_for_margin"]
+               "p_diff", "p_diff_holm", "p_equiv", "p_equiv_holm", "p_noninferior",
+               "p_noninferior_holm", "mde", "seeds_for_margin"]
     table = table[columns]
     table.attrs.update(metric=metric, margin=margin, alpha=alpha, comparisons=m,
                        ci_level=1 - level, power=power, pooled=pooled)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-# What each expectation accepts of the verdict of a against b (mvlab.analysis.verdicts).
+# What each expectation accepts of the verdict of a against b (mvlab.analysis.verdicts);
+# not_worse is its own one-sided test (``_passes``).
 ACCEPTS = {"differ": ("better", "worse"), "better": ("better",),
-           "not_worse": ("better", "equivalent")}
+           "resolved": ("better", "worse", "equivalent")}
 COLUMNS = ["criterion", "required", "observed", "passed"]
 
 
@@ -38,7 +39,7 @@ def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
     for control in controls:
         pair = (config_of(control["a"]), config_of(control["b"]))
         (found if None not in pair else missing).append((control, pair))
-    out = [{"criterion": _name(c), "required": _required(c), "passed": False,
+    out = [{"criterion": _name(c), "required": _required(c, margin), "passed": False,
             "observed": "a side matches no single configuration with results yet"}
            for c, _ in missing]
     if not found:
@@ -47,7 +48,7 @@ def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
         table = compare_pairs(rows, accuracy, [pair for _, pair in found], config=config,
                               margin=margin, alpha=alpha, higher_is_better=maximise)
     except AnalysisError as exc:
-        return out + [{"criterion": _name(c), "required": _required(c), "passed": False,
+        return out + [{"criterion": _name(c), "required": _required(c, margin), "passed": False,
                        "observed": str(exc)} for c, _ in found]
     level = table.attrs["ci_level"] * 100
     for (control, _), result in zip(found, table.to_dict("records"), strict=True):
@@ -57,19 +58,29 @@ def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
                     f"seeds")
         if verdict == "undetermined" and math.isfinite(result["mde"]):
             observed += f"; detectable at these seeds: {result['mde']:.2f} points"
-        out.append({"criterion": _name(control), "required": _required(control),
-                    "observed": observed, "passed": verdict in ACCEPTS[control["expect"]]})
+        if control["expect"] == "not_worse":
+            observed += f"; non-inferiority p (Holm) {result['p_noninferior_holm']:.3g}"
+        out.append({"criterion": _name(control), "required": _required(control, margin),
+                    "observed": observed, "passed": _passes(control["expect"], result, alpha)})
     return out
+
+
+def _passes(expect: str, result: Mapping[str, Any], alpha: float) -> bool:
+    if expect == "not_worse":  # shown at most `margin` below b (one-sided), Holm over controls
+        return bool(result["p_noninferior_holm"] < alpha)
+    return result["verdict"] in ACCEPTS[expect]
 
 
 def _name(control: Mapping[str, Any]) -> str:
     return control.get("name") or f"{_knobs(control['a'])} vs {_knobs(control['b'])}"
 
 
-def _required(control: Mapping[str, Any]) -> str:
+def _required(control: Mapping[str, Any], margin: float = 0.5) -> str:
     return {"differ": "better or worse (a difference shown)",
             "better": "better (a above b, shown)",
-            "not_worse": "better or equivalent (a not below b)"}[control["expect"]]
+            "resolved": "a verdict: better, worse or equivalent (not undetermined)",
+            "not_worse": f"a shown at most {margin:g} points below b (one-sided)"}[
+        control["expect"]]
 
 
 def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str,
@@ -124,7 +135,8 @@ def gate_lines(table: pd.DataFrame, markdown: Callable[[pd.DataFrame], str],
             "read rankings on this proxy as evidence")
     show = table.assign(passed=table["passed"].map({True: "yes", False: "no"}))
     return ["### Calibration gate", "", f"**{head}.** Controls are paired over seeds, "
-            "Holm-adjusted across the controls; undetermined is not a pass. "
+            "Holm-adjusted across the controls (their own family: a pair that is also in the "
+            "verdicts above may be judged differently there); undetermined is not a pass. "
             f"(`{filename}`)", "", markdown(show), ""]
 
 

@@ -228,16 +228,7 @@ def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) 
     points = planned_points(config)
     if points is None:
         return 0
-    covered = set()
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.FAIL and (trial.user_attrs.get(records.REQUEUE)
-                                               or retry_failed):
-            continue
-        # A queued trial's point is its fixed params; its suggested params appear one at a time
-        # while a worker starts it, so a sweep preparing at that moment would see a partial
-        # point and queue the same point again.
-        params = trial.system_attrs.get("fixed_params") or trial.params
-        covered.add(point_key(params))
+    covered = covered_points(study, retry_failed)
     queued = 0
     for point in points:
         key = point_key(point)
@@ -247,6 +238,25 @@ def _queue_points(study: optuna.Study, config: StudyConfig, retry_failed: bool) 
         covered.add(key)
         queued += 1
     return queued
+
+
+def trial_point(trial: optuna.trial.FrozenTrial) -> dict:
+    """A trial's point. A queued trial's point is its fixed params; its suggested params appear
+    one at a time while a worker starts it, so a sweep preparing at that moment would see a
+    partial point and queue the same point again."""
+    return dict(trial.system_attrs.get("fixed_params") or trial.params)
+
+
+def covered_points(study: optuna.Study, retry_failed: bool = False) -> set[str]:
+    """Keys of the points that have a live or finished trial: not those of killed workers'
+    trials (run again), nor, with ``retry_failed``, those of failed ones."""
+    covered = set()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.FAIL and (trial.user_attrs.get(records.REQUEUE)
+                                               or retry_failed):
+            continue
+        covered.add(point_key(trial_point(trial)))
+    return covered
 
 
 def counts(study: optuna.Study) -> dict[str, int]:

@@ -25,7 +25,7 @@ from mvlab.errors import StudyError
 from mvlab.study import tracking
 from mvlab.study.display import Display
 from mvlab.study.preparation import counts, prepare
-from mvlab.study.sequential import queue_next_seeds
+from mvlab.study.sequential import Stage, queue_next_seeds
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, SweepSummary
 from mvlab.study.worker import _worker_main, follow_trials, work
 
@@ -75,10 +75,13 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
             else:
                 _run_processes(prepared, options, display)
             # --n-trials is a budget for this invocation: the next stage waits for a rerun.
-            added = 0 if options.n_trials is not None else queue_next_seeds(study, prepared)
-            if not added:
+            if config.sequential is None or options.n_trials is not None:
                 break
-            display.more(added, "seeds added to the comparisons still undetermined")
+            stage = _next_stage(study, prepared)
+            if not stage.queued:
+                display.bar.write(f"sweep {config.name}: no more seeds: {stage.why}")
+                break
+            display.more(stage.queued, "seeds added to the comparisons still undetermined")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -87,6 +90,15 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
         display.close()
         summary = finalize(prepared, study, status)
     return summary
+
+
+def _next_stage(study: optuna.Study, prepared: Prepared) -> Stage:
+    """The next sequential stage; a failure to decide leaves the finished trials as they are."""
+    try:
+        return queue_next_seeds(study, prepared)
+    except Exception as exc:  # noqa: BLE001 - the trials are safe in storage; say so, go on
+        return Stage(0, f"could not decide ({type(exc).__name__}: {exc}); rerun the sweep to "
+                        "try again, `mvlab report` to see the verdicts")
 
 
 def _counter(n: int | None) -> Any:

@@ -231,12 +231,14 @@ def grown_choices(study: optuna.Study, config: StudyConfig) -> dict[str, list[An
 
 
 def suggest_point(trial: optuna.Trial, config: StudyConfig) -> Point:
-    """Ask the trial for every param (a queued trial answers with its fixed values). A
-    categorical knob whose choices were reordered or narrowed since the study started is asked
-    with the stored choices, which Optuna requires."""
+    """Ask the trial for every param (a queued trial answers with its fixed values). In a grid
+    or population study, a categorical knob whose choices were reordered or narrowed since the
+    study started is asked with the stored choices, which Optuna requires."""
     from optuna.distributions import CategoricalDistribution
 
-    stored = established_distributions(trial.study)
+    # Only for queued points (grid, population): an optimize study's sampler would draw from
+    # the stored choices, values the file no longer offers.
+    stored = established_distributions(trial.study) if config.kind != "optimize" else {}
     point = {}
     for name, dist in distributions(config).items():
         before = stored.get(name)

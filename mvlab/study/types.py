@@ -93,14 +93,15 @@ class Sequential:
         return 1 + -(-max(0, self.max_seeds - first) // self.step)
 
 
-GATE_EXPECTATIONS = ("differ", "better", "not_worse")
+GATE_EXPECTATIONS = ("differ", "better", "resolved", "not_worse")
 
 
 @dataclass(frozen=True)
 class Control:
     """A positive control of a calibration gate: configuration ``a`` (knob values) against ``b``,
     paired over seeds. ``expect``: ``differ`` (a verdict of better or worse), ``better`` (a better
-    than b) or ``not_worse`` (a better than or equivalent to b)."""
+    than b), ``resolved`` (any verdict but undetermined: a difference or an equivalence shown) or
+    ``not_worse`` (a shown at most the equivalence margin below b, a one-sided test)."""
 
     a: dict[str, Any]
     b: dict[str, Any]
