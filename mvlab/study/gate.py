@@ -136,7 +136,7 @@ def gate_lines(table: pd.DataFrame, markdown: Callable[[pd.DataFrame], str],
     show = table.assign(passed=table["passed"].map({True: "yes", False: "no"}))
     return ["### Calibration gate", "", f"**{head}.** Controls are paired over seeds, "
             "Holm-adjusted across the controls (their own family: a pair that is also in the "
-            "verdicts above may be judged differently there); undetermined is not a pass. "
+            "verdicts below may be judged differently there); undetermined is not a pass. "
             f"(`{filename}`)", "", markdown(show), ""]
 
 
