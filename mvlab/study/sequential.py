@@ -54,11 +54,11 @@ def next_points(study: optuna.Study, prepared: Prepared) -> tuple[list[Point], s
         return [], "not a sequential study"
     if int(study.user_attrs.get(records.STUDY_STAGES, 0)) >= config.analysis.looks - 1:
         return [], f"all {config.analysis.looks} planned looks made"
-    table = report.with_configurations(report.trials_table(study, prepared.storage_url,
-                                                           mlflow=False))
     settings = dataclasses.asdict(config.analysis)
     settings["gate"] = None  # the gate is a report's question, not the sweep's
-    analysis = report.analyse(table, dict(config.objectives), settings, n_boot=20)
+    analysis = report.analyse(report.trials_table(study, prepared.storage_url, mlflow=False),
+                              dict(config.objectives), settings, n_boot=20)
+    table = analysis.table  # every trial, with the configuration column analyse added
     parts = [p for p in analysis.fidelities.values() if p.verdicts is not None]
     if not parts:
         return [], "no verdicts against the reference yet"
