@@ -1,0 +1,244 @@
+"""Shipped studies' sweeps on a lent GPU, inside a fixed time budget, then their throughput axis
+measured on the quiet GPU; everything packed into one archive under --out.
+
+    python3 scripts/gpu_studies.py --out $OUT --budget-s 480 --commit <sha> \
+        --phase experiments/hybrid_patterns.yaml:9:42 experiments/calibration_width.yaml:3 \
+        --phase experiments/mixer_ablation.yaml:12
+    python3 scripts/gpu_studies.py --out /tmp/smoke --smoke --phase experiments/quickstart.yaml:2
+
+A --phase is a list of STUDY:WORKERS[:TRIALS] run side by side (``mvlab sweep --workers``, at
+most TRIALS trials in this phase); phases run one after another. Every sweep is the real one
+(Optuna journal, MLflow, sequential seeds), with the study's own setting except the device:
+``train.device=cuda train.precision=fp32`` (the CPU calibration trained in fp32) and
+``bench.device=cuda``. A sweep still running at the deadline gets SIGINT (its running trials are
+recorded as interrupted and a rerun resumes them), so one lease always brings back what finished.
+
+The throughput each trial measures before training shares the GPU with the other workers; the
+report's throughput axis comes from ``mvlab bench study`` afterwards, with nothing else running.
+
+Writes under --out: log.txt, environment.json, studies.tgz (each study's journal, MLflow
+database and throughput CSV, the sweeps' logs). Needs optuna and mlflow on the device (carried
+as wheels: results/gpu/studies/RUN.md says how).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GPU_SETTINGS = ["train.device=cuda", "train.precision=fp32", "train.threads=1",
+                "bench.device=cuda"]
+# Seconds a trial: the device check's setting, and the smoke's.
+TINY = ["train.epochs=1", "train.batch_size=8", "data.per_class=16", "data.val_per_class=8",
+        "data.heldout_fraction=0.25", "study.seeds=[0]", "bench.steps=1", "bench.repeats=1",
+        "bench.warmup=1"]
+# The smoke setting: a minute on a CPU, the same code paths (journal, MLflow, workers, bench study).
+SMOKE_SETTINGS = ["train.device=cpu", "train.threads=1", "bench.device=cpu", *TINY]
+GPU_BENCH = ["bench.device=cuda", "bench.batch_size=256", "bench.precision=bf16",
+             "bench.warmup=10"]
+SMOKE_BENCH = ["bench.device=cpu", "bench.batch_size=2", "bench.threads=1", "bench.warmup=1"]
+RESERVE_S = 75  # kept back for the throughput pass and the archive
+GRACE_S = 40    # after SIGINT: time for a sweep to record its interrupted trials
+
+
+@dataclass(frozen=True)
+class Job:
+    study: Path
+    workers: int
+    trials: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> Job:
+        parts = text.split(":")
+        if not 1 <= len(parts) <= 3 or not parts[0].endswith((".yaml", ".yml")):
+            raise SystemExit(f"--phase item {text!r}: expected STUDY.yaml[:WORKERS[:TRIALS]]")
+        workers = int(parts[1]) if len(parts) > 1 else 1
+        trials = int(parts[2]) if len(parts) > 2 else None
+        return cls(Path(parts[0]), workers, trials)
+
+
+class Log:
+    def __init__(self, out: Path):
+        self.path, self.start = out / "log.txt", time.time()
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.time() - self.start:6.0f} s] {msg}"
+        print(line, flush=True)
+        with self.path.open("a") as fh:
+            fh.write(line + "\n")
+
+
+def environment(commit: str | None) -> dict:
+    import torch
+
+    env = {"commit": commit, "python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda, "cpu_count": os.cpu_count(),
+           "device": "cuda" if torch.cuda.is_available() else "cpu",
+           "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(0)
+        env["device_memory_mib"] = torch.cuda.get_device_properties(0).total_memory // 2**20
+    for name in ("triton", "timm", "optuna", "mlflow"):
+        try:
+            env[name] = __import__(name).__version__
+        except Exception as exc:  # noqa: BLE001 - recorded, the sweeps then say what is missing
+            env[name] = f"missing ({exc})"
+    return env
+
+
+def mvlab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mvlab", *args]
+
+
+def device_check(settings: list[str], out: Path, log: Log) -> bool:
+    """One tiny trial of the real sweep on the device first: a bug in the device path then costs
+    seconds of the lease, not the whole budget spent on trials that all fail."""
+    cmd = mvlab("sweep", "experiments/quickstart.yaml", "--n-trials", "1", "--no-progress",
+                "--set", *settings, *TINY, f"workdir={out.resolve()}/device_check/{{name}}")
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    ok = proc.returncode == 0 and "complete 1" in proc.stdout
+    log(f"device check {'passed' if ok else 'FAILED'} in {time.time() - started:.0f} s "
+        f"(exit {proc.returncode})" + ("" if ok else f"\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"))
+    return ok
+
+
+def prepare_data(job: Job, settings: list[str], log: Log) -> None:
+    """The study's generated data built once here, so the workers open one cache instead of each
+    generating the same images at the same moment."""
+    from mvlab.data.bundle import build_data
+    from mvlab.study import load_study
+
+    config = load_study(job.study, settings)
+    started = time.time()
+    build_data(config.data, config.train.batch_size)
+    log(f"{job.study.stem}: data ready in {time.time() - started:.0f} s")
+
+
+def run_phase(jobs: list[Job], settings: list[str], deadline: float, out: Path, log: Log) -> None:
+    procs = []
+    for job in jobs:
+        cmd = mvlab("sweep", str(job.study), "--workers", str(job.workers), "--no-progress",
+                    "--set", *settings)
+        if job.trials is not None:
+            cmd[4:4] = ["--n-trials", str(job.trials)]
+        sweep_log = (out / f"sweep_{job.study.stem}.log").open("a")
+        log(f"start: {' '.join(cmd[2:])}")
+        procs.append((job, sweep_log, subprocess.Popen(
+            cmd, cwd=REPO, stdout=sweep_log, stderr=subprocess.STDOUT, start_new_session=True)))
+    for job, sweep_log, proc in procs:
+        try:
+            rc = proc.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            rc = stop(proc)
+            log(f"{job.study.stem}: stopped at the deadline (exit {rc})")
+        else:
+            log(f"{job.study.stem}: sweep exit {rc}")
+        sweep_log.close()
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGINT to the sweep's process group (workers record interrupted trials), then harder."""
+    for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            break
+    return proc.wait()
+
+
+def bench_study(job: Job, settings: list[str], bench: list[str], log: Log, timeout_s: float) -> None:
+    from mvlab.study import load_study
+
+    config = load_study(job.study, settings)
+    target = Path(config.workdir) / "throughput.csv"
+    cmd = mvlab("bench", "study", str(job.study), "--rounds", "10", "--steps", "5",
+                "--out", str(target), "--set", *settings, *bench)
+    started = time.time()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              timeout=max(5.0, timeout_s))
+        log(f"{job.study.stem}: bench study exit {proc.returncode} in "
+            f"{time.time() - started:.0f} s\n{proc.stdout[-2500:]}{proc.stderr[-1500:]}")
+    except subprocess.TimeoutExpired:
+        log(f"{job.study.stem}: bench study did not finish in {timeout_s:.0f} s")
+
+
+def pack(jobs: list[Job], settings: list[str], out: Path, log: Log) -> None:
+    from mvlab.study import load_study
+
+    with tarfile.open(out / "studies.tgz", "w:gz") as tar:
+        for job in {j.study: j for j in jobs}.values():
+            workdir = REPO / load_study(job.study, settings).workdir
+            for name in ("optuna.journal", "mlflow.db", "throughput.csv"):
+                if (workdir / name).exists():
+                    tar.add(workdir / name, arcname=f"{workdir.name}/{name}")
+        for sweep_log in out.glob("sweep_*.log"):
+            tar.add(sweep_log, arcname=f"logs/{sweep_log.name}")
+    log(f"packed {out / 'studies.tgz'} ({(out / 'studies.tgz').stat().st_size // 1024} KiB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--phase", nargs="+", action="append", required=True,
+                        metavar="STUDY:WORKERS[:TRIALS]")
+    parser.add_argument("--budget-s", type=float, default=480,
+                        help="everything, the throughput pass and the archive included")
+    parser.add_argument("--commit", help="the commit the working tree was copied from")
+    parser.add_argument("--workdir", type=Path,
+                        help="put the studies' folders here (default: each study's own, studies/NAME)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU, tiny data, a minute or two: tests the script, measures nothing")
+    args = parser.parse_args()
+    phases = [[Job.parse(item) for item in phase] for phase in args.phase]
+    settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
+    if args.workdir:
+        settings = [*settings, f"workdir={args.workdir.resolve()}/{{name}}"]
+    bench = SMOKE_BENCH if args.smoke else GPU_BENCH
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = Log(args.out)
+    deadline = log.start + args.budget_s - RESERVE_S
+
+    env = environment(args.commit)
+    (args.out / "environment.json").write_text(json.dumps(env, indent=2))
+    log(f"environment: {json.dumps(env)}")
+    if not args.smoke and env["device"] != "cuda":
+        log("no CUDA device: nothing run (use --smoke on a CPU)")
+        return 2
+
+    if not device_check(settings, args.out, log):
+        return 3
+    jobs = [job for phase in phases for job in phase]
+    for job in {j.study: j for j in jobs}.values():
+        prepare_data(job, settings, log)
+    for number, phase in enumerate(phases, 1):
+        if time.time() > deadline - 30:
+            log(f"phase {number} skipped: the budget is spent")
+            continue
+        run_phase(phase, settings, deadline, args.out, log)
+    unique = list({j.study: j for j in jobs}.values())
+    for i, job in enumerate(unique):
+        left = log.start + args.budget_s - 15 - time.time()
+        bench_study(job, settings, bench, log, left / (len(unique) - i))
+    pack(jobs, settings, args.out, log)
+    log(f"done in {time.time() - log.start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
