@@ -172,12 +172,12 @@ def _report_args(study, **given):
 
 
 def test_report_rebuilds_a_committed_study_from_its_trials_csv(tmp_path):
-    # results/hybrid_patterns holds a real sweep's trials.csv (its storage is not kept): the
-    # report rebuilds from it, with a separately measured throughput joined per network.
+    # results/hybrid_patterns/fashion_mnist_48px holds a real sweep's trials.csv (its storage is
+    # not kept): the report rebuilds from it, with a separately measured throughput joined.
     from mvlab.commands.report import handle
 
     root = Path(__file__).resolve().parents[1]
-    folder = root / "results" / "hybrid_patterns"
+    folder = root / "results" / "hybrid_patterns" / "fashion_mnist_48px"
     args = _report_args(str(root / "experiments" / "hybrid_patterns.yaml"), out=str(tmp_path),
                         trials=str(folder / "trials.csv"),
                         throughput=str(folder / "throughput_remeasured.csv"),
@@ -199,12 +199,33 @@ def test_report_throughput_csv_without_the_column_is_one_clear_error(tmp_path):
     from mvlab.errors import StudyError
 
     root = Path(__file__).resolve().parents[1]
-    folder = root / "results" / "hybrid_patterns"
+    folder = root / "results" / "hybrid_patterns" / "fashion_mnist_48px"
     args = _report_args(str(root / "experiments" / "hybrid_patterns.yaml"), out=str(tmp_path),
                         trials=str(folder / "trials.csv"),
                         throughput=str(folder / "throughput_remeasured.csv"))
     with pytest.raises(StudyError, match="--throughput-column"):
         handle(args)
+
+
+def test_the_committed_decisive_run_report_comes_from_its_committed_journal(tmp_path):
+    # results/hybrid_patterns keeps the study's Optuna journal: the report rebuilt from it now
+    # gives the committed verdicts, so those numbers are the code's, not edited.
+    from mvlab.commands.report import handle
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "hybrid_patterns"
+    args = _report_args(str(root / "experiments" / "hybrid_patterns.yaml"), out=str(tmp_path),
+                        storage=str(folder / "optuna.journal"),
+                        throughput=str(folder / "throughput_gpu.csv"),
+                        overrides=[f"workdir={tmp_path}/{{name}}"])  # no MLflow store: none read
+    assert handle(args) == 0
+    rebuilt = pd.read_csv(tmp_path / "verdicts.csv").set_index("configuration")
+    committed = pd.read_csv(folder / "verdicts.csv").set_index("configuration")
+    assert list(rebuilt.index) == list(committed.index)
+    assert (rebuilt["verdict"] == committed["verdict"]).all()
+    for column in ("diff", "ci_low", "ci_high"):
+        assert rebuilt[column].to_numpy() == pytest.approx(committed[column].to_numpy())
+    assert set(committed["verdict"]) == {"worse", "undetermined"}
 
 
 def test_configuration_labels_survive_a_knob_missing_in_some_trials():
