@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,15 @@ def mvlab(*args: str) -> list[str]:
     return [sys.executable, "-m", "mvlab", *args]
 
 
-def device_check(settings: list[str], out: Path, log: Log) -> bool:
+def device_check(settings: list[str], log: Log) -> bool:
     """One tiny trial of the real sweep on the device first: a bug in the device path then costs
     seconds of the lease, not the whole budget spent on trials that all fail."""
-    cmd = mvlab("sweep", "experiments/quickstart.yaml", "--n-trials", "1", "--no-progress",
-                "--set", *settings, *TINY, f"workdir={out.resolve()}/device_check/{{name}}")
     started = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    # Outside --out: the device tool brings back only a few files from there.
+    with tempfile.TemporaryDirectory(prefix="mvlab-device-check-") as scratch:
+        cmd = mvlab("sweep", "experiments/quickstart.yaml", "--n-trials", "1", "--no-progress",
+                    "--set", *settings, *TINY, f"workdir={scratch}/{{name}}")
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     ok = proc.returncode == 0 and "complete 1" in proc.stdout
     log(f"device check {'passed' if ok else 'FAILED'} in {time.time() - started:.0f} s "
         f"(exit {proc.returncode})" + ("" if ok else f"\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"))
@@ -221,7 +224,7 @@ def main() -> int:
         log("no CUDA device: nothing run (use --smoke on a CPU)")
         return 2
 
-    if not device_check(settings, args.out, log):
+    if not device_check(settings, log):
         return 3
     jobs = [job for phase in phases for job in phase]
     for job in {j.study: j for j in jobs}.values():
