@@ -148,3 +148,42 @@ def test_global_batch_must_split_evenly():
     check_batch(33, ctx)
     with pytest.raises(UserError, match="multiple of 3"):
         check_batch(32, ctx)
+
+
+SEQUENTIAL_STUDY = """\
+name: ddp_sequential
+model: tiny
+data: {{dataset: builtin, resolution: 16, per_class: 12, val_per_class: 5,
+        heldout_fraction: 0.25}}
+train: {{epochs: 1, batch_size: 32, warmup_epochs: 0, device: cpu, threads: 1}}
+study: {{kind: grid, seeds: [0, 1], sequential: {{step: 1, max_seeds: 3}}}}
+space: {{pattern: [last_half, attn_only]}}
+analysis: {{reference: {{pattern: last_half}}, equivalence_margin: 0.01}}
+bench: {{batch_size: 4, warmup: 1, steps: 1, repeats: 1}}
+tracking: {{uri: "sqlite:///{root}/mlflow.db"}}
+workdir: "{root}/study"
+"""
+
+
+def test_a_sequential_sweep_under_torchrun_keeps_every_rank_to_the_last_stage(tmp_path):
+    # The other ranks follow rank 0 until the whole sweep is over: a follower released after
+    # the first stage left the next stage's first trial waiting for a rank that had gone.
+    study = tmp_path / "ddp_sequential.yaml"
+    study.write_text(SEQUENTIAL_STUDY.format(root=tmp_path))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "mvlab",
+         "sweep", str(study), "--no-progress"],
+        env=env, timeout=300, capture_output=True, text=True, cwd=tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "terminate called" not in launched.stderr
+
+    from mvlab.study import load_study
+    from mvlab.study.locations import storage_url_for
+    from mvlab.study.preparation import open_study
+
+    config = load_study(study)
+    trials = open_study(config, storage_url_for(config), create=False).get_trials()
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len(trials) == 6, [t.params for t in trials]  # 2 x 2 planned, then seed 2 for both

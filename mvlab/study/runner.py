@@ -27,7 +27,7 @@ from mvlab.study.display import Display
 from mvlab.study.preparation import counts, prepare
 from mvlab.study.sequential import Stage, queue_next_seeds
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, SweepSummary
-from mvlab.study.worker import _worker_main, follow_trials, work
+from mvlab.study.worker import _worker_main, follow_trials, stop_followers, work
 
 __all__ = ["run_sweep", "finalize"]
 
@@ -88,6 +88,8 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
         raise
     finally:
         display.close()
+        if status != "KILLED":  # on Ctrl-C torchrun interrupts every rank itself
+            stop_followers()
         summary = finalize(prepared, study, status)
     return summary
 

@@ -71,12 +71,18 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
         with st.heartbeat(study, trial, interval):
             run_trial(study, trial, config, prepared.target, data, progress)
         ran += 1
+    return ran
+
+
+def stop_followers() -> None:
+    """Rank 0, when the sweep is over (every stage, not each ``work`` call): the other torchrun
+    ranks stop following and every rank leaves the process group."""
     from mvlab.training import ddp
 
     ranks = ddp.current()
     if ranks is not None:
-        ddp.broadcast_object(None, ranks)  # the other torchrun ranks stop following
-    return ran
+        ddp.broadcast_object(None, ranks)
+    ddp.leave()
 
 
 def _claim(study: optuna.Study, config: StudyConfig) -> optuna.Trial | None:
@@ -108,6 +114,7 @@ def follow_trials(ranks: ddp.DistContext) -> int:
     while True:
         order = ddp.broadcast_object(None, ranks)
         if order is None:
+            ddp.leave()
             return trained
         if not isinstance(order, TrainOrder):  # ranks of two mvlab versions: fail loudly
             raise TypeError(f"rank 0 sent {type(order).__name__}, expected a TrainOrder")

@@ -224,6 +224,14 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+def leave() -> None:
+    """Leave the process group before the process exits: a gloo group still alive at interpreter
+    exit can abort the process ("terminate called without an active exception") while the other
+    ranks are still shutting down."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def from_main(flag: bool, ctx: DistContext | None) -> bool:
     """Rank 0's ``flag`` on every rank (e.g. the early-stop verdict of its ``on_epoch``)."""
     if ctx is None:
