@@ -6,23 +6,29 @@ measured on the quiet GPU; everything packed into one archive under --out.
         --phase experiments/mixer_ablation.yaml:12
     python3 scripts/gpu_studies.py --out /tmp/smoke --smoke --phase experiments/quickstart.yaml:2
 
-A --phase is a list of STUDY:WORKERS[:TRIALS] run side by side (``mvlab sweep --workers``, at
-most TRIALS trials in this phase); phases run one after another. Every sweep is the real one
-(Optuna journal, MLflow, sequential seeds), with the study's own setting except the device:
-``train.device=cuda train.precision=fp32`` (the CPU calibration trained in fp32) and
-``bench.device=cuda``. A sweep still running at the deadline gets SIGINT (its running trials are
-recorded as interrupted and a rerun resumes them), so one lease always brings back what finished.
+A --phase is a list of STUDY:WORKERS[:TRIALS] run side by side (``mvlab sweep --workers``; with
+TRIALS, ``--n-trials``: at most that many trials in this phase, and no sequential stage, which
+waits for a later phase of the same study); phases run one after another, and a phase with less
+than MIN_PHASE_S left is skipped. Every sweep is the real one (Optuna journal, MLflow, sequential
+seeds), with the study's own setting except the device: ``train.device=cuda
+train.precision=fp32`` (the CPU calibration trained in fp32) and ``bench.device=cuda``, plus any
+``--set``. Sweeps still running at the deadline get SIGINT together (their running trials are
+recorded as interrupted and a rerun resumes them), so one lease always brings back what
+finished; a trial running at the deadline is lost (there is no drain: a sweep cannot yet be told
+to stop claiming trials).
 
 The throughput each trial measures before training shares the GPU with the other workers; the
 report's throughput axis comes from ``mvlab bench study`` afterwards, with nothing else running.
 
 Writes under --out: log.txt, environment.json, studies.tgz (each study's journal, MLflow
-database and throughput CSV, the sweeps' logs). Needs optuna and mlflow on the device (carried
-as wheels: results/gpu/studies/RUN.md says how).
+database and throughput CSV, the sweeps' logs): 3 files plus one log a study, since the device
+tool brings back at most 8. Needs optuna and mlflow on the device (carried as wheels:
+results/gpu/studies/README.md says how).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -49,8 +55,11 @@ SMOKE_SETTINGS = ["train.device=cpu", "train.threads=1", "bench.device=cpu", *TI
 GPU_BENCH = ["bench.device=cuda", "bench.batch_size=256", "bench.precision=bf16",
              "bench.warmup=10"]
 SMOKE_BENCH = ["bench.device=cpu", "bench.batch_size=2", "bench.threads=1", "bench.warmup=1"]
-RESERVE_S = 75  # kept back for the throughput pass and the archive
-GRACE_S = 40    # after SIGINT: time for a sweep to record its interrupted trials
+RESERVE_S = 75     # kept back for the throughput pass and the archive
+GRACE_S = 40       # after SIGINT: time for a sweep to record its interrupted trials
+MIN_PHASE_S = 120  # a phase needs time for at least one trial (74-98 s on the H200)
+SMOKE_MIN_PHASE_S = 10
+CHECK_TIMEOUT_S = 240
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,13 @@ class Job:
     @classmethod
     def parse(cls, text: str) -> Job:
         parts = text.split(":")
-        if not 1 <= len(parts) <= 3 or not parts[0].endswith((".yaml", ".yml")):
-            raise SystemExit(f"--phase item {text!r}: expected STUDY.yaml[:WORKERS[:TRIALS]]")
-        workers = int(parts[1]) if len(parts) > 1 else 1
-        trials = int(parts[2]) if len(parts) > 2 else None
+        counts = parts[1:]
+        if (not 1 <= len(parts) <= 3 or not parts[0].endswith((".yaml", ".yml"))
+                or not all(c.isdigit() and int(c) > 0 for c in counts)):
+            raise SystemExit(f"--phase item {text!r}: expected STUDY.yaml[:WORKERS[:TRIALS]] "
+                             f"with positive whole numbers")
+        workers = int(counts[0]) if counts else 1
+        trials = int(counts[1]) if len(counts) > 1 else None
         return cls(Path(parts[0]), workers, trials)
 
 
@@ -110,7 +122,12 @@ def device_check(settings: list[str], log: Log) -> bool:
     with tempfile.TemporaryDirectory(prefix="mvlab-device-check-") as scratch:
         cmd = mvlab("sweep", "experiments/quickstart.yaml", "--n-trials", "1", "--no-progress",
                     "--set", *settings, *TINY, f"workdir={scratch}/{{name}}")
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                                  timeout=CHECK_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            log(f"device check FAILED: no answer in {CHECK_TIMEOUT_S} s\n{exc.stdout or ''}")
+            return False
     ok = proc.returncode == 0 and "complete 1" in proc.stdout
     log(f"device check {'passed' if ok else 'FAILED'} in {time.time() - started:.0f} s "
         f"(exit {proc.returncode})" + ("" if ok else f"\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"))
@@ -129,8 +146,13 @@ def prepare_data(job: Job, settings: list[str], log: Log) -> None:
     log(f"{job.study.stem}: data ready in {time.time() - started:.0f} s")
 
 
+STARTED: list[subprocess.Popen] = []  # every sweep, so that a failing script leaves none behind
+
+
 def run_phase(jobs: list[Job], settings: list[str], deadline: float, out: Path, log: Log) -> None:
-    procs = []
+    """The phase's sweeps side by side, each logged as it ends; at the deadline the ones still
+    running are stopped together."""
+    running = {}
     for job in jobs:
         cmd = mvlab("sweep", str(job.study), "--workers", str(job.workers), "--no-progress",
                     "--set", *settings)
@@ -138,30 +160,37 @@ def run_phase(jobs: list[Job], settings: list[str], deadline: float, out: Path, 
             cmd[4:4] = ["--n-trials", str(job.trials)]
         sweep_log = (out / f"sweep_{job.study.stem}.log").open("a")
         log(f"start: {' '.join(cmd[2:])}")
-        procs.append((job, sweep_log, subprocess.Popen(
-            cmd, cwd=REPO, stdout=sweep_log, stderr=subprocess.STDOUT, start_new_session=True)))
-    for job, sweep_log, proc in procs:
-        try:
-            rc = proc.wait(timeout=max(1.0, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            rc = stop(proc)
-            log(f"{job.study.stem}: stopped at the deadline (exit {rc})")
-        else:
-            log(f"{job.study.stem}: sweep exit {rc}")
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=sweep_log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own group: SIGINT reaches workers
+        STARTED.append(proc)
+        running[proc] = (job, sweep_log)
+    while running and time.time() < deadline:
+        for proc in [p for p in running if p.poll() is not None]:
+            job, sweep_log = running.pop(proc)
+            sweep_log.close()
+            log(f"{job.study.stem}: sweep exit {proc.returncode}")
+        time.sleep(1.0)
+    for proc, code in stop(list(running)).items():
+        job, sweep_log = running[proc]
         sweep_log.close()
+        log(f"{job.study.stem}: stopped at the deadline (exit {code})")
 
 
-def stop(proc: subprocess.Popen) -> int:
-    """SIGINT to the sweep's process group (workers record interrupted trials), then harder."""
+def stop(procs: list[subprocess.Popen]) -> dict[subprocess.Popen, int]:
+    """SIGINT to every sweep's process group at once (workers record interrupted trials), then
+    SIGTERM and SIGKILL to whatever is left; the exit codes."""
+    left = list(procs)
     for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            return proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
+        for proc in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        until = time.time() + wait
+        while left and time.time() < until:
+            left = [p for p in left if p.poll() is None]
+            time.sleep(0.2)
+        if not left:
             break
-    return proc.wait()
+    return {proc: proc.wait() for proc in procs}
 
 
 def bench_study(job: Job, settings: list[str], bench: list[str], log: Log, timeout_s: float) -> None:
@@ -205,17 +234,21 @@ def main() -> int:
     parser.add_argument("--commit", help="the commit the working tree was copied from")
     parser.add_argument("--workdir", type=Path,
                         help="put the studies' folders here (default: each study's own, studies/NAME)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="more overrides for every study, e.g. 'study.seeds=[0,1,2,3,4,5]'")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny data, a minute or two: tests the script, measures nothing")
     args = parser.parse_args()
     phases = [[Job.parse(item) for item in phase] for phase in args.phase]
     settings = SMOKE_SETTINGS if args.smoke else GPU_SETTINGS
+    settings = [*settings, *args.set]
     if args.workdir:
         settings = [*settings, f"workdir={args.workdir.resolve()}/{{name}}"]
     bench = SMOKE_BENCH if args.smoke else GPU_BENCH
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out)
     deadline = log.start + args.budget_s - RESERVE_S
+    min_phase = SMOKE_MIN_PHASE_S if args.smoke else MIN_PHASE_S
 
     env = environment(args.commit)
     (args.out / "environment.json").write_text(json.dumps(env, indent=2))
@@ -227,13 +260,16 @@ def main() -> int:
     if not device_check(settings, log):
         return 3
     jobs = [job for phase in phases for job in phase]
-    for job in {j.study: j for j in jobs}.values():
-        prepare_data(job, settings, log)
-    for number, phase in enumerate(phases, 1):
-        if time.time() > deadline - 30:
-            log(f"phase {number} skipped: the budget is spent")
-            continue
-        run_phase(phase, settings, deadline, args.out, log)
+    try:
+        for job in {j.study: j for j in jobs}.values():
+            prepare_data(job, settings, log)
+        for number, phase in enumerate(phases, 1):
+            if time.time() > deadline - min_phase:
+                log(f"phase {number} skipped: less than {min_phase} s left")
+                continue
+            run_phase(phase, settings, deadline, args.out, log)
+    finally:
+        stop([p for p in STARTED if p.poll() is None])  # none left training after an error
     unique = list({j.study: j for j in jobs}.values())
     for i, job in enumerate(unique):
         left = log.start + args.budget_s - 15 - time.time()
