@@ -12,10 +12,10 @@ waits for a later phase of the same study); phases run one after another, and a 
 than MIN_PHASE_S left is skipped. Every sweep is the real one (Optuna journal, MLflow, sequential
 seeds), with the study's own setting except the device: ``train.device=cuda
 train.precision=fp32`` (the CPU calibration trained in fp32) and ``bench.device=cuda``, plus any
-``--set``. Sweeps still running at the deadline get SIGINT together (their running trials are
-recorded as interrupted and a rerun resumes them), so one lease always brings back what
-finished; a trial running at the deadline is lost (there is no drain: a sweep cannot yet be told
-to stop claiming trials).
+``--set``. DRAIN_S before the deadline every sweep gets SIGUSR1 (drain: the running trials
+finish, no new one starts); sweeps still running at the deadline get SIGINT together (their
+running trials are recorded as interrupted and a rerun resumes them), so one lease always brings
+back what finished.
 
 The throughput each trial measures before training shares the GPU with the other workers; the
 report's throughput axis comes from ``mvlab bench study`` afterwards, with nothing else running.
@@ -58,7 +58,8 @@ SMOKE_BENCH = ["bench.device=cpu", "bench.batch_size=2", "bench.threads=1", "ben
 RESERVE_S = 75     # kept back for the throughput pass and the archive
 GRACE_S = 40       # after SIGINT: time for a sweep to record its interrupted trials
 MIN_PHASE_S = 120  # a phase needs time for at least one trial (74-98 s on the H200)
-SMOKE_MIN_PHASE_S = 10
+DRAIN_S = 100      # a trial's length: started earlier it can finish, later it would be lost
+SMOKE_MIN_PHASE_S, SMOKE_DRAIN_S = 10, 10
 CHECK_TIMEOUT_S = 240
 
 
@@ -149,9 +150,10 @@ def prepare_data(job: Job, settings: list[str], log: Log) -> None:
 STARTED: list[subprocess.Popen] = []  # every sweep, so that a failing script leaves none behind
 
 
-def run_phase(jobs: list[Job], settings: list[str], deadline: float, out: Path, log: Log) -> None:
-    """The phase's sweeps side by side, each logged as it ends; at the deadline the ones still
-    running are stopped together."""
+def run_phase(jobs: list[Job], settings: list[str], deadline: float, drain_s: float, out: Path,
+              log: Log) -> None:
+    """The phase's sweeps side by side, each logged as it ends; ``drain_s`` before the deadline
+    they are drained, at the deadline the ones still running are stopped together."""
     running = {}
     for job in jobs:
         cmd = mvlab("sweep", str(job.study), "--workers", str(job.workers), "--no-progress",
@@ -164,7 +166,15 @@ def run_phase(jobs: list[Job], settings: list[str], deadline: float, out: Path, 
                                 start_new_session=True)  # its own group: SIGINT reaches workers
         STARTED.append(proc)
         running[proc] = (job, sweep_log)
+    drained = False
     while running and time.time() < deadline:
+        if not drained and time.time() > deadline - drain_s:
+            for proc in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGUSR1)
+            log(f"drain: {', '.join(j.study.stem for j, _ in running.values())} finish their "
+                f"running trials and start no more")
+            drained = True
         for proc in [p for p in running if p.poll() is not None]:
             job, sweep_log = running.pop(proc)
             sweep_log.close()
@@ -249,6 +259,7 @@ def main() -> int:
     log = Log(args.out)
     deadline = log.start + args.budget_s - RESERVE_S
     min_phase = SMOKE_MIN_PHASE_S if args.smoke else MIN_PHASE_S
+    drain_s = SMOKE_DRAIN_S if args.smoke else DRAIN_S
 
     env = environment(args.commit)
     (args.out / "environment.json").write_text(json.dumps(env, indent=2))
@@ -267,7 +278,7 @@ def main() -> int:
             if time.time() > deadline - min_phase:
                 log(f"phase {number} skipped: less than {min_phase} s left")
                 continue
-            run_phase(phase, settings, deadline, args.out, log)
+            run_phase(phase, settings, deadline, drain_s, args.out, log)
     finally:
         stop([p for p in STARTED if p.poll() is None])  # none left training after an error
     unique = list({j.study: j for j in jobs}.values())

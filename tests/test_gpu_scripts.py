@@ -98,12 +98,14 @@ def test_gpu_studies_smoke_runs_real_sweeps_and_packs_them(tmp_path):
 
 @pytest.mark.slow  # about 80 s
 def test_gpu_studies_stops_a_sweep_at_the_deadline_and_still_packs(tmp_path):
-    """A sweep still training at the deadline is interrupted (its trial recorded as such, to be
-    resumed), a phase without time left is skipped, and the throughput pass and archive run."""
+    """A sweep is drained shortly before the deadline, and one still training at the deadline
+    is interrupted (its trial recorded as such, to be resumed); a phase without time left is
+    skipped, and the throughput pass and archive run."""
     out, log = _gpu_studies(tmp_path, "--budget-s", "110", "--set", "data.per_class=2000",
                             "--phase", "experiments/quickstart.yaml:1",
                             "--phase", "experiments/calibration_width.yaml:1")
-    assert "quickstart: stopped at the deadline (exit 130)" in log, log
+    assert "drain: quickstart finish their running trials" in log, log  # 10 s before
+    assert "quickstart: stopped at the deadline (exit 130)" in log, log  # a trial outlasts 10 s
     assert "phase 2 skipped" in log and "bench study exit 0" in log, log
     _unpack(out, tmp_path / "back")
     failed = [t for t in _trials(tmp_path / "back", "quickstart") if t.state.name == "FAIL"]

@@ -50,3 +50,20 @@ def deferred_interrupts() -> Iterator[None]:
         for signum in dict.fromkeys(received):
             previous[signum](signum, None)  # raises KeyboardInterrupt for the usual handlers
 
+
+
+# SIGUSR1 drains a sweep: the trials running now finish and are recorded, no process claims
+# another, and no sequential stage starts. For a job scheduler's (or a lease's) deadline, where
+# Ctrl-C would throw away the running trials' work. POSIX only.
+DRAIN_SIGNAL = getattr(signal, "SIGUSR1", None)
+_drain = threading.Event()
+
+
+def install_drain_handler() -> None:
+    """Make SIGUSR1 drain this process instead of killing it (its default action)."""
+    if DRAIN_SIGNAL is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(DRAIN_SIGNAL, lambda _s, _frame: _drain.set())
+
+
+def draining() -> bool:
+    return _drain.is_set()

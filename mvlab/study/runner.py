@@ -24,6 +24,7 @@ import optuna
 from mvlab.errors import StudyError
 from mvlab.study import tracking
 from mvlab.study.display import Display
+from mvlab.study.interrupts import draining, install_drain_handler
 from mvlab.study.preparation import counts, prepare
 from mvlab.study.sequential import Stage, queue_next_seeds
 from mvlab.study.types import Prepared, StudyConfig, SweepOptions, SweepSummary
@@ -51,6 +52,7 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
     if options.n_trials is not None and options.n_trials < 1:
         raise StudyError(f"--n-trials {options.n_trials}: needs at least 1 (or leave it out to "
                          f"run the whole study)")
+    install_drain_handler()  # SIGUSR1: finish the running trials, start no more
     from mvlab.training import ddp
 
     if ddp.launched_world_size() > 1:
@@ -75,6 +77,10 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
             else:
                 _run_processes(prepared, options, display)
             # --n-trials is a budget for this invocation: the next stage waits for a rerun.
+            if draining():
+                display.bar.write(f"sweep {config.name}: drained (SIGUSR1): the running trials "
+                                  f"finished, the rest stay queued; rerun to resume")
+                break
             if config.sequential is None or options.n_trials is not None:
                 break
             stage = _next_stage(study, prepared)

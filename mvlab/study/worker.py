@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from mvlab import records
 from mvlab.study import storage as st
 from mvlab.study import tracking
-from mvlab.study.interrupts import deferred_interrupts
+from mvlab.study.interrupts import deferred_interrupts, draining, install_drain_handler
 from mvlab.study.measure import warm_up
 from mvlab.study.preparation import open_study, run_status
 from mvlab.study.trial import DataCache, run_trial
@@ -60,7 +60,7 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
     data = DataCache()
     interval = st.heartbeat_interval(config.stale_after_s)
     ran = 0
-    while _take_budget(budget):
+    while not draining() and _take_budget(budget):
         recover_stale_trials(study, prepared)  # a killed worker's trial fails while we run
         if ran == 0:
             warm_up(config)  # before claiming: a Ctrl-C here leaves no trial behind
@@ -143,6 +143,7 @@ def _worker_main(prepared: Prepared, budget: Any, threads: int) -> None:
     # as SIGTERM instead, so a second signal cannot cut the recording of the interrupted trial.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    install_drain_handler()
     try:
         work(prepared, budget, threads=threads)
     except KeyboardInterrupt:
