@@ -51,7 +51,6 @@ def deferred_interrupts() -> Iterator[None]:
             previous[signum](signum, None)  # raises KeyboardInterrupt for the usual handlers
 
 
-
 # SIGUSR1 drains a sweep: the trials running now finish and are recorded, no process claims
 # another, and no sequential stage starts. For a job scheduler's (or a lease's) deadline, where
 # Ctrl-C would throw away the running trials' work. POSIX only.

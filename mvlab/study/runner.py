@@ -76,11 +76,11 @@ def run_sweep(config: StudyConfig, options: SweepOptions = _DEFAULT_OPTIONS,
                 work(prepared, budget, display.progress())
             else:
                 _run_processes(prepared, options, display)
-            # --n-trials is a budget for this invocation: the next stage waits for a rerun.
             if draining():
                 display.bar.write(f"sweep {config.name}: drained (SIGUSR1): the running trials "
                                   f"finished, the rest stay queued; rerun to resume")
                 break
+            # --n-trials is a budget for this invocation: the next stage waits for a rerun.
             if config.sequential is None or options.n_trials is not None:
                 break
             stage = _next_stage(study, prepared)

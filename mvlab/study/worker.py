@@ -76,13 +76,12 @@ def work(prepared: Prepared, budget: Any = None, progress: Progress | None = Non
 
 def stop_followers() -> None:
     """Rank 0, when the sweep is over (every stage, not each ``work`` call): the other torchrun
-    ranks stop following and every rank leaves the process group."""
+    ranks stop following."""
     from mvlab.training import ddp
 
     ranks = ddp.current()
     if ranks is not None:
         ddp.broadcast_object(None, ranks)
-    ddp.leave()
 
 
 def _claim(study: optuna.Study, config: StudyConfig) -> optuna.Trial | None:
@@ -114,7 +113,6 @@ def follow_trials(ranks: ddp.DistContext) -> int:
     while True:
         order = ddp.broadcast_object(None, ranks)
         if order is None:
-            ddp.leave()
             return trained
         if not isinstance(order, TrainOrder):  # ranks of two mvlab versions: fail loudly
             raise TypeError(f"rank 0 sent {type(order).__name__}, expected a TrainOrder")

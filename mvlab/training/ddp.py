@@ -20,6 +20,7 @@ The contract is *the same run as one process with the same global batch*:
 Backends: ``nccl`` for CUDA devices (``cuda:LOCAL_RANK``), ``gloo`` on the CPU."""
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -71,6 +72,7 @@ def setup(device: torch.device) -> tuple[DistContext | None, torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+        atexit.register(leave)  # every entry point (train, sweep, followers) leaves on exit
     return DistContext(rank, world, local_rank, dist.get_backend()), device
 
 
@@ -225,9 +227,9 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 
 
 def leave() -> None:
-    """Leave the process group before the process exits: a gloo group still alive at interpreter
-    exit can abort the process ("terminate called without an active exception") while the other
-    ranks are still shutting down."""
+    """Leave the process group (``setup`` registers this at exit): a gloo group still alive at
+    interpreter exit can abort the process ("terminate called without an active exception")
+    while the other ranks are still shutting down."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
