@@ -40,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -135,16 +136,14 @@ def device_check(settings: list[str], log: Log) -> bool:
     return ok
 
 
-def prepare_data(job: Job, settings: list[str], log: Log) -> None:
+def prepare_data(study: Path, config: Any, log: Log) -> None:
     """The study's generated data built once here, so the workers open one cache instead of each
     generating the same images at the same moment."""
     from mvlab.data.bundle import build_data
-    from mvlab.study import load_study
 
-    config = load_study(job.study, settings)
     started = time.time()
     build_data(config.data, config.train.batch_size)
-    log(f"{job.study.stem}: data ready in {time.time() - started:.0f} s")
+    log(f"{study.stem}: data ready in {time.time() - started:.0f} s")
 
 
 STARTED: list[subprocess.Popen] = []  # every sweep, so that a failing script leaves none behind
@@ -203,29 +202,25 @@ def stop(procs: list[subprocess.Popen]) -> dict[subprocess.Popen, int]:
     return {proc: proc.wait() for proc in procs}
 
 
-def bench_study(job: Job, settings: list[str], bench: list[str], log: Log, timeout_s: float) -> None:
-    from mvlab.study import load_study
-
-    config = load_study(job.study, settings)
+def bench_study(study: Path, config: Any, settings: list[str], bench: list[str], log: Log,
+                timeout_s: float) -> None:
     target = Path(config.workdir) / "throughput.csv"
-    cmd = mvlab("bench", "study", str(job.study), "--rounds", "10", "--steps", "5",
+    cmd = mvlab("bench", "study", str(study), "--rounds", "10", "--steps", "5",
                 "--out", str(target), "--set", *settings, *bench)
     started = time.time()
     try:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                               timeout=max(5.0, timeout_s))
-        log(f"{job.study.stem}: bench study exit {proc.returncode} in "
+        log(f"{study.stem}: bench study exit {proc.returncode} in "
             f"{time.time() - started:.0f} s\n{proc.stdout[-2500:]}{proc.stderr[-1500:]}")
     except subprocess.TimeoutExpired:
-        log(f"{job.study.stem}: bench study did not finish in {timeout_s:.0f} s")
+        log(f"{study.stem}: bench study did not finish in {timeout_s:.0f} s")
 
 
-def pack(jobs: list[Job], settings: list[str], out: Path, log: Log) -> None:
-    from mvlab.study import load_study
-
+def pack(configs: dict[Path, Any], out: Path, log: Log) -> None:
     with tarfile.open(out / "studies.tgz", "w:gz") as tar:
-        for job in {j.study: j for j in jobs}.values():
-            workdir = REPO / load_study(job.study, settings).workdir
+        for config in configs.values():
+            workdir = REPO / config.workdir
             for name in ("optuna.journal", "mlflow.db", "throughput.csv"):
                 if (workdir / name).exists():
                     tar.add(workdir / name, arcname=f"{workdir.name}/{name}")
@@ -270,10 +265,14 @@ def main() -> int:
 
     if not device_check(settings, log):
         return 3
-    jobs = [job for phase in phases for job in phase]
+    from mvlab.study import load_study
+
+    # Each study once, in the order the phases first name it, read with this run's settings.
+    studies = dict.fromkeys(job.study for phase in phases for job in phase)
+    configs = {study: load_study(study, settings) for study in studies}
     try:
-        for job in {j.study: j for j in jobs}.values():
-            prepare_data(job, settings, log)
+        for study, config in configs.items():
+            prepare_data(study, config, log)
         for number, phase in enumerate(phases, 1):
             if time.time() > deadline - min_phase:
                 log(f"phase {number} skipped: less than {min_phase} s left")
@@ -281,11 +280,10 @@ def main() -> int:
             run_phase(phase, settings, deadline, drain_s, args.out, log)
     finally:
         stop([p for p in STARTED if p.poll() is None])  # none left training after an error
-    unique = list({j.study: j for j in jobs}.values())
-    for i, job in enumerate(unique):
+    for i, (study, config) in enumerate(configs.items()):
         left = log.start + args.budget_s - 15 - time.time()
-        bench_study(job, settings, bench, log, left / (len(unique) - i))
-    pack(jobs, settings, args.out, log)
+        bench_study(study, config, settings, bench, log, left / (len(configs) - i))
+    pack(configs, args.out, log)
     log(f"done in {time.time() - log.start:.0f} s")
     return 0
 
