@@ -15,6 +15,7 @@ from mvlab.analysis import (
     fidelity_table,
     front_within_ci,
     holm,
+    noise_homogeneity,
     page_trend,
     seed_matrix,
     seed_means,
@@ -68,9 +69,9 @@ def test_per_comparison_sd_gives_no_verdict_for_two_equal_differences():
     # is used.
     df = pd.DataFrame({"config": ["r", "r", "a", "a", "b", "b"], "seed": [0, 1] * 3,
                        "acc": [70.0, 71.0, 69.5, 70.5, 70.0, 72.0]})
-    own = compare_to_reference(df, "acc", "r", pooled=False).set_index("config")
+    own = compare_to_reference(df, "acc", "r").set_index("config")
     assert own.loc["a", "verdict"] == "undetermined" and math.isnan(own.loc["a", "p_diff"])
-    pooled = compare_to_reference(df, "acc", "r").set_index("config")
+    pooled = compare_to_reference(df, "acc", "r", pooled=True).set_index("config")
     # the 3 x 2 table's two-way residuals are +-1/6 (r, a) and -+1/3 (b): SS 1/3 on
     # (3 - 1)(2 - 1) = 2 dof, sigma^2 1/6, the sd of a difference sqrt(2/6)
     assert pooled.loc["a", "dof"] == 2 and pooled.loc["a", "sd"] == pytest.approx(3 ** -0.5)
@@ -185,7 +186,7 @@ def test_pairs_sharing_a_configuration_do_not_count_its_noise_twice():
 
     df = effects_table({"a": 2.0, "b": -1.0}, seeds=4, noise_sd=0.5, seed=4)
     pairs = [("a", "reference"), ("b", "reference"), ("a", "b")]
-    table = compare_pairs(df, "heldout_top1", pairs)
+    table = compare_pairs(df, "heldout_top1", pairs, pooled=True)
     assert (table["dof"] == 6).all()
     matrix = seed_matrix(df, "heldout_top1")
     sd, dof = block_noise(matrix)
@@ -195,3 +196,44 @@ def test_pairs_sharing_a_configuration_do_not_count_its_noise_twice():
     assert block_noise(pd.DataFrame(additive))[0] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(AnalysisError, match="with itself"):
         compare_pairs(df, "heldout_top1", [("a", "a")])
+
+
+def unequal_noise_table(seed: int = 5) -> pd.DataFrame:
+    """steady: 1.5 points above the reference, run noise 0.2; noisy: 6 points above, with an
+    extra run noise of sd 8 (a network that sometimes stays on the plateau)."""
+    df = effects_table({"steady": 1.5, "noisy": 6.0}, seeds=6, noise_sd=0.2, seed=seed)
+    rng = np.random.default_rng(seed)
+    noisy = df["config"] == "noisy"
+    df.loc[noisy, "heldout_top1"] += rng.normal(0.0, 8.0, size=int(noisy.sum()))
+    return df
+
+
+def test_each_comparison_is_judged_by_its_own_noise():
+    df = unequal_noise_table()
+    own = compare_to_reference(df, "heldout_top1", "reference").set_index("config")
+    pooled = compare_to_reference(df, "heldout_top1", "reference", pooled=True
+                                  ).set_index("config")
+    # its own differences show the steady gain; one pooled level lets the noisy network's
+    # spread hide it
+    assert own.loc["steady", "verdict"] == "better" and own.loc["steady", "dof"] == 5
+    assert pooled.loc["steady", "verdict"] == "undetermined"
+    assert own.loc["steady", "sd"] < 1 < pooled.loc["steady", "sd"]
+    # and the noisy network's own spread is wider than the pooled level says
+    assert own.loc["noisy", "verdict"] == "undetermined"
+    assert own.loc["noisy", "ci_high"] - own.loc["noisy", "ci_low"] > (
+        pooled.loc["noisy", "ci_high"] - pooled.loc["noisy", "ci_low"])
+
+
+def test_noise_homogeneity_tells_unequal_from_equal_spread():
+    unequal = noise_homogeneity(seed_matrix(unequal_noise_table(), "heldout_top1"))
+    assert unequal["p"] < 0.05 and unequal["config_max"] == "noisy"
+    assert unequal["sd_max"] > 5 * unequal["sd_min"]
+    assert (unequal["configs"], unequal["seeds"]) == (3, 6)
+    equal = effects_table({"a": 1.0, "b": 0.0}, seeds=8, seed_sd=0.0, noise_sd=1.0, seed=6)
+    assert noise_homogeneity(seed_matrix(equal, "heldout_top1"))["p"] > 0.05
+    # two seeds cannot test a spread; identical runs have none to test
+    assert math.isnan(noise_homogeneity(seed_matrix(unequal_noise_table().query("seed < 2"),
+                                                    "heldout_top1"))["p"])
+    flat = pd.DataFrame({"config": ["r", "a"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+                         "heldout_top1": [70.0] * 6})
+    assert math.isnan(noise_homogeneity(seed_matrix(flat, "heldout_top1"))["p"])

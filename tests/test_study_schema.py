@@ -202,6 +202,7 @@ def test_cli_check_prints_the_plan_and_errors_exit_2(tmp_path, capsys):
                                                          "heldout_top1 needs one"),
     ("constraints={max_params: .nan}", "constraints.max_params", "finite number > 0"),
     ("early_stop={margin: -1}", "early_stop.margin", ">= 0"),
+    ("analysis={noise: shared}", "analysis.noise", "expected one of paired, pooled"),
     ("early_stop={margin: .nan}", "early_stop.margin", "finite"),
     ("space={train.min_lr: [1.0e-5, .nan]}", "space.train.min_lr.1", "finite"),
     ("model=stem=8 | depth=1 width=8 | depth=1 width=8 | depth=1000000000 width=8 "

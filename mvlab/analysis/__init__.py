@@ -26,7 +26,7 @@ _LAZY = {
     **dict.fromkeys(["completed", "design_choices", "fidelity_levels", "find_storage",
                      "load_study", "objectives_of", "open_storage", "spec_fields",
                      "study_names", "with_spec_fields"], "load"),
-    **dict.fromkeys(["pooled_std", "seed_noise", "seed_spread"], "noise"),
+    **dict.fromkeys(["noise_homogeneity", "pooled_std", "seed_noise", "seed_spread"], "noise"),
     **dict.fromkeys(["pareto_front", "pareto_mask", "pareto_ranks"], "pareto"),
     "split_half": "reliability",
     **dict.fromkeys(["choice_summary", "front_within_ci", "knob_label", "pareto_table",
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
         study_names,
         with_spec_fields,
     )
-    from mvlab.analysis.noise import pooled_std, seed_noise, seed_spread
+    from mvlab.analysis.noise import noise_homogeneity, pooled_std, seed_noise, seed_spread
     from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
     from mvlab.analysis.reliability import split_half
     from mvlab.analysis.summary import (
@@ -89,7 +89,8 @@ __all__ = [
     "bootstrap_win_share", "choice_summary", "compare_pairs", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
     "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
-    "page_trend", "paired_fidelities", "pareto_front", "pareto_mask", "pareto_ranks", "pareto_table",
+    "noise_homogeneity", "page_trend", "paired_fidelities", "pareto_front", "pareto_mask",
+    "pareto_ranks", "pareto_table",
     "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",
     "seed_matrix", "seed_noise", "seed_spread", "spec_fields", "split_half", "study_names",
     "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",

@@ -2,9 +2,12 @@
 
 The pooled within-configuration standard deviation describes a study's noise floor. It is not a
 decision rule: whether two configurations differ, or are equivalent, is decided by the paired
-comparisons over seeds in ``mvlab.analysis.verdicts``, whose intervals shrink as seeds are added."""
+comparisons over seeds in ``mvlab.analysis.verdicts``, whose intervals shrink as seeds are added.
+Whether one noise level fits every configuration at all is ``noise_homogeneity``'s question."""
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,3 +60,29 @@ def seed_noise(df: pd.DataFrame, metric: str, config: str | Sequence[str] = DEFA
                       "repeated_runs": int(repeated["runs"].sum()),
                       "max_range": float((repeated["max"] - repeated["min"]).max())
                       if len(repeated) else float("nan")}, name=metric)
+
+
+def noise_homogeneity(matrix: pd.DataFrame) -> pd.Series:
+    """Is every configuration equally noisy across seeds? ``matrix``: configurations x seeds
+    (``verdicts.seed_matrix``); only the seeds every configuration ran count.
+
+    Returns the seed sd of the steadiest and the noisiest configuration (``sd_min`` /
+    ``config_min``, ``sd_max`` / ``config_max``), ``configs``, ``seeds``, and ``p`` of the
+    Brown-Forsythe test (Levene's about the median) of equal spread: a small p says that one
+    pooled noise level misdescribes the study. NaN p with fewer than 2 configurations or 3
+    seeds, or when every configuration repeats one value."""
+    from scipy import stats
+
+    block = matrix.dropna(axis=1, how="any")
+    sds = block.std(axis=1, ddof=1) if block.shape[1] >= 2 else pd.Series(dtype=float)
+    p = math.nan
+    if block.shape[0] >= 2 and block.shape[1] >= 3:
+        with warnings.catch_warnings():  # F is 0/0 when no configuration varies: p stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(stats.levene(*block.to_numpy(dtype=float), center="median").pvalue)
+    steady = sds.idxmin() if len(sds) else None
+    noisy = sds.idxmax() if len(sds) else None
+    return pd.Series({"sd_min": float(sds.min()) if len(sds) else math.nan,
+                      "config_min": steady, "sd_max": float(sds.max()) if len(sds) else math.nan,
+                      "config_max": noisy, "configs": int(block.shape[0]),
+                      "seeds": int(block.shape[1]), "p": p})

@@ -30,9 +30,10 @@ def _knobs(point: Mapping[str, Any]) -> str:
 
 def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
                  config_of: Callable[[Mapping[str, Any]], str | None], accuracy: str,
-                 config: str, margin: float, maximise: bool, alpha: float = 0.05
-                 ) -> list[dict[str, Any]]:
-    """One row per control: its verdict (paired over seeds, Holm across the controls)."""
+                 config: str, margin: float, maximise: bool, alpha: float = 0.05,
+                 pooled: bool = False) -> list[dict[str, Any]]:
+    """One row per control: its verdict (paired over seeds, Holm across the controls; the
+    noise each pair's own unless ``pooled``)."""
     from mvlab.analysis import AnalysisError, compare_pairs
 
     found, missing = [], []
@@ -46,7 +47,8 @@ def control_rows(rows: pd.DataFrame, controls: Sequence[Mapping[str, Any]],
         return out
     try:
         table = compare_pairs(rows, accuracy, [pair for _, pair in found], config=config,
-                              margin=margin, alpha=alpha, higher_is_better=maximise)
+                              margin=margin, alpha=alpha, higher_is_better=maximise,
+                              pooled=pooled)
     except AnalysisError as exc:
         return out + [{"criterion": _name(c), "required": _required(c, margin), "passed": False,
                        "observed": str(exc)} for c, _ in found]
@@ -112,10 +114,10 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
                   reliability: pd.Series | None,
                   config_of: Callable[[Mapping[str, Any]], str | None], *, accuracy: str,
                   config: str, label: str, margin: float, threshold: float,
-                  maximise: bool, alpha: float = 0.05) -> pd.DataFrame:
+                  maximise: bool, alpha: float = 0.05, pooled: bool = False) -> pd.DataFrame:
     """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome."""
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
-                         maximise, alpha)
+                         maximise, alpha, pooled)
     if gate.get("band") is not None:
         found.append(band_row(means, gate["band"], accuracy, label))
     if gate.get("reliability", True):

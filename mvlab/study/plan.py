@@ -63,4 +63,6 @@ def sequential_lines(config: StudyConfig) -> list[str]:
     return [f"sequential: then {sequential.step} seed(s) at a time for each configuration still "
             f"undetermined against the reference, up to {sequential.max_seeds} seeds (at most "
             f"{most} more trials); verdicts at alpha {analysis.alpha:g} / {analysis.looks} "
-            f"looks = {analysis.alpha / analysis.looks:.3g}"]
+            f"looks = {analysis.alpha / analysis.looks:.3g}, each judged by "
+            + ("its own per-seed differences" if analysis.noise == "paired" else
+               "one pooled noise level (analysis.noise: pooled)")]

@@ -4,11 +4,12 @@
 display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged together):
 
 * configurations: duplicate points of one network (``grammar.network_spec``) are one
-  configuration; each gets its seed mean with a t interval (the seed sd pooled over the
-  fidelity's configurations);
+  configuration; each gets its seed mean with a t interval (its own seed sd, or with
+  ``analysis.noise: pooled`` the sd pooled over the fidelity's configurations);
 * verdicts: every configuration against the study's reference (``analysis.reference``), paired
   over seeds, Holm-adjusted, TOST at ``analysis.equivalence_margin``, one verdict each
-  (``mvlab.analysis.verdicts``); the ordered hypothesis ``analysis.trend`` by Page's L;
+  (``mvlab.analysis.verdicts``), with a test of whether one noise level fits every configuration
+  (``noise_homogeneity``); the ordered hypothesis ``analysis.trend`` by Page's L;
 * reliability: split-half over seeds; below ``analysis.reliability_threshold`` the ranking is
   printed marked unreliable with the seeds it would take;
 * the calibration gate (``analysis.gate``, ``mvlab.study.gate``): positive controls, accuracy
@@ -192,6 +193,7 @@ class FidelityAnalysis:
     trend: pd.Series | None = None
     trend_order: list[str] = field(default_factory=list)
     reliability: pd.Series | None = None
+    noise: pd.Series | None = None  # noise_homogeneity: is every configuration equally noisy?
     gate: pd.DataFrame | None = None  # one row per calibration-gate criterion
     choices: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -252,6 +254,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
         fidelity_levels,
         fidelity_table,
         front_within_ci,
+        noise_homogeneity,
         page_trend,
         pareto_mask,
         seed_matrix,
@@ -264,6 +267,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
     threshold = float(settings.get("reliability_threshold") or 0.8)
     # A study that adds seeds while comparisons are undetermined decides up to `looks` times.
     alpha = float(settings.get("alpha") or 0.05) / int(settings.get("looks") or 1)
+    pooled = settings.get("noise") == "pooled"
     goals = dict(goals)
     accuracy = accuracy_of(goals)
     table = with_configurations(table)
@@ -281,7 +285,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
         if rows.empty:
             continue
         metrics = [m for m in goals if m in rows.columns]
-        means = seed_means(rows, metrics, config=CONFIG, pooled=True)
+        means = seed_means(rows, metrics, config=CONFIG, pooled=pooled)
         means = means.sort_values(accuracy, ascending=not maximise, kind="stable")
         means = means.reset_index(drop=True)
         every = _complete(table)
@@ -302,7 +306,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
             try:
                 verdicts = compare_to_reference(rows, accuracy, analysis.reference,
                                                 config=CONFIG, margin=margin, alpha=alpha,
-                                                higher_is_better=maximise)
+                                                higher_is_better=maximise, pooled=pooled)
                 names = dict(zip(means[CONFIG], means[CONFIG_LABEL], strict=True))
                 verdicts.insert(0, CONFIG_LABEL, verdicts[CONFIG].map(names))
                 analysis.verdicts = verdicts
@@ -324,6 +328,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
                 analysis.trend_order = [f"{knob}={v}" for v in values]
             except AnalysisError as exc:
                 analysis.notes.append(f"trend: {exc}")
+        analysis.noise = noise_homogeneity(seed_matrix(rows, accuracy, CONFIG))
         try:
             analysis.reliability = split_half(seed_matrix(rows, accuracy, CONFIG),
                                               n_boot=n_boot, threshold=threshold, seed=seed)
@@ -336,7 +341,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
                 settings["gate"], rows, means, analysis.reliability,
                 lambda point, rows=rows: _config_of(rows, point), accuracy=accuracy,
                 config=CONFIG, label=CONFIG_LABEL, margin=margin, alpha=alpha,
-                threshold=threshold, maximise=maximise)
+                threshold=threshold, maximise=maximise, pooled=pooled)
         for knob in architecture_knobs(rows):
             if rows[knob].nunique(dropna=True) > MAX_CHOICES:
                 continue  # a continuous knob (a float range): see configurations.csv instead
@@ -537,6 +542,32 @@ def _verdicts_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -
     return path
 
 
+def noise_lines(part: FidelityAnalysis, pooled: bool) -> list[str]:
+    """What the verdicts assume about seed noise, and whether the data bear it out."""
+    noise = part.noise
+    if noise is None or not noise["seeds"] >= 2 or noise["configs"] < 2:
+        return []
+    text = (f"Seed noise: the sd over the {noise['seeds']} seeds every configuration ran goes "
+            f"from {noise['sd_min']:.2f} points ({_name_of(part, noise['config_min'])}) to "
+            f"{noise['sd_max']:.2f} ({_name_of(part, noise['config_max'])})")
+    unequal = math.isfinite(noise["p"]) and noise["p"] < 0.05
+    if math.isfinite(noise["p"]):
+        text += (f"; Brown-Forsythe test of equal spread p = {noise['p']:.3g}"
+                 + (" (unequal)" if unequal else " (equal spread not rejected, not shown)"))
+    if not pooled:
+        text += (". Each comparison is judged by the spread of its own per-seed differences "
+                 "(`analysis.noise: paired`), so a noisy configuration needs more seeds and "
+                 "does not blur the others.")
+    elif unequal:
+        text += (". **The verdicts use one pooled noise level (`analysis.noise: pooled`), which "
+                 "assumes equal noise: here it makes the steadiest comparisons too cautious and "
+                 "the noisiest too bold. Set `analysis.noise: paired`.**")
+    else:
+        text += (". The verdicts use one pooled noise level (`analysis.noise: pooled`), which "
+                 "assumes every configuration is equally noisy.")
+    return ["### Seed noise", "", text, ""]
+
+
 def _name_of(part: FidelityAnalysis, config: str | None) -> str:
     means = part.configurations
     names = dict(zip(means[CONFIG], means[CONFIG_LABEL], strict=True))
@@ -618,6 +649,7 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
         suffix = _suffix(level, several)
         means = part.configurations
         lines += [f"## Fidelity `{level}`" if several else f"## `{level}`", ""]
+        lines += noise_lines(part, settings.get("noise") == "pooled")
         if part.gate is not None:
             from mvlab.study.gate import gate_lines
 

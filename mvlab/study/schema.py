@@ -51,7 +51,8 @@ BAND_METRICS = (records.PARAMS, records.MACS)
 TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "objectives",
             "constraints", "bench", "early_stop", "storage", "tracking", "workdir", "analysis")
 ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend", "gate",
-                 "alpha")
+                 "alpha", "noise")
+NOISE_MODELS = ("paired", "pooled")  # analysis.noise: docs/studies.md, "Statistics"
 GATE_KEYS = ("controls", "band", "reliability")
 CONTROL_KEYS = ("a", "b", "expect", "name")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
@@ -551,7 +552,12 @@ def _analysis(check: _Checker, value: Any, space: tuple[Dimension, ...]) -> Anal
     alpha = check.typed(raw.get("alpha", 0.05), float, ("analysis", "alpha"))
     if not 0 < alpha < 0.5:
         raise check.fail(("analysis", "alpha"), "must be between 0 and 0.5 (e.g. 0.05)")
-    return AnalysisSettings(reference, margin, threshold, trend, gate, alpha)
+    noise = check.typed(raw.get("noise", "paired"), str, ("analysis", "noise"))
+    if noise not in NOISE_MODELS:
+        raise check.fail(("analysis", "noise"), f"expected one of {', '.join(NOISE_MODELS)} "
+                                                f"(paired: each comparison's own seed noise), "
+                                                f"got {noise!r}")
+    return AnalysisSettings(reference, margin, threshold, trend, gate, alpha, noise=noise)
 
 
 def _sequential(check: _Checker, value: Any, kind: str, seeds: tuple[int, ...],

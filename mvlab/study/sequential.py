@@ -7,8 +7,8 @@ still *undetermined* and below ``max_seeds``, and the same seeds for the referen
 seed is a paired block. The sweep runs the new trials and asks again, until nothing is
 undetermined, the cap is reached, or the study has made all the looks it planned.
 
-Every stage is a look at the data (the pooled noise and the Holm order change even for a
-configuration whose own trials did not), so the verdicts of such a study are tested at
+Every stage is a look at the data (the Holm order, and with ``analysis.noise: pooled`` the noise
+level, change even for a configuration whose own trials did not), so the verdicts of such a study are tested at
 ``alpha / looks`` (Bonferroni over the planned looks, ``Sequential.looks``), in the sweep and in
 the report alike, and the study counts its stages (``records.STUDY_STAGES``) and stops adding
 at ``looks - 1`` of them, whatever happens in between: a failed trial (its seed is not offered

@@ -130,7 +130,9 @@ class AnalysisSettings:
     worst-predicted first, the other knobs at the reference's values (Page's L); ``gate``: the
     calibration gate's criteria (``GateSettings``). A study that adds seeds while comparisons are
     undetermined (``Sequential``) decides up to ``looks`` times, so each look is tested at
-    ``alpha / looks``."""
+    ``alpha / looks``. ``noise``: ``paired`` judges each comparison by the spread of its own
+    per-seed differences; ``pooled`` by one noise level for the study, which assumes every
+    configuration is equally noisy across seeds (``schema.NOISE_MODELS``)."""
 
     reference: dict[str, Any] = field(default_factory=dict)
     equivalence_margin: float = 0.5
@@ -139,6 +141,7 @@ class AnalysisSettings:
     gate: GateSettings | None = None
     alpha: float = 0.05  # family-wise error of the verdicts (Holm across comparisons)
     looks: int = 1  # set from study.sequential: verdicts at alpha / looks (Bonferroni)
+    noise: str = "paired"  # each comparison's own seed noise, or "pooled": one level for all
 
 
 @dataclass(frozen=True)
