@@ -257,6 +257,25 @@ def test_the_committed_gate_is_judged_per_comparison_and_a_pooled_rebuild_is_fla
     assert not passed["paired"]["conv vs attn_only"] and passed["pooled"]["conv vs attn_only"]
 
 
+def test_a_study_file_edited_after_the_run_does_not_change_the_level_of_its_verdicts(
+        tmp_path, capsys):
+    # The gate ran with one look. Its study file made sequential afterwards (5 planned looks)
+    # would test the committed verdicts at alpha / 5; the report keeps the record's level and
+    # says why in one line.
+    from mvlab.commands.report import handle
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "calibration" / "gate"
+    args = _report_args(str(root / "experiments" / "calibration.yaml"), out=str(tmp_path),
+                        storage=str(folder / "optuna.journal"),
+                        overrides=[f"workdir={tmp_path}/{{name}}",
+                                   "study.sequential={step: 2, max_seeds: 12}"])
+    assert handle(args) == 0
+    assert "ran with 1 planned look(s) (its record); the study file now gives 5" in (
+        capsys.readouterr().err)
+    assert (tmp_path / "gate.csv").read_text() == (folder / "gate.csv").read_text()
+
+
 def test_configuration_labels_survive_a_knob_missing_in_some_trials():
     # pandas' string dtype keeps a missing value missing through astype(str), so joining a
     # row's knobs met a float (a study whose running trials have no params yet).

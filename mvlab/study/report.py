@@ -468,6 +468,29 @@ def study_settings(storage: Any, study_name: str) -> dict[str, Any]:
     return dict(record.user_attrs.get(records.STUDY_ANALYSIS) or {})
 
 
+def with_recorded_looks(settings: Mapping[str, Any], storage: Any, study_name: str
+                        ) -> tuple[dict[str, Any], str | None]:
+    """``settings`` (a study file's ``analysis:``) with the number of looks the study ran
+    with, from its record, and a note when the file now says otherwise. The looks are a fact
+    of how the study was run (its sequential stages decided at ``alpha / looks``), not an
+    analysis choice: a study file edited since (``study.sequential`` added or changed) must not
+    change the level of verdicts already reached. Alpha, the margin and the noise model stay
+    the file's (or ``--set``'s)."""
+    try:
+        recorded = study_settings(storage, study_name)
+    except KeyError:  # no such study: build_report says so
+        return dict(settings), None
+    if not recorded:  # not recorded by a sweep
+        return dict(settings), None
+    looks = recorded.get("looks", 1)  # recorded before sequential seeds existed: one look
+    if int(looks) == int(settings.get("looks") or 1):
+        return dict(settings), None
+    note = (f"report: study {study_name!r} ran with {int(looks)} planned look(s) (its record); "
+            f"the study file now gives {int(settings.get('looks') or 1)}: verdicts are tested "
+            f"at alpha / {int(looks)}, as the study decided")
+    return {**settings, "looks": int(looks)}, note
+
+
 def build_report(study_name: str, storage: Any, out_dir: Path,
                  tracking_uri: str | None = None, settings: Mapping[str, Any] | None = None,
                  throughput: str | Path | None = None,
