@@ -199,41 +199,51 @@ def test_pairs_sharing_a_configuration_do_not_count_its_noise_twice():
 
 
 def unequal_noise_table(seed: int = 5) -> pd.DataFrame:
-    """steady: 1.5 points above the reference, run noise 0.2; noisy: 6 points above, with an
-    extra run noise of sd 8 (a network that sometimes stays on the plateau)."""
-    df = effects_table({"steady": 1.5, "noisy": 6.0}, seeds=6, noise_sd=0.2, seed=seed)
-    rng = np.random.default_rng(seed)
+    """steady: 1.5 points above the reference, run noise 0.2; noisy: no true difference, with an
+    extra run noise of sd 12 of its own (a network that sometimes stays on the plateau)."""
+    df = effects_table({"steady": 1.5, "noisy": 0.0}, seeds=8, noise_sd=0.2, seed=seed)
+    rng = np.random.default_rng(seed + 1)  # not effects_table's stream: independent noise
     noisy = df["config"] == "noisy"
-    df.loc[noisy, "heldout_top1"] += rng.normal(0.0, 8.0, size=int(noisy.sum()))
+    df.loc[noisy, "heldout_top1"] += rng.normal(0.0, 12.0, size=int(noisy.sum()))
     return df
 
 
 def test_each_comparison_is_judged_by_its_own_noise():
+    # (in 300 draws of this table the steady verdicts below held every time)
     df = unequal_noise_table()
     own = compare_to_reference(df, "heldout_top1", "reference").set_index("config")
     pooled = compare_to_reference(df, "heldout_top1", "reference", pooled=True
                                   ).set_index("config")
     # its own differences show the steady gain; one pooled level lets the noisy network's
     # spread hide it
-    assert own.loc["steady", "verdict"] == "better" and own.loc["steady", "dof"] == 5
+    assert own.loc["steady", "verdict"] == "better" and own.loc["steady", "dof"] == 7
     assert pooled.loc["steady", "verdict"] == "undetermined"
     assert own.loc["steady", "sd"] < 1 < pooled.loc["steady", "sd"]
     # and the noisy network's own spread is wider than the pooled level says
-    assert own.loc["noisy", "verdict"] == "undetermined"
     assert own.loc["noisy", "ci_high"] - own.loc["noisy", "ci_low"] > (
         pooled.loc["noisy", "ci_high"] - pooled.loc["noisy", "ci_low"])
 
 
 def test_noise_homogeneity_tells_unequal_from_equal_spread():
-    unequal = noise_homogeneity(seed_matrix(unequal_noise_table(), "heldout_top1"))
+    table = unequal_noise_table()
+    unequal = noise_homogeneity(seed_matrix(table, "heldout_top1"))
     assert unequal["p"] < 0.05 and unequal["config_max"] == "noisy"
-    assert unequal["sd_max"] > 5 * unequal["sd_min"]
-    assert (unequal["configs"], unequal["seeds"]) == (3, 6)
+    assert unequal["sd_max"] > 5 * unequal["sd_min"] and unequal["configs"] == 3
+    # the pairs: steady vs reference differ by run noise alone; either vs noisy by its spread;
+    # the pooled level lies between
+    own = compare_to_reference(table, "heldout_top1", "reference").set_index("config")
+    assert unequal["pairs"] == 3
+    assert unequal["pair_sd_min"] == pytest.approx(own.loc["steady", "sd"])
+    assert unequal["pair_sd_min"] < unequal["pooled_pair_sd"] < unequal["pair_sd_max"]
     equal = effects_table({"a": 1.0, "b": 0.0}, seeds=8, seed_sd=0.0, noise_sd=1.0, seed=6)
     assert noise_homogeneity(seed_matrix(equal, "heldout_top1"))["p"] > 0.05
-    # two seeds cannot test a spread; identical runs have none to test
-    assert math.isnan(noise_homogeneity(seed_matrix(unequal_noise_table().query("seed < 2"),
-                                                    "heldout_top1"))["p"])
-    flat = pd.DataFrame({"config": ["r", "a"] * 3, "seed": [0, 0, 1, 1, 2, 2],
-                         "heldout_top1": [70.0] * 6})
+    # fewer than 4 seeds: spreads are given, the screen is not run
+    few = noise_homogeneity(seed_matrix(table.query("seed < 3"), "heldout_top1"))
+    assert math.isnan(few["p"]) and few["configs"] == 0 and few["pairs"] == 3
+    # a configuration missing seeds still counts with the seeds it ran
+    gappy = noise_homogeneity(seed_matrix(table.drop(table.index[
+        (table["config"] == "steady") & (table["seed"] >= 6)]), "heldout_top1"))
+    assert gappy["configs"] == 3 and gappy["pairs"] == 3
+    flat = pd.DataFrame({"config": ["r", "a"] * 4, "seed": [0, 0, 1, 1, 2, 2, 3, 3],
+                         "heldout_top1": [70.0] * 8})
     assert math.isnan(noise_homogeneity(seed_matrix(flat, "heldout_top1"))["p"])

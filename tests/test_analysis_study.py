@@ -249,7 +249,7 @@ def test_the_committed_gate_is_judged_per_comparison_and_a_pooled_rebuild_is_fla
         gate = pd.read_csv(out / "gate.csv").set_index("criterion")
         passed[noise] = gate["passed"].to_dict()
         readme = (out / "README.md").read_text()
-        assert "Brown-Forsythe test of equal spread p = 0.0151 (unequal)" in readme
+        assert "configurations with 4 or more seeds gives p = 0.0151 (unequal)" in readme
         assert ("Set `analysis.noise: paired`" in readme) == (noise == "pooled")
         if noise == "paired":
             assert gate["observed"].to_dict() == committed["observed"].to_dict()
@@ -274,6 +274,25 @@ def test_a_study_file_edited_after_the_run_does_not_change_the_level_of_its_verd
     assert "ran with 1 planned look(s) (its record); the study file now gives 5" in (
         capsys.readouterr().err)
     assert (tmp_path / "gate.csv").read_text() == (folder / "gate.csv").read_text()
+
+
+def test_a_table_without_seeds_or_accuracy_still_reports_with_notes():
+    # The seed-noise section reads the configurations x seeds table too; without a seed column
+    # or any finite accuracy the report goes on and says why in its notes.
+    import dataclasses
+
+    from mvlab.study.report import analyse, table_from_csv
+    from mvlab.study.schema import load_study
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_study(str(root / "experiments" / "calibration.yaml"), ())
+    table = table_from_csv(root / "results" / "calibration" / "gate" / "trials.csv",
+                           dict(config.objectives))
+    settings = dataclasses.asdict(config.analysis)
+    for broken in (table.drop(columns=["seed"]), table.assign(heldout_top1=float("nan"))):
+        result = analyse(broken, dict(config.objectives), settings, n_boot=20)
+        (part,) = result.fidelities.values()
+        assert part.noise is None and any(n.startswith("reliability:") for n in part.notes)
 
 
 def test_configuration_labels_survive_a_knob_missing_in_some_trials():

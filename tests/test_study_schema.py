@@ -347,3 +347,14 @@ def test_no_heldout_split_is_fine_when_nothing_needs_it():
     message = _error(BASE, ("data.heldout_fraction=0", "objectives={val_top1: maximize}",
                             "early_stop={after_epoch: 1}", "train.epochs=2"))
     assert "early_stop (it compares held-out top-1) needs one" in message
+
+
+def test_the_noise_model_is_read_and_reaches_the_plan():
+    from mvlab.study.plan import sequential_lines
+
+    path = str(EXPERIMENTS / "hybrid_patterns.yaml")
+    assert load_study(path, ()).analysis.noise == "paired"
+    pooled = load_study(path, ("analysis.noise=pooled",))
+    assert pooled.analysis.noise == "pooled"
+    assert "one pooled noise level (analysis.noise: pooled)" in sequential_lines(pooled)[0]
+    assert "its own per-seed differences" in sequential_lines(load_study(path, ()))[0]

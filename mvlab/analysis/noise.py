@@ -62,27 +62,51 @@ def seed_noise(df: pd.DataFrame, metric: str, config: str | Sequence[str] = DEFA
                       if len(repeated) else float("nan")}, name=metric)
 
 
+MIN_SEEDS_FOR_SPREAD_TEST = 4  # with 3, median-centring leaves one deviation of zero a group
+
+
 def noise_homogeneity(matrix: pd.DataFrame) -> pd.Series:
     """Is every configuration equally noisy across seeds? ``matrix``: configurations x seeds
-    (``verdicts.seed_matrix``); only the seeds every configuration ran count.
+    (``verdicts.seed_matrix``), NaN where a configuration did not run a seed.
 
-    Returns the seed sd of the steadiest and the noisiest configuration (``sd_min`` /
-    ``config_min``, ``sd_max`` / ``config_max``), ``configs``, ``seeds``, and ``p`` of the
-    Brown-Forsythe test (Levene's about the median) of equal spread: a small p says that one
-    pooled noise level misdescribes the study. NaN p with fewer than 2 configurations or 3
-    seeds, or when every configuration repeats one value."""
+    What one pooled noise level assumes is that every pair of configurations differs from seed
+    to seed by the same spread, so this returns that spread directly: ``pair_sd_min`` /
+    ``pair_sd_max``, the sd of the per-seed differences of the steadiest and the noisiest pair
+    (over the seeds each pair shares, at least 2), ``pairs``, and ``pooled_pair_sd``, the one
+    level the two-way residual would give every pair (``verdicts.block_noise``). Then the seed sd
+    of the steadiest and the noisiest configuration (``sd_min`` / ``config_min``, ``sd_max`` /
+    ``config_max``), and ``p``, a screen: the Brown-Forsythe test (Levene's about the median)
+    of equal spread over the configurations with at least ``MIN_SEEDS_FOR_SPREAD_TEST`` seeds
+    (``configs`` of them). Seeds are shared blocks, not independent samples, and at 4-6 seeds the
+    test rejects rarely, so a small p says the spreads differ and a large one shows nothing.
+    NaN where there is too little to compute."""
     from scipy import stats
 
-    block = matrix.dropna(axis=1, how="any")
-    sds = block.std(axis=1, ddof=1) if block.shape[1] >= 2 else pd.Series(dtype=float)
+    from mvlab.analysis.verdicts import block_noise
+
+    values = matrix.to_numpy(dtype=float)
+    seeds = np.isfinite(values).sum(axis=1)
+    sds = matrix.std(axis=1, ddof=1)[seeds >= 2]
+    pair_sds = []
+    for i in range(len(values)):
+        diffs = values[i + 1:] - values[i]
+        shared = np.isfinite(diffs).sum(axis=1)
+        with warnings.catch_warnings():  # a pair with fewer than 2 shared seeds: NaN, dropped
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pair_sds.extend(np.nanstd(diffs, axis=1, ddof=1)[shared >= 2])
+    tested = values[seeds >= MIN_SEEDS_FOR_SPREAD_TEST]
     p = math.nan
-    if block.shape[0] >= 2 and block.shape[1] >= 3:
+    if len(tested) >= 2:
         with warnings.catch_warnings():  # F is 0/0 when no configuration varies: p stays NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.levene(*block.to_numpy(dtype=float), center="median").pvalue)
-    steady = sds.idxmin() if len(sds) else None
-    noisy = sds.idxmax() if len(sds) else None
-    return pd.Series({"sd_min": float(sds.min()) if len(sds) else math.nan,
-                      "config_min": steady, "sd_max": float(sds.max()) if len(sds) else math.nan,
-                      "config_max": noisy, "configs": int(block.shape[0]),
-                      "seeds": int(block.shape[1]), "p": p})
+            p = float(stats.levene(*(row[np.isfinite(row)] for row in tested),
+                                   center="median").pvalue)
+    return pd.Series({
+        "pair_sd_min": float(min(pair_sds)) if pair_sds else math.nan,
+        "pair_sd_max": float(max(pair_sds)) if pair_sds else math.nan,
+        "pairs": len(pair_sds), "pooled_pair_sd": block_noise(matrix)[0],
+        "sd_min": float(sds.min()) if len(sds) else math.nan,
+        "config_min": sds.idxmin() if len(sds) else None,
+        "sd_max": float(sds.max()) if len(sds) else math.nan,
+        "config_max": sds.idxmax() if len(sds) else None,
+        "configs": int(len(tested)), "p": p})

@@ -328,7 +328,10 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
                 analysis.trend_order = [f"{knob}={v}" for v in values]
             except AnalysisError as exc:
                 analysis.notes.append(f"trend: {exc}")
-        analysis.noise = noise_homogeneity(seed_matrix(rows, accuracy, CONFIG))
+        try:
+            analysis.noise = noise_homogeneity(seed_matrix(rows, accuracy, CONFIG))
+        except AnalysisError:  # no seeds or no finite accuracy: reliability's note says so
+            pass
         try:
             analysis.reliability = split_half(seed_matrix(rows, accuracy, CONFIG),
                                               n_boot=n_boot, threshold=threshold, seed=seed)
@@ -568,26 +571,36 @@ def _verdicts_png(part: FidelityAnalysis, analysis: StudyAnalysis, path: Path) -
 def noise_lines(part: FidelityAnalysis, pooled: bool) -> list[str]:
     """What the verdicts assume about seed noise, and whether the data bear it out."""
     noise = part.noise
-    if noise is None or not noise["seeds"] >= 2 or noise["configs"] < 2:
+    if noise is None or not noise["pairs"]:
         return []
-    text = (f"Seed noise: the sd over the {noise['seeds']} seeds every configuration ran goes "
-            f"from {noise['sd_min']:.2f} points ({_name_of(part, noise['config_min'])}) to "
-            f"{noise['sd_max']:.2f} ({_name_of(part, noise['config_max'])})")
+    text = (f"From seed to seed, the difference between two configurations varies with an sd "
+            f"from {noise['pair_sd_min']:.2f} to {noise['pair_sd_max']:.2f} points over the "
+            f"{noise['pairs']} pairs with 2 or more shared seeds")
+    if math.isfinite(noise["pooled_pair_sd"]):
+        text += f"; one pooled level would give every pair {noise['pooled_pair_sd']:.2f}"
+    text += (f". A configuration's own seed sd goes from {noise['sd_min']:.2f} "
+             f"({_name_of(part, noise['config_min'])}) to {noise['sd_max']:.2f} "
+             f"({_name_of(part, noise['config_max'])})")
     unequal = math.isfinite(noise["p"]) and noise["p"] < 0.05
     if math.isfinite(noise["p"]):
-        text += (f"; Brown-Forsythe test of equal spread p = {noise['p']:.3g}"
-                 + (" (unequal)" if unequal else " (equal spread not rejected, not shown)"))
+        text += (f"; a Brown-Forsythe screen of equal spread over the {noise['configs']} "
+                 f"configurations with 4 or more seeds gives p = {noise['p']:.3g}"
+                 + (" (unequal)" if unequal else " (unequal spread not shown; the screen "
+                    "rejects rarely at few seeds)"))
     if not pooled:
+        few = part.verdicts is not None and bool((part.verdicts["seeds"] < 4).any())
         text += (". Each comparison is judged by the spread of its own per-seed differences "
                  "(`analysis.noise: paired`), so a noisy configuration needs more seeds and "
-                 "does not blur the others.")
+                 "does not blur the others"
+                 + ("; with 2 or 3 seeds that spread rests on 1 or 2 degrees of freedom, so "
+                    "`mde` and `seeds_for_margin` are rough." if few else "."))
     elif unequal:
         text += (". **The verdicts use one pooled noise level (`analysis.noise: pooled`), which "
                  "assumes equal noise: here it makes the steadiest comparisons too cautious and "
                  "the noisiest too bold. Set `analysis.noise: paired`.**")
     else:
         text += (". The verdicts use one pooled noise level (`analysis.noise: pooled`), which "
-                 "assumes every configuration is equally noisy.")
+                 "assumes every pair of configurations is equally noisy.")
     return ["### Seed noise", "", text, ""]
 
 
