@@ -6,20 +6,22 @@ recover at the last epoch, when the learning rate has decayed. One reading: in e
 BatchNorm layers use running averages of activations the weights have since moved away from
 (the stem, every conv block and the head normalise with them). This trains one study point the
 way a trial does (``mvlab.training.trainer``: the same data, schedule and optimiser) and, every
-``--every`` steps, scores the held-out split three ways:
+``--every`` steps, scores the held-out split two ways:
 
-* ``eval``: as a trial does (running statistics);
-* ``precise``: running statistics recomputed on the last ``--precise-batches`` training batches
-  at the current weights first (pycls's "precise BN"), then eval mode;
-* ``batch``: BatchNorm in training mode on the held-out batches (their own statistics; no
-  running statistic is changed).
+* ``eval``: as a trial without ``train.precise_bn`` does (running statistics);
+* ``precise``: the running statistics recomputed on the last ``--precise-batches`` training
+  batches at the current weights first (pycls's precise BN: what ``train.precise_bn`` does
+  before a trial's evaluations, ``trainer.recompute_bn_stats``), then eval mode.
 
     python benchmarks/bn_eval_check.py experiments/quickstart.yaml --set 'pattern=last_half' \\
-        --out results/calibration/bn_eval/last_half_seed0.csv
+        --out results/calibration/bn_eval/last_half_dim12_seed0.csv
 
 Writes one CSV row per evaluation (step, lr, train loss since the last one, top-1 and loss of
 each way). If ``eval`` sits at chance where ``precise`` does not, the metric a trial records
 mid-run is an artefact of stale statistics. ``--smoke`` runs a few steps on a tiny dataset.
+(The first version also scored BatchNorm in training mode on the held-out batches; the held-out
+split is in class order, so a batch's own statistics erase its class, and that way sat at
+chance throughout: it measured nothing and was dropped.)
 """
 from __future__ import annotations
 
@@ -35,34 +37,14 @@ import torch
 from torch import nn
 
 
-def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def precise_copy(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm running statistics are the plain average over
-    ``batches`` at its current weights."""
-    clone = copy.deepcopy(model)
-    layers = _bn_layers(clone)
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average over the batches below
-    clone.train()
-    with torch.no_grad():
-        for x in batches:
-            clone(x)
-    clone.eval()
-    return clone
+    """A copy of ``model`` with the BatchNorm running statistics ``train.precise_bn`` gives a
+    trial: the plain average over ``batches`` at its current weights."""
+    from mvlab.training.trainer import recompute_bn_stats
 
-
-def batch_stats_copy(model: nn.Module) -> nn.Module:
-    """A copy that normalises each batch with its own statistics (BatchNorm in train mode,
-    running statistics untouched: the copy is thrown away)."""
     clone = copy.deepcopy(model)
-    clone.eval()
-    for layer in _bn_layers(clone):
-        layer.train()
-    return clone
+    recompute_bn_stats([clone], [(x,) for x in batches], torch.device("cpu"))
+    return clone.eval()
 
 
 def score(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
@@ -142,8 +124,7 @@ def main() -> None:
                        "lr": run.optimizer.param_groups[0]["lr"],
                        "train_loss": sum(losses) / len(losses)}
                 for way, model in (("eval", run.model),
-                                   ("precise", precise_copy(run.model, batches)),
-                                   ("batch", batch_stats_copy(run.model))):
+                                   ("precise", precise_copy(run.model, batches))):
                     top1, loss = score(model, run.bundle.heldout, device)
                     row[f"{way}_top1"], row[f"{way}_loss"] = top1, loss
                 row["cpu_s"] = time.process_time() - started

@@ -328,6 +328,7 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     config = load_study_text(TINY_GRID)
     old = config.fidelity()
     old["train"]["amp"] = old["train"].pop("precision")  # as mvlab stored it before the rename
+    del old["train"]["precise_bn"]  # and before the key existed (its default is the old way)
     study = optuna.create_study()
     study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
     study.set_user_attr(records.STUDY_CONFIG, json.dumps(old))
@@ -358,3 +359,41 @@ def test_the_noise_model_is_read_and_reaches_the_plan():
     assert pooled.analysis.noise == "pooled"
     assert "one pooled noise level (analysis.noise: pooled)" in sequential_lines(pooled)[0]
     assert "its own per-seed differences" in sequential_lines(load_study(path, ()))[0]
+
+
+def test_an_early_stop_without_precise_batchnorm_statistics_is_warned_about():
+    from mvlab.study.plan import early_stop_warnings
+
+    assert early_stop_warnings(load_study_text(TINY_GRID)) == []  # grids: no early stop
+    stopped = load_study_text(TINY_GRID, "study.yaml", ("early_stop={after_epoch: 1}",))
+    (line,) = early_stop_warnings(stopped)
+    assert "after epoch 1" in line and "train.precise_bn: 1024" in line
+    precise = load_study_text(TINY_GRID, "study.yaml",
+                              ("early_stop={after_epoch: 1}", "train.precise_bn=1024"))
+    assert precise.train.precise_bn == 1024 and early_stop_warnings(precise) == []
+
+
+def test_the_committed_decisive_run_still_resumes_under_todays_settings(tmp_path):
+    # results/hybrid_patterns/optuna.journal resumes on the next GPU lease with the overrides
+    # scripts/gpu_studies.py sets; a train key added since (precise_bn) must not make it
+    # "started with other settings".
+    import importlib.util
+    import shutil
+
+    from mvlab.study.preparation import _check_same_study
+    from mvlab.study.storage import open_storage
+
+    journal = tmp_path / "optuna.journal"
+    shutil.copy(EXPERIMENTS.parent / "results" / "hybrid_patterns" / "optuna.journal", journal)
+    study = optuna.load_study(study_name="hybrid_patterns", storage=open_storage(str(journal)))
+    spec = importlib.util.spec_from_file_location(
+        "gpu_studies", EXPERIMENTS.parent / "scripts" / "gpu_studies.py")
+    gpu_studies = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_studies"] = gpu_studies  # its dataclasses look their module up there
+    spec.loader.exec_module(gpu_studies)
+    on_the_gpu = tuple(gpu_studies.GPU_SETTINGS)
+    _check_same_study(study, load_study(str(EXPERIMENTS / "hybrid_patterns.yaml"), on_the_gpu),
+                      str(journal))
+    with pytest.raises(StudyError, match="train.precise_bn: 0 -> 1024"):
+        _check_same_study(study, load_study(str(EXPERIMENTS / "hybrid_patterns.yaml"),
+                                            (*on_the_gpu, "train.precise_bn=1024")), str(journal))

@@ -126,6 +126,40 @@ def test_a_checkpoint_from_before_the_amp_rename_resumes(cache_dir, tmp_path):
         train("tiny", data, fast_cfg(epochs=1, checkpoint_dir=str(tmp_path), resume=True))
 
 
+@pytest.mark.slow  # two short runs
+def test_precise_bn_sets_running_statistics_and_leaves_training_alone(cache_dir, tmp_path):
+    # The same run with and without precise BatchNorm statistics: every training loss equal
+    # (only BatchNorm layers run for the statistics, nothing random is drawn); the finished
+    # precise run holds the plain average over its last epoch's last batches, the plain run
+    # its exponential one.
+    from mvlab.training.trainer import recompute_bn_stats
+
+    data = build_data(data_cfg(cache_dir, per_class=8), 16)
+    runs = {}
+    for images in (0, 32):
+        folder = tmp_path / str(images)
+        result = train("tiny", data, fast_cfg(epochs=2, ema=True, precise_bn=images,
+                                              checkpoint_dir=str(folder)))
+        assert result.ok
+        runs[images] = (result, load_checkpoint(folder)["model"])
+    assert [h["train_loss"] for h in runs[0][0].history] == [
+        h["train_loss"] for h in runs[32][0].history]
+
+    last_two = list(data.train.batches(1, start=len(data.train) - 2))
+    for images, (_, state) in runs.items():
+        model = build_model("tiny", num_classes=10)
+        model.load_state_dict(state)
+        bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        saved = bn.running_mean.clone()
+        recompute_bn_stats([model], last_two, torch.device("cpu"))
+        assert torch.allclose(bn.running_mean, saved, atol=1e-5) == bool(images)
+        assert bn.momentum == 0.1 and model.training  # restored after the recompute
+        with torch.no_grad():  # the first BatchNorm sees the stem conv's output directly
+            conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+            means = torch.stack([conv(x).mean((0, 2, 3)) for x, _ in last_two]).mean(0)
+        torch.testing.assert_close(bn.running_mean, means, rtol=1e-4, atol=1e-5)
+
+
 def test_nan_loss_ends_the_run_with_its_epoch_and_step(cache_dir, tmp_path):
     bundle = Faulty(build_data(data_cfg(cache_dir, per_class=10), 16), 0, 2, "nan")
     result = train("tiny", bundle, fast_cfg(checkpoint_dir=str(tmp_path)))
@@ -241,6 +275,7 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
     ("eval_batch_size", 0, r"eval_batch_size=0"),
     ("weight_decay", float("nan"), r"weight_decay=nan: must be a finite number"),
     ("warmup_lr", float("inf"), r"warmup_lr=inf: must be a finite number"),
+    ("precise_bn", -1, r"precise_bn=-1: training images, must be an integer in 0\.\.1,000,000"),
 ])
 def test_train_config_bounds_every_count_and_rejects_non_finite_rates(key, value, message):
     with pytest.raises(TrainConfigError, match=message):

@@ -54,13 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from mvlab.safety import mask_url
-    from mvlab.study.plan import describe_plan
+    from mvlab.study.plan import describe_plan, early_stop_warnings
     from mvlab.study.schema import load_study
     from mvlab.study.tokens import few_token_warnings
     from mvlab.study.types import SweepOptions
 
     config = load_study(args.file, args.overrides)
-    for line in few_token_warnings(config):
+    for line in [*few_token_warnings(config), *early_stop_warnings(config)]:
         print(f"mvlab sweep: warning: {line}", file=sys.stderr)
     if args.check:
         from mvlab.study.tracking import check_locations

@@ -87,18 +87,25 @@ PRECISIONS = {
 # Keys an older mvlab wrote, each with the key that replaced it: a one-line pointer beats
 # "unknown option" for a file that worked last month.
 RENAMED = {"amp": "precision"}
+# Keys added since, with the value that means what an older mvlab did: a study or checkpoint
+# recorded before the key existed resumes as if it had been written with that value.
+ADDED = {"precise_bn": 0}
+MAX_PRECISE_BN = 1_000_000  # images; pycls's default is 8,192
 
 
 def with_current_names(settings: dict[str, Any]) -> dict[str, Any]:
     """Stored settings (a checkpoint's fingerprint, a study's record: ``{"train": {...}, ...}``)
-    with the train keys an older mvlab wrote under their new names: a value the new name means
-    alike, so the run or study they describe may resume."""
+    with the train keys an older mvlab wrote under their new names (a value the new name means
+    alike) and the keys added since at the value that means the old behaviour (``ADDED``), so
+    the run or study they describe may resume."""
     if "train" not in settings:
         return settings
     train = dict(settings["train"] or {})
     for old, new in RENAMED.items():
         if old in train and new not in train:
             train[new] = train.pop(old)
+    for key, value in ADDED.items():
+        train.setdefault(key, value)
     return {**settings, "train": train}
 
 
@@ -132,6 +139,11 @@ class TrainConfig:
     run (``None``: torch's default, one per core); on a machine shared with other jobs ``1`` is
     often fastest. ``sync_every``: how many steps' losses are checked for NaN/inf at once on
     accelerators (each check waits for the device); on the CPU every step is checked.
+    ``precise_bn``: before each held-out evaluation (and so the final val one), recompute the
+    BatchNorm running statistics over this many training images at the current weights
+    (pycls's precise BN; 0: off). While the learning rate is high the running averages lag the
+    weights, and a mid-run score can read chance for a network that has learned
+    (results/calibration/bn_eval/); at the end of a decayed schedule they agree.
     """
 
     epochs: int = 10
@@ -166,6 +178,7 @@ class TrainConfig:
     resume: bool = False
     progress: bool = False
     sync_every: int = 20
+    precise_bn: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_betas, list):
@@ -183,6 +196,9 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "sync_every"):
             if not 1 <= int(getattr(self, key)) <= MAX_COUNTS[key]:
                 raise bad(key, f"must be an integer in 1..{MAX_COUNTS[key]}")
+        if not 0 <= int(self.precise_bn) <= MAX_PRECISE_BN:
+            raise bad("precise_bn", f"training images, must be an integer in "
+                                    f"0..{MAX_PRECISE_BN:,} (0: off; e.g. 1024)")
         if self.eval_batch_size is not None and not (
                 1 <= int(self.eval_batch_size) <= MAX_COUNTS["batch_size"]):
             raise bad("eval_batch_size", f"must be an integer in 1..{MAX_COUNTS['batch_size']} "

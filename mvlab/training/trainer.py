@@ -322,7 +322,9 @@ def train_model(run: Run, on_epoch: OnEpoch | None) -> None:
         epoch_start = time.perf_counter()
         position.phase = "train"
         metrics = train_epoch(run, epoch)
-        position.step, position.phase = None, "heldout evaluation"
+        position.step, position.phase = None, "precise BatchNorm statistics"
+        precise_bn(run, epoch)
+        position.phase = "heldout evaluation"
         metrics.update(evaluate_heldout(run))
         metrics["epoch_time_s"] = time.perf_counter() - epoch_start
         run.history.append(metrics)
@@ -437,6 +439,59 @@ def check_losses(run: Run, pending: list[torch.Tensor], epoch: int, last_step: i
             f"{global_step}); try a lower train.lr, train.clip_grad, or precision=bf16 instead "
             f"of fp16", epoch, step)
     return float(values.double().sum())
+
+
+def precise_bn(run: Run, epoch: int) -> None:
+    """``train.precise_bn`` images' worth of the epoch's last training batches (regenerated:
+    a loader's batches are a function of its seed and the epoch, so the training order is
+    untouched) set every BatchNorm layer's running statistics to their plain average at the
+    current weights, in the model and in its EMA copy. Only the BatchNorm layers run in training
+    mode (drop-path and dropout stay off, no random number is drawn), so training itself is the
+    same with this on or off."""
+    images = int(run.cfg.precise_bn)
+    loader = run.bundle.train
+    regenerate = getattr(loader, "batches", None)
+    if not images or not callable(regenerate):
+        return
+    count = min(len(loader), max(1, math.ceil(images / run.cfg.batch_size)))
+    batches = regenerate(epoch, start=len(loader) - count)
+    if run.dist is not None:  # regenerated whole: each rank takes its shard, as in training
+        rank, world = run.dist.rank, run.dist.world_size
+        batches = (x.chunk(world)[rank] for x, *_ in batches)
+        batches = ((x,) for x in batches)
+    models = [run.model] + ([run.ema.module] if run.ema is not None else [])
+    recompute_bn_stats(models, batches, run.device, run.precision, run.channels_last)
+
+
+def recompute_bn_stats(models: list[nn.Module], batches: Iterable, device: torch.device,
+                       precision: str = "fp32", channels_last: bool = False) -> None:
+    """Every BatchNorm layer of ``models``: running statistics reset, then the cumulative
+    average over ``batches`` (inputs first in each), with everything else in eval mode."""
+    layers = {id(m): [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+              for m in models}
+    if not any(layers.values()):
+        return
+    modes = {id(m): m.training for m in models}
+    momenta = {}
+    for model in models:
+        model.eval()
+        for layer in layers[id(model)]:
+            momenta[id(layer)] = layer.momentum
+            layer.reset_running_stats()
+            layer.momentum = None  # a cumulative average, not an exponential one
+            layer.train()
+    with torch.no_grad():
+        for x, *_ in batches:
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                for model in models:
+                    model(x)
+    for model in models:
+        for layer in layers[id(model)]:
+            layer.momentum = momenta[id(layer)]
+        model.train(modes[id(model)])
 
 
 def evaluate_heldout(run: Run) -> dict[str, float]:
