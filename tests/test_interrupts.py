@@ -12,6 +12,15 @@ from mvlab.study.interrupts import deferred_interrupts
 from mvlab.study.worker import _interrupt_once
 
 
+@pytest.fixture(autouse=True)
+def python_ctrl_c():
+    # Python's own Ctrl-C handler, whatever the test run inherited: a shell starts a background
+    # job (`make test &`, nohup) with SIGINT ignored, and these tests are about the handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_inside_a_write_waits_for_its_end():
     finished = []
     with pytest.raises(KeyboardInterrupt):
