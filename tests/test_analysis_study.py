@@ -310,3 +310,15 @@ def test_configuration_labels_survive_a_knob_missing_in_some_trials():
                           records.LABEL: ["a", "b", "c"], records.SPEC: ["tiny", "T", "S"]})
     labels = with_configurations(table)[CONFIG_LABEL].tolist()
     assert labels[:2] == ["conv 24.0", "last_half 48.0"] and "24.0" in labels[2]
+
+
+def test_a_study_of_one_configuration_names_it():
+    import pandas as pd
+
+    from mvlab import records
+    from mvlab.study.report import CONFIG_LABEL, with_configurations
+
+    table = pd.DataFrame({records.NETWORK: ["n1", "n1"], records.FIDELITY: ["epochs=4"] * 2,
+                          f"{records.PARAM_PREFIX}pattern": ["attn_only"] * 2,
+                          records.LABEL: ["", ""], records.SPEC: ["tiny", "tiny"]})
+    assert with_configurations(table)[CONFIG_LABEL].tolist() == ["the study's model"] * 2

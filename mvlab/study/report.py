@@ -145,6 +145,8 @@ def with_configurations(table: pd.DataFrame) -> pd.DataFrame:
                        dtype=object)
              if words else result[LABEL].astype(str))
     names = short.groupby(result[CONFIG]).agg(lambda s: " = ".join(dict.fromkeys(s)))
+    # A study of one configuration varies no knob: name it by what it is.
+    names = names.where(names.str.strip() != "", "the study's model")
     result[CONFIG_LABEL] = result[CONFIG].map(names)
     return result
 
