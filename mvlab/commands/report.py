@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from mvlab.records import THROUGHPUT
@@ -50,7 +49,7 @@ def handle(args: argparse.Namespace) -> int:
     from mvlab import records
     from mvlab.errors import StudyError
     from mvlab.study.locations import default_storage_url, default_workdir, storage_url_for
-    from mvlab.study.report import analyse, build_report, with_recorded_looks, write_report
+    from mvlab.study.report import analyse, build_report, write_report
 
     config = None
     if args.study.endswith((".yaml", ".yml")) or Path(args.study).is_file():
@@ -90,10 +89,6 @@ def handle(args: argparse.Namespace) -> int:
             from mvlab.study.storage import open_storage
 
             storage = open_storage(storage)
-        if settings is not None:
-            settings, note = with_recorded_looks(settings, storage, name)
-            if note:
-                print(note, file=sys.stderr)
         written = build_report(name, storage, out, settings=settings,
                                throughput=args.throughput,
                                throughput_column=args.throughput_column)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,13 +331,11 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
                 analysis.trend_order = [f"{knob}={v}" for v in values]
             except AnalysisError as exc:
                 analysis.notes.append(f"trend: {exc}")
-        try:
-            analysis.noise = noise_homogeneity(seed_matrix(rows, accuracy, CONFIG))
-        except AnalysisError:  # no seeds or no finite accuracy: reliability's note says so
-            pass
-        try:
-            analysis.reliability = split_half(seed_matrix(rows, accuracy, CONFIG),
-                                              n_boot=n_boot, threshold=threshold, seed=seed)
+        try:  # no seeds or no finite accuracy: no noise section and no reliability
+            matrix = seed_matrix(rows, accuracy, CONFIG)
+            analysis.noise = noise_homogeneity(matrix)
+            analysis.reliability = split_half(matrix, n_boot=n_boot, threshold=threshold,
+                                              seed=seed)
         except AnalysisError as exc:
             analysis.notes.append(f"reliability: {exc}")
         if settings.get("gate"):
@@ -473,18 +472,14 @@ def study_settings(storage: Any, study_name: str) -> dict[str, Any]:
     return dict(record.user_attrs.get(records.STUDY_ANALYSIS) or {})
 
 
-def with_recorded_looks(settings: Mapping[str, Any], storage: Any, study_name: str
-                        ) -> tuple[dict[str, Any], str | None]:
+def with_recorded_looks(settings: Mapping[str, Any], recorded: Mapping[str, Any],
+                        study_name: str) -> tuple[dict[str, Any], str | None]:
     """``settings`` (a study file's ``analysis:``) with the number of looks the study ran
-    with, from its record, and a note when the file now says otherwise. The looks are a fact
-    of how the study was run (its sequential stages decided at ``alpha / looks``), not an
-    analysis choice: a study file edited since (``study.sequential`` added or changed) must not
-    change the level of verdicts already reached. Alpha, the margin and the noise model stay
-    the file's (or ``--set``'s)."""
-    try:
-        recorded = study_settings(storage, study_name)
-    except KeyError:  # no such study: build_report says so
-        return dict(settings), None
+    with, from ``recorded`` (the ``analysis:`` its sweep stored), and a note when the file now
+    says otherwise. The looks are a fact of how the study was run (its sequential stages
+    decided at ``alpha / looks``), not an analysis choice: a study file edited since
+    (``study.sequential`` added or changed) must not change the level of verdicts already
+    reached. Alpha, the margin and the noise model stay the file's (or ``--set``'s)."""
     if not recorded:  # not recorded by a sweep
         return dict(settings), None
     looks = recorded.get("looks", 1)  # recorded before sequential seeds existed: one look
@@ -500,12 +495,19 @@ def build_report(study_name: str, storage: Any, out_dir: Path,
                  tracking_uri: str | None = None, settings: Mapping[str, Any] | None = None,
                  throughput: str | Path | None = None,
                  throughput_column: str = THROUGHPUT) -> list[Path]:
-    """Rebuild every table and plot of a study from its storage into ``out_dir``."""
+    """Rebuild every table and plot of a study from its storage into ``out_dir``: judged by
+    ``settings`` (a study file's ``analysis:``; default the one its sweep recorded) at the
+    number of looks the study recorded (``with_recorded_looks``, its note on stderr)."""
     from mvlab.analysis import load_study
 
     table = load_study(study_name, storage, tracking_uri=tracking_uri, mlflow=False)
+    recorded = dict((table.attrs.get("study_attrs") or {}).get(records.STUDY_ANALYSIS) or {})
     if settings is None:
-        settings = study_settings(storage, study_name)
+        settings = recorded
+    else:
+        settings, note = with_recorded_looks(settings, recorded, study_name)
+        if note:
+            print(note, file=sys.stderr)
     goals = dict(table.attrs.get("objectives") or {})
     analysis = analyse(table, goals, settings, throughput, throughput_column)
     out_dir.mkdir(parents=True, exist_ok=True)
