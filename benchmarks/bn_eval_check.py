@@ -47,19 +47,6 @@ def precise_copy(model: nn.Module, batches: list[torch.Tensor]) -> nn.Module:
     return clone.eval()
 
 
-def score(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
-    """Top-1 % and mean cross-entropy of ``model`` on ``loader``."""
-    correct, total, loss = 0, 0, 0.0
-    with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            total += int(y.numel())
-    return 100.0 * correct / total, loss / total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study", help="a study YAML: its data, training and base model")
@@ -79,7 +66,8 @@ def main() -> None:
 
     from mvlab.study.schema import load_study
     from mvlab.study.space import resolve_point
-    from mvlab.training.config import TrainConfig
+    from mvlab.training.config import TrainResult
+    from mvlab.training.evaluate import evaluate
     from mvlab.training.runtime import cpu_threads
     from mvlab.training.trainer import Position, setup_run, train_step
 
@@ -91,11 +79,8 @@ def main() -> None:
         point.setdefault(dim.key, dim.choices[0] if dim.kind == "categorical" else dim.low)
     point["seed"] = args.seed
     plan = resolve_point(config, point)
-    train_cfg = dataclasses.replace(plan.train, seed=args.seed, progress=False,
-                                    checkpoint_dir=None) if isinstance(
-        plan.train, TrainConfig) else plan.train
+    train_cfg = dataclasses.replace(plan.train, progress=False, checkpoint_dir=None)
     device = torch.device("cpu")
-    from mvlab.training.config import TrainResult
 
     rows = []
     with cpu_threads(args.threads):
@@ -106,27 +91,26 @@ def main() -> None:
         # drawing from the loader (which would change the trial's data order)
         recent: collections.deque = collections.deque(maxlen=args.precise_batches)
         started = time.process_time()
+        run.model.train()  # evaluate() and precise_copy() leave its mode as they found it
         for epoch in range(train_cfg.epochs):
             set_epoch = getattr(run.bundle.train, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)
             for x, y in run.bundle.train:
-                run.model.train()
                 losses.append(float(train_step(run, x, y).detach()))
                 recent.append(x)
-                last = epoch == train_cfg.epochs - 1 and run.global_step == (
-                    run.steps_per_epoch * train_cfg.epochs)
+                last = run.global_step == run.steps_per_epoch * train_cfg.epochs
                 if run.global_step % every and not last:
                     continue
                 batches = list(recent)
-                run.model.eval()
                 row = {"step": run.global_step, "epoch": epoch,
                        "lr": run.optimizer.param_groups[0]["lr"],
                        "train_loss": sum(losses) / len(losses)}
                 for way, model in (("eval", run.model),
                                    ("precise", precise_copy(run.model, batches))):
-                    top1, loss = score(model, run.bundle.heldout, device)
-                    row[f"{way}_top1"], row[f"{way}_loss"] = top1, loss
+                    scores = evaluate(model, run.bundle.heldout, device, run.precision,
+                                      run.channels_last)
+                    row[f"{way}_top1"], row[f"{way}_loss"] = scores["top1"], scores["loss"]
                 row["cpu_s"] = time.process_time() - started
                 rows.append(row)
                 losses = []

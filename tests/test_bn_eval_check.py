@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from mvlab.training.evaluate import evaluate
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,9 +44,9 @@ def test_stale_statistics_score_at_chance_and_precise_ones_do_not(check):
         head.weight.copy_(torch.tensor([[-10.0, 0.0], [10.0, 0.0]]))
         head.bias.zero_()
     model = nn.Sequential(bn, head).eval()
-    assert check.score(model, data, torch.device("cpu"))[0] == pytest.approx(50, abs=10)
+    assert evaluate(model, data, torch.device("cpu"))["top1"] == pytest.approx(50, abs=10)
     precise = check.precise_copy(model, [x for x, _ in data])
-    assert check.score(precise, data, torch.device("cpu"))[0] > 95
+    assert evaluate(precise, data, torch.device("cpu"))["top1"] > 95
     # the copies leave the scored network alone, and precise is the plain mean over batches
     assert float(bn.running_mean[0]) == 0.0 and bn.training is False
     means = torch.stack([x.mean(0) for x, _ in data]).mean(0)

@@ -28,13 +28,14 @@ SCRIPT = textwrap.dedent("""
     data = DataConfig(dataset="builtin", resolution=16, per_class=24, val_per_class=5,
                       heldout_fraction=0.25)
     runs = {}
-    for optimizer, lr in (("sgd", 2e-2), ("adamw", 2e-3)):
+    for name, optimizer, lr, precise_bn in (("sgd", "sgd", 2e-2, 0), ("adamw", "adamw", 2e-3, 0),
+                                            ("sgd_precise_bn", "sgd", 2e-2, 64)):
         cfg = TrainConfig(epochs=2, batch_size=32, warmup_epochs=0, device="cpu", threads=1,
-                          optimizer=optimizer, lr=lr)
+                          optimizer=optimizer, lr=lr, precise_bn=precise_bn)
         result = train("tiny", data, cfg)
         assert result.status == "ok", result.reason
-        runs[optimizer] = {"history": result.history, "val_loss": result.val_loss,
-                           "val_top1": result.val_top1}
+        runs[name] = {"history": result.history, "val_loss": result.val_loss,
+                      "val_top1": result.val_top1}
     rank = os.environ.get("RANK", "single")
     with open(os.path.join(out, f"{rank}.json"), "w") as handle:
         json.dump(runs, handle)
@@ -112,6 +113,13 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, monke
     assert _curve(sgd, "heldout_loss") == pytest.approx(_curve(ref, "heldout_loss"), rel=1e-5)
     assert _curve(sgd, "heldout_top1") == _curve(ref, "heldout_top1")
     assert sgd["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)
+
+    # Precise BatchNorm statistics: each rank recomputes them on its shard of the same
+    # regenerated batches, summed over both, so they equal the one process's to rounding.
+    precise, ref = rank0["sgd_precise_bn"], single["sgd_precise_bn"]
+    assert _curve(precise, "heldout_loss") == pytest.approx(_curve(ref, "heldout_loss"),
+                                                            rel=1e-5)
+    assert _curve(precise, "heldout_loss") != _curve(sgd, "heldout_loss")
 
     # AdamW: the training curve agrees as tightly; evaluation-mode losses within 1 %, because
     # biases right before a BatchNorm get only rounding-noise gradients (the norm removes them),

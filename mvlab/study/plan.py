@@ -71,7 +71,7 @@ def sequential_lines(config: StudyConfig) -> list[str]:
 def early_stop_warnings(config: StudyConfig) -> list[str]:
     """The early stop compares held-out top-1 mid-run, where stale BatchNorm running statistics
     can read chance for a network that has learned (docs/training.md, ``precise_bn``)."""
-    if config.early_stop is None or int(getattr(config.train, "precise_bn", 0) or 0):
+    if config.early_stop is None or config.train.precise_bn:
         return []
     return [f"early_stop compares held-out top-1 after epoch {config.early_stop.after_epoch}, "
             f"when the learning rate is still high and BatchNorm running statistics lag the "

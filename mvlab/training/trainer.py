@@ -457,8 +457,7 @@ def precise_bn(run: Run, epoch: int) -> None:
     batches = regenerate(epoch, start=len(loader) - count)
     if run.dist is not None:  # regenerated whole: each rank takes its shard, as in training
         rank, world = run.dist.rank, run.dist.world_size
-        batches = (x.chunk(world)[rank] for x, *_ in batches)
-        batches = ((x,) for x in batches)
+        batches = ((x.chunk(world)[rank],) for x, *_ in batches)
     models = [run.model] + ([run.ema.module] if run.ema is not None else [])
     recompute_bn_stats(models, batches, run.device, run.precision, run.channels_last)
 
@@ -467,19 +466,18 @@ def recompute_bn_stats(models: list[nn.Module], batches: Iterable, device: torch
                        precision: str = "fp32", channels_last: bool = False) -> None:
     """Every BatchNorm layer of ``models``: running statistics reset, then the cumulative
     average over ``batches`` (inputs first in each), with everything else in eval mode."""
-    layers = {id(m): [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-              for m in models}
-    if not any(layers.values()):
+    layers = [b for m in models for b in m.modules()
+              if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
         return
-    modes = {id(m): m.training for m in models}
-    momenta = {}
+    modes = [m.training for m in models]
+    momenta = [b.momentum for b in layers]
     for model in models:
         model.eval()
-        for layer in layers[id(model)]:
-            momenta[id(layer)] = layer.momentum
-            layer.reset_running_stats()
-            layer.momentum = None  # a cumulative average, not an exponential one
-            layer.train()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average, not an exponential one
+        layer.train()
     with torch.no_grad():
         for x, *_ in batches:
             x = x.to(device, non_blocking=True)
@@ -488,10 +486,10 @@ def recompute_bn_stats(models: list[nn.Module], batches: Iterable, device: torch
             with autocast(device, precision):
                 for model in models:
                     model(x)
-    for model in models:
-        for layer in layers[id(model)]:
-            layer.momentum = momenta[id(layer)]
-        model.train(modes[id(model)])
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    for model, mode in zip(models, modes, strict=True):
+        model.train(mode)
 
 
 def evaluate_heldout(run: Run) -> dict[str, float]:
