@@ -146,17 +146,29 @@ def prepare_data(study: Path, config: Any, log: Log) -> None:
     log(f"{study.stem}: data ready in {time.time() - started:.0f} s")
 
 
+def study_settings(studies: list[Path], settings: list[str],
+                   set_for: list[list[str]]) -> dict[Path, list[str]]:
+    """Each study's overrides: the run's, then its own ``--set-for`` ones."""
+    per_study = {study: list(settings) for study in studies}
+    for study, *overrides in set_for:
+        if Path(study) not in per_study:
+            raise SystemExit(f"--set-for {study}: not a study of any --phase "
+                             f"({', '.join(map(str, studies))}); name it as the phase does")
+        per_study[Path(study)] += overrides
+    return per_study
+
+
 STARTED: list[subprocess.Popen] = []  # every sweep, so that a failing script leaves none behind
 
 
-def run_phase(jobs: list[Job], settings: list[str], deadline: float, drain_s: float, out: Path,
-              log: Log) -> None:
+def run_phase(jobs: list[Job], settings: dict[Path, list[str]], deadline: float, drain_s: float,
+              out: Path, log: Log) -> None:
     """The phase's sweeps side by side, each logged as it ends; ``drain_s`` before the deadline
     they are drained, at the deadline the ones still running are stopped together."""
     running = {}
     for job in jobs:
         cmd = mvlab("sweep", str(job.study), "--workers", str(job.workers), "--no-progress",
-                    "--set", *settings)
+                    "--set", *settings[job.study])
         if job.trials is not None:
             cmd[4:4] = ["--n-trials", str(job.trials)]
         sweep_log = (out / f"sweep_{job.study.stem}.log").open("a")
@@ -241,6 +253,10 @@ def main() -> int:
                         help="put the studies' folders here (default: each study's own, studies/NAME)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="more overrides for every study, e.g. 'study.seeds=[0,1,2,3,4,5]'")
+    parser.add_argument("--set-for", nargs="+", action="append", default=[],
+                        metavar=("STUDY", "KEY=VALUE"),
+                        help="overrides for one study of the phases, after --set, e.g. "
+                             "experiments/calibration.yaml train.lr=1e-3 name=calibration_lr1e3")
     parser.add_argument("--smoke", action="store_true",
                         help="CPU, tiny data, a minute or two: tests the script, measures nothing")
     args = parser.parse_args()
@@ -249,6 +265,8 @@ def main() -> int:
     settings = [*settings, *args.set]
     if args.workdir:
         settings = [*settings, f"workdir={args.workdir.resolve()}/{{name}}"]
+    studies = list(dict.fromkeys(job.study for phase in phases for job in phase))
+    per_study = study_settings(studies, settings, args.set_for)
     bench = SMOKE_BENCH if args.smoke else GPU_BENCH
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out)
@@ -267,9 +285,8 @@ def main() -> int:
         return 3
     from mvlab.study import load_study
 
-    # Each study once, in the order the phases first name it, read with this run's settings.
-    studies = dict.fromkeys(job.study for phase in phases for job in phase)
-    configs = {study: load_study(study, settings) for study in studies}
+    # Each study once, in the order the phases first name it, read with its own settings.
+    configs = {study: load_study(study, per_study[study]) for study in studies}
     try:
         for study, config in configs.items():
             prepare_data(study, config, log)
@@ -277,12 +294,12 @@ def main() -> int:
             if time.time() > deadline - min_phase:
                 log(f"phase {number} skipped: less than {min_phase} s left")
                 continue
-            run_phase(phase, settings, deadline, drain_s, args.out, log)
+            run_phase(phase, per_study, deadline, drain_s, args.out, log)
     finally:
         stop([p for p in STARTED if p.poll() is None])  # none left training after an error
     for i, (study, config) in enumerate(configs.items()):
         left = log.start + args.budget_s - 15 - time.time()
-        bench_study(study, config, settings, bench, log, left / (len(configs) - i))
+        bench_study(study, config, per_study[study], bench, log, left / (len(configs) - i))
     pack(configs, args.out, log)
     log(f"done in {time.time() - log.start:.0f} s")
     return 0

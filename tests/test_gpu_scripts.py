@@ -77,23 +77,28 @@ def _trials(folder, name):
 
 @pytest.mark.slow  # about 50 s
 def test_gpu_studies_smoke_runs_real_sweeps_and_packs_them(tmp_path):
-    """The device script's CPU smoke: the device check, two studies' real sweeps side by side,
-    the quiet throughput pass, and an archive that `mvlab report` can read back."""
+    """The device script's CPU smoke: the device check, two studies' real sweeps side by side
+    (one renamed and re-seeded by its own overrides), the quiet throughput pass, and an archive
+    that `mvlab report` can read back."""
     out, log = _gpu_studies(tmp_path, "--budget-s", "400", "--phase",
-                            "experiments/quickstart.yaml:2:3", "experiments/calibration_width.yaml:1:1")
+                            "experiments/quickstart.yaml:2:3", "experiments/calibration_width.yaml:1:1",
+                            "--set-for", "experiments/calibration_width.yaml",
+                            "name=calibration_width_s7", "study.seeds=[7]")
     assert "device check passed" in log, log
     assert "quickstart: sweep exit 0" in log and "calibration_width: sweep exit 0" in log, log
     assert json.loads((out / "environment.json").read_text())["device"] == "cpu"
 
     names = _unpack(out, tmp_path / "back")
-    for study in ("quickstart", "calibration_width"):
+    for study in ("quickstart", "calibration_width_s7"):
         assert {f"{study}/optuna.journal", f"{study}/mlflow.db",
                 f"{study}/throughput.csv"} <= names, names
     with open(tmp_path / "back" / "quickstart" / "throughput.csv") as fh:
         assert len({row["spec"] for row in csv.DictReader(fh)}) == 5  # every planned network
     done = lambda trials: [t for t in trials if t.state.name == "COMPLETE"]  # noqa: E731
     assert len(done(_trials(tmp_path / "back", "quickstart"))) == 3  # the phase's :2:3
-    assert len(done(_trials(tmp_path / "back", "calibration_width"))) == 1
+    (width,) = done(_trials(tmp_path / "back", "calibration_width_s7"))
+    assert width.params["seed"] == 7  # its --set-for, and only its: quickstart keeps its seeds
+    assert {t.params["seed"] for t in done(_trials(tmp_path / "back", "quickstart"))} <= {0, 1}
 
 
 @pytest.mark.slow  # about 90 s
@@ -127,3 +132,11 @@ def test_gpu_studies_phase_items_are_checked():
     for bad in ("hybrid_patterns:9", "experiments/quickstart.yaml:0", "experiments/q.yaml:two"):
         with pytest.raises(SystemExit, match="STUDY.yaml"):
             gpu_studies.Job.parse(bad)
+
+    studies = [Path("experiments/a.yaml"), Path("experiments/b.yaml")]
+    per_study = gpu_studies.study_settings(studies, ["train.device=cuda"],
+                                           [["experiments/b.yaml", "train.lr=1e-3", "name=b2"]])
+    assert per_study == {studies[0]: ["train.device=cuda"],
+                         studies[1]: ["train.device=cuda", "train.lr=1e-3", "name=b2"]}
+    with pytest.raises(SystemExit, match="--set-for b.yaml: not a study of any --phase"):
+        gpu_studies.study_settings(studies, [], [["b.yaml", "train.lr=1e-3"]])
