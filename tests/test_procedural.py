@@ -68,7 +68,7 @@ def test_different_glyphs_differ_by_exactly_the_swapped_cells():
 def test_difficulty_knobs_change_the_images():
     base, _ = generate_split(_spec("pathfinder", distractors=0), "train")
     cluttered, _ = generate_split(_spec("pathfinder", distractors=6), "train")
-    longer, _ = generate_split(_spec("pathfinder", distractors=0, contour_length=14), "train")
+    longer, _ = generate_split(_spec("pathfinder", distractors=0, contour_length=12), "train")
     assert cluttered.mean() > 2 * base.mean()
     assert longer.mean() > base.mean()
 
@@ -90,6 +90,48 @@ def test_procedural_config_defaults_and_errors():
         DataConfig(dataset="pathfinder", contour_length=1)
     with pytest.raises(DataError, match="contour_length=60.*do not fit"):
         generate_split(_spec("pathfinder", contour_length=60, resolution=32, per_class=2), "train")
+    for bad in (-1, 17, float("nan"), True):
+        with pytest.raises(DataError, match="data.clearance"):
+            DataConfig(dataset="pathfinder", clearance=bad)
+
+
+@pytest.mark.parametrize("knobs", [dict(contour_length=2, distractors=0),
+                                   dict(contour_length=6, distractors=2),
+                                   dict(contour_length=10, distractors=4)])
+def test_pathfinder_clearance_keeps_contours_and_markers_apart(knobs):
+    """The first generator (clearance 0) let the second candidate contour touch the first and a
+    contour run into a marker it does not carry, in many images: pixels that can say "joined"
+    where the label says not. The default clearance leaves no such image."""
+    from mvlab.data.procedural.pathfinder import layout, overlaps
+
+    labels = np.arange(600) % 2
+    first = overlaps(layout(np.random.default_rng(0), labels, 64, clearance=0, **knobs), 64)
+    assert (first["contours_touch"] | first["marker_touches_other"]).mean() > 0.2
+    now = layout(np.random.default_rng(0), labels, 64, clearance=DataConfig().clearance, **knobs)
+    assert not any(hit.any() for hit in overlaps(now, 64).values())
+    assert np.array_equal(now["labels"], labels)
+
+
+def test_pathfinder_clearance_zero_is_the_first_generator():
+    """Caches, studies and checkpoints made before the knob keep their digest and pixels."""
+    first = _spec("pathfinder", clearance=0, contour_length=6, distractors=2)
+    assert "clearance" not in first  # the definition (and the cache's digest) of before
+    images, _ = generate_split(first, "train")
+    # The pixels of mvlab before the knob (commit b5571d5) for this definition.
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "b1c9e2202e2b7a26e9cb9509ffe89aeda4a1ba9393fee879eef74dd72b01c1af")
+    clear = generate_split(_spec("pathfinder", contour_length=6, distractors=2), "train")[0]
+    assert not np.array_equal(images, clear)
+    from mvlab.training.config import with_current_names
+    assert with_current_names({"data": {"dataset": "pathfinder"}})["data"]["clearance"] == 0
+
+
+def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
+    from mvlab.data.procedural import pathfinder
+
+    monkeypatch.setattr(pathfinder, "PLACEMENT_ROUNDS", 3)  # the real bound takes ~30 s
+    with pytest.raises(DataError, match="data.clearance=16.*no room for two 14-dash contours"):
+        generate_split(_spec("pathfinder", contour_length=14, clearance=16, per_class=2), "train")
 
 
 @pytest.mark.parametrize("task", list(TASKS))

@@ -374,9 +374,10 @@ def test_an_early_stop_without_precise_batchnorm_statistics_is_warned_about():
 
 
 def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_path):
-    # results/hybrid_patterns/optuna.journal trained at peak lr 2e-3, the shipped files' value
-    # until the GPU gate at 1e-3 (results/calibration/gate_lr1e3_gpu): with today's file it is
-    # refused with a line naming the change, with --set train.lr=2e-3 (its RUN.md) it resumes
+    # results/hybrid_patterns/optuna.journal trained at peak lr 2e-3 on the first Pathfinder
+    # generator (clearance 0), the shipped files' setting until the GPU gate at 1e-3
+    # (results/calibration/gate_lr1e3_gpu): with today's file it is refused with a line naming
+    # the changes, with --set train.lr=2e-3 data.clearance=0 (its RUN.md) it resumes
     # under the overrides scripts/gpu_studies.py sets; a train key added since (precise_bn) must
     # not make it "started with other settings".
     import importlib.util
@@ -395,9 +396,9 @@ def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_pa
     spec.loader.exec_module(gpu_studies)
     on_the_gpu = tuple(gpu_studies.GPU_SETTINGS)
     shipped = str(EXPERIMENTS / "hybrid_patterns.yaml")
-    with pytest.raises(StudyError, match=r"train.lr: 0.002 -> 0.001"):
+    with pytest.raises(StudyError, match=r"data.clearance: 0.0 -> 2.0.*train.lr: 0.002 -> 0.001"):
         _check_same_study(study, load_study(shipped, on_the_gpu), str(journal))
-    as_run = (*on_the_gpu, "train.lr=2e-3")
+    as_run = (*on_the_gpu, "train.lr=2e-3", "data.clearance=0")
     _check_same_study(study, load_study(shipped, as_run), str(journal))
     with pytest.raises(StudyError, match="train.precise_bn: 0 -> 1024"):
         _check_same_study(study, load_study(shipped, (*as_run, "train.precise_bn=1024")),

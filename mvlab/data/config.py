@@ -22,6 +22,10 @@ DATASETS = ("builtin", "folder", "imagenet") + PROCEDURAL  # "imagenet" is an al
 # since a crop could cut a marker or a framed glyph out of the image and change the answer.
 PHOTO_GEOMETRY = dict(crop_pct=0.875, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
 PROCEDURAL_GEOMETRY = dict(crop_pct=1.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image at all
+# Keys added since, with the value that means what an older mvlab did: a study recorded before
+# the key existed resumes as if it had been written with that value.
+ADDED = {"clearance": 0.0}
 
 
 @dataclass
@@ -69,6 +73,9 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     contour_length: int = 10  # pathfinder: dashes per contour (longer = harder)
     distractors: int = 4  # pathfinder: unmarked contours; same_different: unframed glyphs
+    # pathfinder: px (at 64 px) kept between the two candidate contours and around the markers;
+    # 0 is the first generator, where they touch in 38-86 % of images (docs/data.md)
+    clearance: float = 2.0
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
 
@@ -131,6 +138,11 @@ class DataConfig:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise DataError(f"data.{key}={value!r}: must be an integer >= {low}")
+        value = self.clearance
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0 <= value <= MAX_CLEARANCE):
+            raise DataError(f"data.clearance={value!r}: must be a number of px from 0 (the first "
+                            f"generator) to {MAX_CLEARANCE}")
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)

@@ -37,10 +37,14 @@ class Task:
     generate: Callable[..., np.ndarray]
     classes: tuple[str, str]  # class names for labels 0 and 1
     knobs: tuple[str, ...]  # the DataConfig fields the generator takes
+    # Knobs added since a task first shipped, at the value that draws what it drew before: left
+    # out of the definition there, so existing caches and checkpoints keep their digest.
+    added: tuple[tuple[str, Any], ...] = ()
 
 
 TASKS: dict[str, Task] = {
-    "pathfinder": Task(pathfinder.generate, pathfinder.CLASSES, ("contour_length", "distractors")),
+    "pathfinder": Task(pathfinder.generate, pathfinder.CLASSES,
+                       ("contour_length", "distractors", "clearance"), (("clearance", 0.0),)),
     "same_different": Task(same_different.generate, same_different.CLASSES,
                            ("glyph_cells", "changed_cells", "distractors")),
 }
@@ -54,7 +58,8 @@ def definition(cfg: Any) -> dict[str, Any]:
         "side": cfg.stored_side,
         "per_class": int(cfg.per_class or DEFAULT_PER_CLASS),
         "val_per_class": int(cfg.val_per_class or DEFAULT_VAL_PER_CLASS),
-        **{knob: getattr(cfg, knob) for knob in task.knobs},
+        **{knob: getattr(cfg, knob) for knob in task.knobs
+           if (knob, getattr(cfg, knob)) not in task.added},
     }
 
 
@@ -62,7 +67,7 @@ def generate_split(spec: dict[str, Any], split: str) -> tuple[np.ndarray, np.nda
     """Images (N, side, side) uint8 and labels (N,) of ``split`` for a ``definition``."""
     task = TASKS[spec["task"]]
     total = 2 * spec["per_class" if split == "train" else "val_per_class"]
-    knobs = {knob: spec[knob] for knob in task.knobs}
+    knobs = {**dict(task.added), **{knob: spec[knob] for knob in task.knobs if knob in spec}}
     images = np.empty((total, spec["side"], spec["side"]), dtype=np.uint8)
     labels = np.arange(total, dtype=np.int64) % 2
     for k, start in enumerate(range(0, total, CHUNK)):

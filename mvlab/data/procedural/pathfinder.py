@@ -22,6 +22,7 @@ from mvlab.errors import DataError
 
 MAX_TURN = math.pi / 6  # per dash: curvy enough to fold long contours into the square
 PLACEMENT_ATTEMPTS = 24
+PLACEMENT_ROUNDS = 1000  # of redrawing A where B found no place: then the layout is impossible
 CLASSES = ("disconnected", "connected")
 
 
@@ -71,14 +72,24 @@ def _placed(rng: np.random.Generator, n: int, length: int, side: int, g: dict):
                     f"image; use a shorter contour_length or a higher resolution")
 
 
-def generate(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
-             distractors: int) -> np.ndarray:
-    """Images (n, side, side) uint8 for ``labels`` (1 = connected, 0 = disconnected)."""
+def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
+           distractors: int, clearance: float = 0.0) -> dict[str, np.ndarray]:
+    """Where everything goes for ``labels`` (1 = connected): dash starts and directions
+    ``(n, contours, dashes, 2)`` (A, B, then the distractors) and the two markers ``(n, 2, 2)``.
+
+    ``clearance`` (px at 64 px, scaled with the side) keeps B that far beyond the pen from A, and
+    every contour that far beyond the pen and the marker from a marker that is not its own. At 0
+    (the first generator) B may cross A and a distractor may run through a marker; a
+    "disconnected" image whose second marker lands on A then shows a joined pair, and a label
+    the pixels do not carry caps every network at the same accuracy (``overlaps``)."""
     n, g = labels.size, geometry(side)
+    apart = g["pen"] + clearance * side / 64.0
     a_starts, a_dirs = np.empty((n, contour_length, 2)), np.empty((n, contour_length, 2))
     b_starts, b_dirs = np.empty_like(a_starts), np.empty_like(a_dirs)
     todo = np.arange(n)
-    while todo.size:
+    for _ in range(PLACEMENT_ROUNDS):
+        if not todo.size:
+            break
         s, d = _placed(rng, todo.size, contour_length, side, g)
         e0 = s[:, 0]
         reach = np.linalg.norm(s[:, -1] + g["dash"] * d[:, -1] - e0, axis=-1)
@@ -93,25 +104,107 @@ def generate(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour
             f = e0[need] + reach[need, None] * np.stack([np.sin(phi), np.cos(phi)], -1)
             cs = cs + f[:, None]
             ok = _inside(cs, cd, side, g)
+            if clearance:
+                ok &= _clear(cs, cd, s[need], d[need], g, apart)
             bs[need[ok]], bd[need[ok]] = cs[ok], cd[ok]
             found[need[ok]] = True
         done = todo[found]
         a_starts[done], a_dirs[done] = s[found], d[found]
         b_starts[done], b_dirs[done] = bs[found], bd[found]
         todo = todo[~found]  # no place for B at that distance: redraw A for these images
+    if todo.size:
+        raise DataError(f"data.clearance={clearance}: no room for two {contour_length}-dash "
+                        f"contours that far apart in a {side} px image; use a lower "
+                        f"data.clearance or a shorter data.contour_length")
+    e1 = a_starts[:, -1] + g["dash"] * a_dirs[:, -1]
+    markers = np.stack([a_starts[:, 0], np.where(labels[:, None] == 1, e1, b_starts[:, 0])], 1)
     starts, dirs = [a_starts[:, None], b_starts[:, None]], [a_dirs[:, None], b_dirs[:, None]]
     if distractors:
         ds, dd = _placed(rng, n * distractors, contour_length, side, g)
+        if clearance:
+            ds, dd = _clear_of_markers(rng, ds, dd, np.repeat(markers, distractors, 0),
+                                       g["radius"] + apart, side, g)
         starts.append(ds.reshape(n, distractors, contour_length, 2))
         dirs.append(dd.reshape(n, distractors, contour_length, 2))
-    starts, dirs = np.concatenate(starts, 1), np.concatenate(dirs, 1)
+    return {"starts": np.concatenate(starts, 1), "dirs": np.concatenate(dirs, 1),
+            "markers": markers, "labels": labels}
+
+
+def _ink(starts: np.ndarray, dirs: np.ndarray, g: dict, spacing: float = 0.5) -> np.ndarray:
+    """Points every ``spacing`` px along every dash of each contour: ``(n, points, 2)``."""
+    points = segment_points(starts, starts + g["dash"] * dirs, spacing)
+    return points.reshape(points.shape[0], -1, 2)
+
+
+def _gap(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The smallest distance between point sets ``p`` (n, a, 2) and ``q`` (n, b, 2), per image."""
+    square = (p ** 2).sum(-1)[:, :, None] + (q ** 2).sum(-1)[:, None] - 2 * p @ q.transpose(0, 2, 1)
+    return np.sqrt(np.maximum(square.min(axis=(1, 2)), 0.0))
+
+
+def _clear(bs, bd, a_s, a_d, g, apart) -> np.ndarray:
+    """Whether candidate B keeps ``apart`` beyond the pen from A, and a marker's radius more
+    from the markers it does not carry (A's ends e0, e1 for B; B's start f for A), per image."""
+    # Points 1 px apart: the true gap is at most 0.5 px below the one measured, so ask that more.
+    b_ink, a_ink = _ink(bs, bd, g, 1.0), _ink(a_s, a_d, g, 1.0)
+    a_ends = np.stack([a_s[:, 0], a_s[:, -1] + g["dash"] * a_d[:, -1]], 1)
+    apart = apart + 0.5
+    return ((_gap(b_ink, a_ink) >= apart)
+            & (_gap(b_ink, a_ends) >= g["radius"] + apart)
+            & (_gap(a_ink, bs[:, :1]) >= g["radius"] + apart))
+
+
+def _clear_of_markers(rng, starts, dirs, markers, distance, side, g):
+    """Distractors redrawn until none comes within ``distance`` of a marker of its image."""
+    todo = np.arange(starts.shape[0])
+    for _ in range(1000):
+        near = _gap(_ink(starts[todo], dirs[todo], g, 1.0), markers[todo]) < distance + 0.5
+        todo = todo[near]
+        if not todo.size:
+            return starts, dirs
+        starts[todo], dirs[todo] = _placed(rng, todo.size, starts.shape[1], side, g)
+    raise DataError(f"data.distractors: no room for {starts.shape[1]}-dash distractors clear of "
+                    f"the markers in a {side} px image; use fewer distractors or a lower "
+                    f"data.clearance")
+
+
+def overlaps(spec: dict, side: int) -> dict[str, np.ndarray]:
+    """Per image of a ``layout``: ``contours_touch`` (A and B drawn pixels adjacent or shared)
+    and ``marker_touches_other`` (a marker's disk touches a contour it does not sit on: B or a
+    distractor for the first marker; for the second, A in a "disconnected" image and B in a
+    "connected" one, besides the distractors). Either can make the pixels say "connected"
+    where the label says not, or blur the marked pair."""
+    g = geometry(side)
+    contours = [_ink(spec["starts"][:, c], spec["dirs"][:, c], g)
+                for c in range(spec["starts"].shape[1])]
+    touch = g["pen"] + 1.0  # centre lines this close leave no background pixel between
+    reach = g["radius"] + g["pen"] / 2 + 1.0
+    first, second = spec["markers"][:, :1], spec["markers"][:, 1:]
+    own = np.where(spec["labels"] == 1, 0, 1)  # the contour the second marker sits on
+    hit = _gap(first, contours[1]) < reach
+    hit |= np.where(own == 1, _gap(second, contours[0]), _gap(second, contours[1])) < reach
+    for c in range(2, len(contours)):  # the distractors
+        hit |= np.minimum(_gap(first, contours[c]), _gap(second, contours[c])) < reach
+    return {"contours_touch": _gap(contours[0], contours[1]) < touch,
+            "marker_touches_other": hit}
+
+
+def draw(spec: dict[str, np.ndarray], side: int) -> np.ndarray:
+    """Images (n, side, side) uint8 of a ``layout``."""
+    g, starts, dirs = geometry(side), spec["starts"], spec["dirs"]
+    n = starts.shape[0]
     points = segment_points(starts, starts + g["dash"] * dirs)  # (n, contours, dashes, k, 2)
     canvas = blank(n, side)
     per_image = points.shape[1] * points.shape[2] * points.shape[3]
     stamp(canvas, np.repeat(np.arange(n), per_image), points.reshape(-1, 2),
           square_offsets(g["pen"]))
-    e1 = a_starts[:, -1] + g["dash"] * a_dirs[:, -1]
-    second = np.where(labels[:, None] == 1, e1, b_starts[:, 0])
-    markers = np.stack([a_starts[:, 0], second], 1).reshape(-1, 2)
-    stamp(canvas, np.repeat(np.arange(n), 2), markers, disk_offsets(g["radius"]))
+    stamp(canvas, np.repeat(np.arange(n), 2), spec["markers"].reshape(-1, 2),
+          disk_offsets(g["radius"]))
     return canvas
+
+
+def generate(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
+             distractors: int, clearance: float = 0.0) -> np.ndarray:
+    """Images (n, side, side) uint8 for ``labels`` (1 = connected, 0 = disconnected)."""
+    return draw(layout(rng, labels, side, contour_length=contour_length,
+                       distractors=distractors, clearance=clearance), side)
