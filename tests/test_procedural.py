@@ -152,3 +152,19 @@ def test_tasks_load_through_the_folder_and_cache_path_without_a_crop(task, tmp_p
     assert y.tolist() == labels[order][:16].tolist()
     again = build_data(cfg, batch_size=16)
     assert not again.caches["train"].built  # generated and decoded once
+
+
+def test_the_clearance_benchmark_measures_both_generators(tmp_path):
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "overlaps.csv"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pathfinder_clearance.py"
+    subprocess.run([sys.executable, str(script), "--images", "64", "--out", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 8
+    assert all(float(r["either"]) == 0 for r in rows if float(r["clearance"]) == 2)
+    assert all(float(r["either"]) > 0 for r in rows if float(r["clearance"]) == 0)

@@ -78,7 +78,8 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     ``(n, contours, dashes, 2)`` (A, B, then the distractors) and the two markers ``(n, 2, 2)``.
 
     ``clearance`` (px at 64 px, scaled with the side) keeps B that far beyond the pen from A, and
-    every contour that far beyond the pen and the marker from a marker that is not its own. At 0
+    every contour that far beyond the pen and the marker from a marker spot that is not its own
+    (A's two ends and B's start, in both classes: what the classes share stays shared). At 0
     (the first generator) B may cross A and a distractor may run through a marker; a
     "disconnected" image whose second marker lands on A then shows a joined pair, and a label
     the pixels do not carry caps every network at the same accuracy (``overlaps``)."""
@@ -122,7 +123,10 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     if distractors:
         ds, dd = _placed(rng, n * distractors, contour_length, side, g)
         if clearance:
-            ds, dd = _clear_of_markers(rng, ds, dd, np.repeat(markers, distractors, 0),
+            # Clear of both places the second marker could be, in both classes: a distractor
+            # touching the unmarked one only in "disconnected" images would give the label away.
+            spots = np.stack([a_starts[:, 0], e1, b_starts[:, 0]], 1)
+            ds, dd = _clear_of_markers(rng, ds, dd, np.repeat(spots, distractors, 0),
                                        g["radius"] + apart, side, g)
         starts.append(ds.reshape(n, distractors, contour_length, 2))
         dirs.append(dd.reshape(n, distractors, contour_length, 2))
@@ -155,7 +159,7 @@ def _clear(bs, bd, a_s, a_d, g, apart) -> np.ndarray:
 
 
 def _clear_of_markers(rng, starts, dirs, markers, distance, side, g):
-    """Distractors redrawn until none comes within ``distance`` of a marker of its image."""
+    """Distractors redrawn until none comes within ``distance`` of a marker spot of its image."""
     todo = np.arange(starts.shape[0])
     for _ in range(1000):
         near = _gap(_ink(starts[todo], dirs[todo], g, 1.0), markers[todo]) < distance + 0.5
