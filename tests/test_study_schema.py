@@ -52,6 +52,11 @@ def test_shipped_experiments_validate(name):
     if name == "hybrid_patterns":  # the paper's 5 placements + 2 pure mixers, 6 seeds first
         assert config.kind == "grid" and len(grid_points(config)) == 42
         assert config.sequential is not None and config.analysis.looks == 4
+    if config.data.dataset == "pathfinder":  # --check names what sets the task's pixels
+        from mvlab.study.plan import describe_plan
+        line = next(x for x in describe_plan(config).splitlines() if x.startswith("data: "))
+        assert f"contour_length={config.data.contour_length}" in line
+        assert f"clearance={config.data.clearance}" in line
 
 
 def test_unknown_key_names_file_line_and_suggests():

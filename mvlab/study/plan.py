@@ -26,7 +26,7 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
         f"train: epochs={config.train.epochs} batch_size={config.train.batch_size} "
         f"lr={config.train.lr} device={config.train.device}",
         f"data: {config.data.dataset} res={config.data.resolution} classes={config.data.classes} "
-        f"per_class={config.data.per_class}",
+        f"per_class={config.data.per_class}{task_knobs(config.data)}",
         "objectives: " + ", ".join(f"{m} ({d})" for m, d in config.objectives),
         f"constraints: {config.constraints or 'none'}; early stop: "
         f"{config.early_stop or 'off'}",
@@ -36,6 +36,15 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
         f"mlflow:  {mask_url(tracking_uri_for(config))}",
     ]
     return "\n".join(lines + collapsed_lines(config))
+
+
+def task_knobs(data) -> str:
+    """`` contour_length=2 distractors=0 clearance=2.0`` for a generated task: what sets its
+    difficulty and its pixels; empty for a photo set."""
+    from mvlab.data.procedural import TASKS
+
+    task = TASKS.get(data.dataset)
+    return "".join(f" {knob}={getattr(data, knob)}" for knob in task.knobs) if task else ""
 
 
 def collapsed_lines(config: StudyConfig) -> list[str]:
