@@ -86,8 +86,8 @@ def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:
     rows = [("clearance 0,\nflagged", draw(first, 64)[flagged]),
             (f"clearance {clearance[0]:g}", draw(now, 64))]
     fig, axes = plt.subplots(2, count, figsize=(1.3 * count, 3.0))
-    for (title, images), row in zip(rows, axes):
-        for ax, image in zip(row, images):
+    for (title, images), row in zip(rows, axes, strict=True):
+        for ax, image in zip(row, images, strict=False):  # fewer flagged than asked: blanks
             ax.imshow(image, cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([]), ax.set_yticks([])
         row[0].set_ylabel(title, fontsize=7)

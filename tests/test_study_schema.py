@@ -334,6 +334,7 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     old = config.fidelity()
     old["train"]["amp"] = old["train"].pop("precision")  # as mvlab stored it before the rename
     del old["train"]["precise_bn"]  # and before the key existed (its default is the old way)
+    del old["data"]["clearance"]  # a Pathfinder knob: on the built-in set it changes nothing
     study = optuna.create_study()
     study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
     study.set_user_attr(records.STUDY_CONFIG, json.dumps(old))
@@ -343,6 +344,19 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     changed = load_study_text(TINY_GRID, "study.yaml", ("train.lr=0.123",))
     with pytest.raises(StudyError, match="train.lr"):
         _check_same_study(study, changed, "memory")
+
+    # On Pathfinder, a record from before data.clearance is the first generator (clearance 0).
+    pathfinder = load_study_text(TINY_GRID, "study.yaml", ("data.dataset=pathfinder",
+                                                            "data.resolution=64"))
+    first = pathfinder.fidelity()
+    del first["data"]["clearance"]
+    study = optuna.create_study()
+    study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
+    study.set_user_attr(records.STUDY_CONFIG, json.dumps(first))
+    with pytest.raises(StudyError, match=r"data.clearance: 0.0 -> 2.0"):
+        _check_same_study(study, pathfinder, "memory")
+    _check_same_study(study, load_study_text(TINY_GRID, "study.yaml", (
+        "data.dataset=pathfinder", "data.resolution=64", "data.clearance=0")), "memory")
 
 
 def test_no_heldout_split_is_fine_when_nothing_needs_it():

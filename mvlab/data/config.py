@@ -23,9 +23,10 @@ DATASETS = ("builtin", "folder", "imagenet") + PROCEDURAL  # "imagenet" is an al
 PHOTO_GEOMETRY = dict(crop_pct=0.875, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
 PROCEDURAL_GEOMETRY = dict(crop_pct=1.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image at all
-# Keys added since, with the value that means what an older mvlab did: a study recorded before
-# the key existed resumes as if it had been written with that value.
-ADDED = {"clearance": 0.0}
+# Keys added since: the value that means what an older mvlab did, and the datasets it acts on.
+# A study recorded before the key existed resumes as if written with that value (elsewhere the
+# key changes nothing, so the record takes the current one: ``with_added_keys``).
+ADDED = {"clearance": (0.0, ("pathfinder",))}
 
 
 @dataclass
@@ -143,6 +144,7 @@ class DataConfig:
                 or not 0 <= value <= MAX_CLEARANCE):
             raise DataError(f"data.clearance={value!r}: must be a number of px from 0 (the first "
                             f"generator) to {MAX_CLEARANCE}")
+        self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)
@@ -198,3 +200,12 @@ def default_cache_dir() -> Path:
 
 def resolve_cache_dir(cfg: DataConfig) -> Path:
     return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+
+
+def with_added_keys(recorded: dict[str, Any], current: DataConfig) -> dict[str, Any]:
+    """A study's recorded data settings with the keys added since filled in (``ADDED``)."""
+    filled = dict(recorded)
+    for key, (old_value, acts_on) in ADDED.items():
+        if key not in filled:
+            filled[key] = old_value if filled.get("dataset") in acts_on else getattr(current, key)
+    return filled

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from mvlab import records
 from mvlab.config_fields import changed_settings
+from mvlab.data.config import with_added_keys
 from mvlab.errors import StudyError, UserError
 from mvlab.safety import mask_url
 from mvlab.study import storage as st
@@ -194,6 +195,8 @@ def _check_same_study(study: optuna.Study, config: StudyConfig, url: str) -> Non
     if stored == config.fidelity_hash():
         return
     before = with_current_names(json.loads(study.user_attrs.get(records.STUDY_CONFIG, "{}")))
+    if isinstance(before.get("data"), dict):
+        before["data"] = with_added_keys(before["data"], config.data)
     changed = changed_settings(before, config.fidelity())
     if not changed:
         # Only a key an older mvlab spelled differently (train.amp): the same settings.

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mvlab.config_fields import from_mapping
-from mvlab.data.config import ADDED as DATA_ADDED
 from mvlab.errors import UserError
 
 # Upper bounds on counts a user types (docs/training.md): past them a run would only allocate or
@@ -97,11 +96,8 @@ MAX_PRECISE_BN = 1_000_000  # images; pycls's default is 8,192
 def with_current_names(settings: dict[str, Any]) -> dict[str, Any]:
     """Stored settings (a checkpoint's fingerprint, a study's record: ``{"train": {...}, ...}``)
     with the train keys an older mvlab wrote under their new names (a value the new name means
-    alike) and the train and data keys added since at the value that means the old behaviour
-    (``ADDED``, ``mvlab.data.config.ADDED``), so the run or study they describe may resume."""
-    settings = dict(settings)
-    if isinstance(settings.get("data"), dict) and "dataset" in settings["data"]:
-        settings["data"] = {**DATA_ADDED, **settings["data"]}  # a study's DataConfig record
+    alike) and the keys added since at the value that means the old behaviour (``ADDED``), so
+    the run or study they describe may resume."""
     if "train" not in settings:
         return settings
     train = dict(settings["train"] or {})
