@@ -122,8 +122,12 @@ def test_pathfinder_clearance_zero_is_the_first_generator():
         "b1c9e2202e2b7a26e9cb9509ffe89aeda4a1ba9393fee879eef74dd72b01c1af")
     clear = generate_split(_spec("pathfinder", contour_length=6, distractors=2), "train")[0]
     assert not np.array_equal(images, clear)
-    from mvlab.training.config import with_current_names
-    assert with_current_names({"data": {"dataset": "pathfinder"}})["data"]["clearance"] == 0
+    from mvlab.data.config import with_added_keys
+    now = DataConfig(dataset="pathfinder")
+    assert with_added_keys({"dataset": "pathfinder"}, now)["clearance"] == 0  # a study's record
+    assert with_added_keys({"dataset": "builtin"}, now)["clearance"] == now.clearance
+    assert DataConfig(dataset="pathfinder", clearance=2).clearance == 2.0  # one cache digest
+    assert definition(DataConfig(dataset="pathfinder", clearance=2)) == definition(now)
 
 
 def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
