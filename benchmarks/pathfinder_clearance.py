@@ -1,13 +1,17 @@
 """How often the first Pathfinder generator (``data.clearance=0``) let the two candidate contours
-touch or a contour run into a marker it does not carry, what the default clearance leaves, and
-what the clearance costs in generation speed (CPU time, one thread).
+touch or a contour run into a marker it does not carry, what the default clearance leaves, how
+far a local shortcut goes (do the dashes at the two markers point at each other?), and what the
+clearance costs in generation speed (CPU time, one thread).
 
     python benchmarks/pathfinder_clearance.py                     # 4,096 images a setting
     python benchmarks/pathfinder_clearance.py --images 512 --out overlaps.csv --examples ex.png
 
 Per (contour_length, distractors) setting and clearance: the fraction of images whose A and B
 touch (``contours_touch``), whose markers touch a contour not their own (``marker_touches_other``),
-either, and images generated per CPU second (``generate_split``, the train pool only).
+either; ``facing_rule``, the best accuracy of one threshold on how much the dash leaving each
+marker points at the other marker (a rule that never follows a contour past its first dash: a
+network above it does more than that); and images generated per CPU second (``generate_split``,
+the train pool only).
 """
 from __future__ import annotations
 
@@ -53,11 +57,14 @@ def main() -> None:
                    "contours_touch": hits["contours_touch"].mean(),
                    "marker_touches_other": hits["marker_touches_other"].mean(),
                    "either": (hits["contours_touch"] | hits["marker_touches_other"]).mean(),
+                   "facing_rule": facing_rule(
+                       layout(np.random.default_rng(1), labels, 64, clearance=clearance, **knobs)),
                    "images_per_cpu_s": args.images / seconds}
             rows.append(row)
             print(f"contour {contour_length:2d} distractors {distractors} clearance {clearance:g}: "
                   f"touching {row['contours_touch']:6.1%}, marker on another contour "
-                  f"{row['marker_touches_other']:6.1%}, either {row['either']:6.1%}; "
+                  f"{row['marker_touches_other']:6.1%}, either {row['either']:6.1%}; facing "
+                  f"rule {row['facing_rule']:6.1%}; "
                   f"{row['images_per_cpu_s']:9,.0f} images per CPU s", flush=True)
     if args.examples:
         draw_examples(args.examples, [c for c in args.clearance if c > 0][:1] or [2.0])
@@ -68,6 +75,25 @@ def main() -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def facing_rule(spec: dict) -> float:
+    """Best one-threshold accuracy of: cos(first dash of A, direction to marker 2) + cos(the dash
+    at marker 2, direction to marker 1). At marker 2 that dash is A's last one, reversed, when
+    the image is connected, and B's first one otherwise."""
+    import numpy as np
+
+    labels, dirs, markers = spec["labels"], spec["dirs"], spec["markers"]
+    to_second = markers[:, 1] - markers[:, 0]
+    to_second /= np.linalg.norm(to_second, axis=-1, keepdims=True)
+    at_second = np.where(labels[:, None] == 1, -dirs[:, 0, -1], dirs[:, 1, 0])
+    score = (dirs[:, 0, 0] * to_second).sum(-1) + (at_second * -to_second).sum(-1)
+    order = np.argsort(score)
+    ones_below = np.concatenate([[0], np.cumsum(labels[order])])  # labels 1 at or below a cut
+    zeros_below = np.arange(labels.size + 1) - ones_below
+    # Predict 1 above the cut: correct are the zeros below plus the ones above.
+    correct = zeros_below + (labels.sum() - ones_below)
+    return float(max(correct.max(), labels.size - correct.min()) / labels.size)
 
 
 def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:

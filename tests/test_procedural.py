@@ -172,3 +172,6 @@ def test_the_clearance_benchmark_measures_both_generators(tmp_path):
     assert len(rows) == 8
     assert all(float(r["either"]) == 0 for r in rows if float(r["clearance"]) == 2)
     assert all(float(r["either"]) > 0 for r in rows if float(r["clearance"]) == 0)
+    # The local facing rule solves short contours and fades with length (a network must beat it).
+    facing = {(r["contour_length"], r["clearance"]): float(r["facing_rule"]) for r in rows}
+    assert facing[("2", "2.0")] > 0.95 and facing[("10", "2.0")] < 0.9
