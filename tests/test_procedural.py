@@ -134,7 +134,7 @@ def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
     from mvlab.data.procedural import pathfinder
 
     monkeypatch.setattr(pathfinder, "PLACEMENT_ROUNDS", 3)  # the real bound takes ~30 s
-    with pytest.raises(DataError, match="data.clearance=16.*no room for two 14-dash contours"):
+    with pytest.raises(DataError, match="data.clearance=16.*no room for two 14-dash contours.*lower data.clearance"):
         generate_split(_spec("pathfinder", contour_length=14, clearance=16, per_class=2), "train")
 
 

@@ -116,7 +116,7 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     if todo.size:
         raise DataError(f"data.clearance={clearance}: no room for two {contour_length}-dash "
                         f"contours that far apart in a {side} px image; use a lower "
-                        f"data.clearance or a shorter data.contour_length")
+                        f"data.clearance (at 2, contours of 2 to 13 dashes fit)")
     e1 = a_starts[:, -1] + g["dash"] * a_dirs[:, -1]
     markers = np.stack([a_starts[:, 0], np.where(labels[:, None] == 1, e1, b_starts[:, 0])], 1)
     starts, dirs = [a_starts[:, None], b_starts[:, None]], [a_dirs[:, None], b_dirs[:, None]]
@@ -168,8 +168,8 @@ def _clear_of_markers(rng, starts, dirs, markers, distance, side, g):
             return starts, dirs
         starts[todo], dirs[todo] = _placed(rng, todo.size, starts.shape[1], side, g)
     raise DataError(f"data.distractors: no room for {starts.shape[1]}-dash distractors clear of "
-                    f"the markers in a {side} px image; use fewer distractors or a lower "
-                    f"data.clearance")
+                    f"the markers in a {side} px image; use a lower data.clearance or a shorter "
+                    f"data.contour_length")
 
 
 def overlaps(spec: dict, side: int) -> dict[str, np.ndarray]:
