@@ -116,7 +116,9 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     if todo.size:
         raise DataError(f"data.clearance={clearance}: no room for two {contour_length}-dash "
                         f"contours that far apart in a {side} px image; use a lower "
-                        f"data.clearance (at 2, contours of 2 to 13 dashes fit)")
+                        f"data.clearance or a higher data.resolution (at 64 px and clearance "
+                        f"2, contours of 2 to 13 dashes fit; below 64 px markers and pen do not "
+                        f"shrink)")
     e1 = a_starts[:, -1] + g["dash"] * a_dirs[:, -1]
     markers = np.stack([a_starts[:, 0], np.where(labels[:, None] == 1, e1, b_starts[:, 0])], 1)
     starts, dirs = [a_starts[:, None], b_starts[:, None]], [a_dirs[:, None], b_dirs[:, None]]
