@@ -136,14 +136,30 @@ def device_check(settings: list[str], log: Log) -> bool:
     return ok
 
 
+def data_settings(config: Any) -> list[Any]:
+    """Every data setting the study's trials can train on: its own, or one per combination of
+    the categorical ``data.*`` knobs of its space (e.g. calibration_budget's contour lengths)."""
+    import dataclasses
+    import itertools
+
+    axes = [d for d in config.space if d.target == "data" and d.kind == "categorical"]
+    if not axes:
+        return [config.data]
+    return [dataclasses.replace(config.data, **{d.key.split(".", 1)[1]: v
+                                                for d, v in zip(axes, values, strict=True)})
+            for values in itertools.product(*(d.choices for d in axes))]
+
+
 def prepare_data(study: Path, config: Any, log: Log) -> None:
     """The study's generated data built once here, so the workers open one cache instead of each
     generating the same images at the same moment."""
     from mvlab.data.bundle import build_data
 
     started = time.time()
-    build_data(config.data, config.train.batch_size)
-    log(f"{study.stem}: data ready in {time.time() - started:.0f} s")
+    settings = data_settings(config)
+    for data in settings:
+        build_data(data, config.train.batch_size)
+    log(f"{study.stem}: data ready in {time.time() - started:.0f} s ({len(settings)} setting(s))")
 
 
 def study_settings(studies: list[Path], settings: list[str],

@@ -140,3 +140,17 @@ def test_gpu_studies_phase_items_are_checked():
                          studies[1]: ["train.device=cuda", "train.lr=1e-3", "name=b2"]}
     with pytest.raises(SystemExit, match="--set-for b.yaml: not a study of any --phase"):
         gpu_studies.study_settings(studies, [], [["b.yaml", "train.lr=1e-3"]])
+
+
+def test_gpu_studies_prepares_every_data_setting_a_grid_trains_on():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import gpu_studies
+    finally:
+        sys.path.pop(0)
+    from mvlab.study import load_study
+
+    budget = load_study(REPO / "experiments" / "calibration_budget.yaml")
+    assert sorted(d.contour_length for d in gpu_studies.data_settings(budget)) == [6, 8, 10]
+    plain = load_study(REPO / "experiments" / "calibration.yaml")
+    assert gpu_studies.data_settings(plain) == [plain.data]
