@@ -93,6 +93,15 @@ def test_procedural_config_defaults_and_errors():
     for bad in (-1, 17, float("nan"), True):
         with pytest.raises(DataError, match="data.clearance"):
             DataConfig(dataset="pathfinder", clearance=bad)
+    # Too short for the clearance: refused when the setting is read, not after a redraw loop.
+    with pytest.raises(DataError, match="2-dash contours at 32 px reach 4.0 px, too short"):
+        DataConfig(dataset="pathfinder", resolution=32, contour_length=2)
+    with pytest.raises(DataError, match="data.clearance=5"):
+        DataConfig(dataset="pathfinder", contour_length=2, clearance=5)
+    for fits in (dict(contour_length=2), dict(contour_length=2, clearance=4),
+                 dict(resolution=32, contour_length=2, clearance=0)):
+        spec = _spec("pathfinder", per_class=8, **fits)  # accepted, and really drawn
+        assert generate_split(spec, "train")[0].shape[0] == 16
 
 
 @pytest.mark.parametrize("knobs", [dict(contour_length=2, distractors=0),

@@ -145,6 +145,9 @@ class DataConfig:
             raise DataError(f"data.clearance={value!r}: must be a number of px from 0 (the first "
                             f"generator) to {MAX_CLEARANCE}")
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
+        if self.dataset == "pathfinder":
+            from mvlab.data.procedural.pathfinder import check as check_pathfinder
+            check_pathfinder(self.stored_side, self.contour_length, self.clearance)
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)

@@ -33,6 +33,23 @@ def geometry(side: int) -> dict[str, float]:
                 margin=math.ceil(radius) + 1)
 
 
+def check(side: int, contour_length: int, clearance: float) -> None:
+    """Raise ``DataError`` at once where B can never start clear of A: B's start lies as far
+    from the first marker as A's far end, so even a straight A must reach past the marker's
+    radius, the pen and the clearance (the half pixel is ``_clear``'s sampling margin).
+    Contours too long for two to fit apart are found only by trying (``layout``)."""
+    if not clearance:
+        return
+    g = geometry(side)
+    longest = (contour_length - 1) * g["step"] + g["dash"]
+    needed = g["radius"] + g["pen"] + clearance * side / 64.0 + 0.5
+    if longest < needed + 0.5:
+        raise DataError(f"data.clearance={clearance:g}: {contour_length}-dash contours at {side} px "
+                        f"reach {longest:.1f} px, too short for B's start to keep {needed:.1f} px "
+                        f"from A; use a lower data.clearance (0 draws the first generator), "
+                        f"longer contours or a higher data.resolution")
+
+
 def _shapes(rng: np.random.Generator, n: int, length: int,
             g: dict) -> tuple[np.ndarray, np.ndarray]:
     """Dash starts (n, length, 2) relative to the contour's start, and unit directions."""
