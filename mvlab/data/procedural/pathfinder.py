@@ -33,6 +33,11 @@ def geometry(side: int) -> dict[str, float]:
                 margin=math.ceil(radius) + 1)
 
 
+def _apart(g: dict, clearance: float, side: int) -> float:
+    """Centre-line distance that leaves ``clearance`` px (at 64 px) of background beyond the pen."""
+    return g["pen"] + clearance * side / 64.0
+
+
 def check(side: int, contour_length: int, clearance: float) -> None:
     """Raise ``DataError`` at once where B can never start clear of A: B's start lies as far
     from the first marker as A's far end, so even a straight A must reach past the marker's
@@ -42,7 +47,7 @@ def check(side: int, contour_length: int, clearance: float) -> None:
         return
     g = geometry(side)
     longest = (contour_length - 1) * g["step"] + g["dash"]
-    needed = g["radius"] + g["pen"] + clearance * side / 64.0 + 0.5
+    needed = g["radius"] + _apart(g, clearance, side) + 0.5
     if longest < needed + 0.5:
         raise DataError(f"data.clearance={clearance:g}: {contour_length}-dash contours at {side} px "
                         f"reach {longest:.1f} px, too short for B's start to keep {needed:.1f} px "
@@ -101,7 +106,7 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     "disconnected" image whose second marker lands on A then shows a joined pair, and a label
     the pixels do not carry caps every network at the same accuracy (``overlaps``)."""
     n, g = labels.size, geometry(side)
-    apart = g["pen"] + clearance * side / 64.0
+    apart = _apart(g, clearance, side)
     a_starts, a_dirs = np.empty((n, contour_length, 2)), np.empty((n, contour_length, 2))
     b_starts, b_dirs = np.empty_like(a_starts), np.empty_like(a_dirs)
     todo = np.arange(n)
