@@ -92,6 +92,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, monke
          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script),
          str(tmp_path), str(study)], env=env, timeout=300, capture_output=True, text=True)
     assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "terminate called" not in launched.stderr
 
     single = json.loads((tmp_path / "single.json").read_text())
     rank0 = json.loads((tmp_path / "0.json").read_text())

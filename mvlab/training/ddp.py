@@ -24,6 +24,7 @@ import atexit
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -226,12 +227,23 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+LEAVE_TIMEOUT = timedelta(seconds=60)
+
+
 def leave() -> None:
     """Leave the process group (``setup`` registers this at exit): a gloo group still alive at
-    interpreter exit can abort the process ("terminate called without an active exception")
-    while the other ranks are still shutting down."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    interpreter exit can abort the process ("terminate called without an active exception"),
+    and so can one torn down while another rank's gloo threads still talk to it. The ranks
+    therefore meet first; a rank that never arrives (it failed) costs ``LEAVE_TIMEOUT``, not a
+    hang, and the group is destroyed either way."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=LEAVE_TIMEOUT)
+    except RuntimeError:
+        pass  # a rank failed: leave anyway; its launcher already reports the failure
+    dist.destroy_process_group()
 
 
 def from_main(flag: bool, ctx: DistContext | None) -> bool:
