@@ -9,8 +9,8 @@ clearance costs in generation speed (CPU time, one thread).
 Per (contour_length, distractors) setting and clearance: the fraction of images whose A and B
 touch (``contours_touch``), whose markers touch a contour not their own (``marker_touches_other``),
 either; ``facing_rule``, the best accuracy of one threshold on how much the dash leaving each
-marker points at the other marker (a rule that never follows a contour past its first dash: a
-network above it does more than that); and images generated per CPU second (``generate_split``,
+marker points at the other marker (``pathfinder_shortcuts.py``: a rule that never follows a
+contour past its first dash); and images generated per CPU second (``generate_split``,
 the train pool only).
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    from pathfinder_shortcuts import facing_rule  # beside this script
 
     from mvlab.data import DataConfig
     from mvlab.data.procedural import definition, generate_split
@@ -75,25 +76,6 @@ def main() -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-
-
-def facing_rule(spec: dict) -> float:
-    """Best one-threshold accuracy of: cos(first dash of A, direction to marker 2) + cos(the dash
-    at marker 2, direction to marker 1). At marker 2 that dash is A's last one, reversed, when
-    the image is connected, and B's first one otherwise."""
-    import numpy as np
-
-    labels, dirs, markers = spec["labels"], spec["dirs"], spec["markers"]
-    to_second = markers[:, 1] - markers[:, 0]
-    to_second /= np.linalg.norm(to_second, axis=-1, keepdims=True)
-    at_second = np.where(labels[:, None] == 1, -dirs[:, 0, -1], dirs[:, 1, 0])
-    score = (dirs[:, 0, 0] * to_second).sum(-1) + (at_second * -to_second).sum(-1)
-    order = np.argsort(score)
-    ones_below = np.concatenate([[0], np.cumsum(labels[order])])  # labels 1 at or below a cut
-    zeros_below = np.arange(labels.size + 1) - ones_below
-    # Predict 1 above the cut: correct are the zeros below plus the ones above.
-    correct = zeros_below + (labels.sum() - ones_below)
-    return float(max(correct.max(), labels.size - correct.min()) / labels.size)
 
 
 def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:
