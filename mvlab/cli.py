@@ -48,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except UserError as exc:
         print(f"mvlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mvlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    if code == 0 and "torch" in sys.modules:  # no torch imported: no process group to leave
+        from mvlab.training import ddp
+        ddp.finish()
+    return code
 
 
 if __name__ == "__main__":

@@ -196,3 +196,29 @@ def test_a_sequential_sweep_under_torchrun_keeps_every_rank_to_the_last_stage(tm
     trials = open_study(config, storage_url_for(config), create=False).get_trials()
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert len(trials) == 6, [t.params for t in trials]  # 2 x 2 planned, then seed 2 for both
+
+
+FAILING_FOLLOWER = textwrap.dedent("""
+    import os, torch
+    import torch.distributed as dist
+    from mvlab.training import ddp
+
+    ddp.setup(torch.device("cpu"))
+    if os.environ["RANK"] == "1":
+        raise RuntimeError("a follower fails on its own")
+    dist.all_reduce(torch.ones(1))  # rank 0 waits in a collective for the rank that failed
+""")
+
+
+def test_a_rank_that_fails_ends_the_run_instead_of_waiting_for_the_others(tmp_path):
+    # Ranks meet before leaving only after success (ddp.finish): a failed rank that waited for
+    # the others at exit would wait for rank 0, itself stuck in a collective with it.
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_FOLLOWER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)],
+        env=env, timeout=120, capture_output=True, text=True)
+    assert launched.returncode != 0
+    assert "a follower fails on its own" in launched.stderr

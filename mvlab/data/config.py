@@ -26,7 +26,7 @@ MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image
 # Keys added since: the value that means what an older mvlab did, and the datasets it acts on.
 # A study recorded before the key existed resumes as if written with that value (elsewhere the
 # key changes nothing, so the record takes the current one: ``with_added_keys``).
-ADDED = {"clearance": (0.0, ("pathfinder",)), "ends": ("free", ("pathfinder",))}
+ADDED = {"clearance": (0.0, ("pathfinder",))}
 
 
 @dataclass
@@ -36,7 +36,7 @@ class DataConfig:
     ``dataset``: ``"builtin"`` (the shipped Fashion-MNIST subset, offline), ``"folder"``
     (alias ``"imagenet"``: an ImageNet-style tree at ``root``, see docs/data.md), or a
     procedural token-mixing task generated from ``seed``: ``"pathfinder"`` (knobs
-    ``contour_length``, ``distractors``, ``clearance``, ``ends``) or ``"same_different"`` (``glyph_cells``,
+    ``contour_length``, ``distractors``) or ``"same_different"`` (``glyph_cells``,
     ``changed_cells``, ``distractors``); for those ``per_class`` / ``val_per_class`` are the
     generated counts (default 2000 / 500 a class).
     ``classes``: ``"all"``, ``"first:N"``, ``"random:N"`` / ``"random:N,SEED"``, a shipped list
@@ -77,9 +77,6 @@ class DataConfig:
     # pathfinder: px (at 64 px) kept between the two candidate contours and around the markers;
     # 0 is the first generator, where they touch in 38-86 % of images (docs/data.md)
     clearance: float = 2.0
-    # pathfinder: "free" or "mirrored" (B's start and first dash mirror A's far end and last
-    # dash, so the dash at each marker says nothing of the label; docs/data.md)
-    ends: str = "free"
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
 
@@ -150,7 +147,7 @@ class DataConfig:
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
         if self.dataset == "pathfinder":
             from mvlab.data.procedural.pathfinder import check as check_pathfinder
-            check_pathfinder(self.stored_side, self.contour_length, self.clearance, self.ends)
+            check_pathfinder(self.stored_side, self.contour_length, self.clearance)
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)

@@ -230,20 +230,28 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 LEAVE_TIMEOUT = timedelta(seconds=60)
 
 
-def leave() -> None:
-    """Leave the process group (``setup`` registers this at exit): a gloo group still alive at
-    interpreter exit can abort the process ("terminate called without an active exception"),
-    and so can one torn down while another rank's gloo threads still talk to it. The ranks
-    therefore meet first; a rank that never arrives (it failed) costs ``LEAVE_TIMEOUT``, not a
-    hang, and the group is destroyed either way."""
+def finish() -> None:
+    """Leave the process group after a command succeeded (``mvlab.cli.main`` calls this): the
+    ranks meet first, since a gloo group torn down while another rank's gloo threads still
+    talk to it can abort that rank ("terminate called without an active exception"). Only on
+    success: a rank that failed must not wait for one still inside a collective with it. NCCL
+    needs no meeting (its destroy aborts the communicators; the aborts came from gloo's
+    threads). A rank that fails later is waited for ``LEAVE_TIMEOUT`` at most by rank 0."""
     if not (dist.is_available() and dist.is_initialized()):
         return
-    try:
-        if dist.get_backend() == "gloo":
+    if dist.get_backend() == "gloo":
+        try:
             dist.monitored_barrier(timeout=LEAVE_TIMEOUT)
-    except RuntimeError:
-        pass  # a rank failed: leave anyway; its launcher already reports the failure
+        except RuntimeError:
+            pass  # a rank failed after all: leave anyway; its launcher reports the failure
     dist.destroy_process_group()
+
+
+def leave() -> None:
+    """Leave the process group at exit, whatever ended the run (``setup`` registers this): a
+    gloo group still alive at interpreter exit can abort the process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def from_main(flag: bool, ctx: DistContext | None) -> bool:

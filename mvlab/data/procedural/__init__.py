@@ -44,8 +44,7 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "pathfinder": Task(pathfinder.generate, pathfinder.CLASSES,
-                       ("contour_length", "distractors", "clearance", "ends"),
-                       (("clearance", 0.0), ("ends", "free"))),
+                       ("contour_length", "distractors", "clearance"), (("clearance", 0.0),)),
     "same_different": Task(same_different.generate, same_different.CLASSES,
                            ("glyph_cells", "changed_cells", "distractors")),
 }

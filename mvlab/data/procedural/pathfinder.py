@@ -24,10 +24,6 @@ MAX_TURN = math.pi / 6  # per dash: curvy enough to fold long contours into the 
 PLACEMENT_ATTEMPTS = 24
 PLACEMENT_ROUNDS = 1000  # of redrawing A where B found no place: then the layout is impossible
 CLASSES = ("disconnected", "connected")
-# Where B starts (``layout``): "free" anywhere at A's reach from the first marker; "mirrored" at
-# the mirror image of A's far end, heading as A's last dash does mirrored, so the dashes at the
-# markers cannot tell the classes apart.
-ENDS = ("free", "mirrored")
 
 
 def geometry(side: int) -> dict[str, float]:
@@ -42,21 +38,11 @@ def _apart(g: dict, clearance: float, side: int) -> float:
     return g["pen"] + clearance * side / 64.0
 
 
-MIRRORED_SHORTEST = 4  # dashes: shorter contours bend too little for A's mirror image to clear A
-
-
-def check(side: int, contour_length: int, clearance: float, ends: str = "free") -> None:
+def check(side: int, contour_length: int, clearance: float) -> None:
     """Raise ``DataError`` at once where B can never start clear of A: B's start lies as far
     from the first marker as A's far end, so even a straight A must reach past the marker's
     radius, the pen and the clearance (the half pixel is ``_clear``'s sampling margin).
     Contours too long for two to fit apart are found only by trying (``layout``)."""
-    if ends not in ENDS:
-        raise DataError(f"data.ends={ends!r}: use one of {', '.join(ENDS)}")
-    if ends == "mirrored" and (not clearance or contour_length < MIRRORED_SHORTEST):
-        raise DataError(f"data.ends=mirrored needs data.clearance > 0 (B would start on A) and "
-                        f"data.contour_length >= {MIRRORED_SHORTEST} (shorter contours bend too "
-                        f"little for B's mirrored start to clear A), got clearance "
-                        f"{clearance:g}, contour_length {contour_length}; or use data.ends=free")
     if not clearance:
         return
     g = geometry(side)
@@ -69,13 +55,12 @@ def check(side: int, contour_length: int, clearance: float, ends: str = "free") 
                         f"longer contours or a higher data.resolution")
 
 
-def _shapes(rng: np.random.Generator, n: int, length: int, g: dict,
-            heading: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Dash starts (n, length, 2) relative to the contour's start, and unit directions; the
-    first dash's ``heading`` (n,) radians, random where not given."""
+def _shapes(rng: np.random.Generator, n: int, length: int,
+            g: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Dash starts (n, length, 2) relative to the contour's start, and unit directions."""
     turns = rng.uniform(-MAX_TURN, MAX_TURN, (n, length - 1))
-    first = rng.uniform(0, 2 * math.pi, (n, 1)) if heading is None else heading[:, None]
-    angles = first + np.concatenate([np.zeros((n, 1)), np.cumsum(turns, axis=1)], axis=1)
+    angles = rng.uniform(0, 2 * math.pi, (n, 1)) + np.concatenate(
+        [np.zeros((n, 1)), np.cumsum(turns, axis=1)], axis=1)
     dirs = np.stack([np.sin(angles), np.cos(angles)], -1)
     starts = np.concatenate([np.zeros((n, 1, 2)), np.cumsum(g["step"] * dirs, axis=1)[:, :-1]], 1)
     return starts, dirs
@@ -109,17 +94,8 @@ def _placed(rng: np.random.Generator, n: int, length: int, side: int, g: dict):
                     f"image; use a shorter contour_length or a higher resolution")
 
 
-def _mirror(v: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """Vectors ``v`` (n, 2) reflected across the line along the unit vectors ``axis`` (n, 2)."""
-    return 2 * (v * axis).sum(-1, keepdims=True) * axis - v
-
-
-def _heading(v: np.ndarray) -> np.ndarray:
-    return np.arctan2(v[:, 0], v[:, 1])  # a direction is (sin, cos) of its angle: ``_shapes``
-
-
 def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
-           distractors: int, clearance: float = 0.0, ends: str = "free") -> dict[str, np.ndarray]:
+           distractors: int, clearance: float = 0.0) -> dict[str, np.ndarray]:
     """Where everything goes for ``labels`` (1 = connected): dash starts and directions
     ``(n, contours, dashes, 2)`` (A, B, then the distractors) and the two markers ``(n, 2, 2)``.
 
@@ -128,16 +104,7 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
     (A's two ends and B's start, in both classes: what the classes share stays shared). At 0
     (the first generator) B may cross A and a distractor may run through a marker; a
     "disconnected" image whose second marker lands on A then shows a joined pair, and a label
-    the pixels do not carry caps every network at the same accuracy (``overlaps``).
-
-    ``ends``: with "free" B's start ``f`` lies anywhere at A's reach from the first marker, so
-    in a connected image the dashes at the two markers tend to point at each other (the
-    contours are nearly straight) and in a disconnected one they need not: a local shortcut.
-    With "mirrored" ``f`` and B's first dash are the mirror images of A's far end and its last
-    dash (reversed) across the line of A's first dash. The marker pair with its two dashes is
-    then the same configuration, mirrored, in both classes, and A and B's start follow the
-    same law in both (the turns are symmetric); A's that bend too little to leave ``f`` clear
-    are redrawn. What is left to tell them apart is where the contours lead."""
+    the pixels do not carry caps every network at the same accuracy (``overlaps``)."""
     n, g = labels.size, geometry(side)
     apart = _apart(g, clearance, side)
     a_starts, a_dirs = np.empty((n, contour_length, 2)), np.empty((n, contour_length, 2))
@@ -148,24 +115,16 @@ def layout(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_l
             break
         s, d = _placed(rng, todo.size, contour_length, side, g)
         e0 = s[:, 0]
-        far = s[:, -1] + g["dash"] * d[:, -1] - e0
-        reach = np.linalg.norm(far, axis=-1)
-        if ends == "mirrored":
-            f_all = e0 + _mirror(far, d[:, 0])
-            heading = _heading(_mirror(-d[:, -1], d[:, 0]))
+        reach = np.linalg.norm(s[:, -1] + g["dash"] * d[:, -1] - e0, axis=-1)
         found = np.zeros(todo.size, dtype=bool)
         bs, bd = np.empty_like(s), np.empty_like(d)
         for _ in range(PLACEMENT_ATTEMPTS):
             need = np.flatnonzero(~found)
             if not need.size:
                 break
-            if ends == "mirrored":
-                cs, cd = _shapes(rng, need.size, contour_length, g, heading[need])
-                f = f_all[need]
-            else:
-                cs, cd = _shapes(rng, need.size, contour_length, g)
-                phi = rng.uniform(0, 2 * math.pi, need.size)
-                f = e0[need] + reach[need, None] * np.stack([np.sin(phi), np.cos(phi)], -1)
+            cs, cd = _shapes(rng, need.size, contour_length, g)
+            phi = rng.uniform(0, 2 * math.pi, need.size)
+            f = e0[need] + reach[need, None] * np.stack([np.sin(phi), np.cos(phi)], -1)
             cs = cs + f[:, None]
             ok = _inside(cs, cd, side, g)
             if clearance:
@@ -273,7 +232,7 @@ def draw(spec: dict[str, np.ndarray], side: int) -> np.ndarray:
 
 
 def generate(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
-             distractors: int, clearance: float = 0.0, ends: str = "free") -> np.ndarray:
+             distractors: int, clearance: float = 0.0) -> np.ndarray:
     """Images (n, side, side) uint8 for ``labels`` (1 = connected, 0 = disconnected)."""
     return draw(layout(rng, labels, side, contour_length=contour_length,
-                       distractors=distractors, clearance=clearance, ends=ends), side)
+                       distractors=distractors, clearance=clearance), side)
