@@ -139,6 +139,15 @@ def test_pathfinder_clearance_zero_is_the_first_generator():
     assert definition(DataConfig(dataset="pathfinder", clearance=2)) == definition(now)
 
 
+def test_pathfinder_default_pixels_are_those_of_the_clean_probes():
+    """The generator of the clean probes (results/calibration/clearance/, commit cde2583): a
+    change of the default pixels must come with a new knob value, not silently."""
+    spec = _spec("pathfinder", contour_length=6, distractors=2, per_class=300)
+    images, _ = generate_split(spec, "train")
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "9493174756b745aa2e420fdc34ae76229de3772d4d2cf6909447c4f0f68f46ac")
+
+
 def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
     from mvlab.data.procedural import pathfinder
 
@@ -167,6 +176,7 @@ def test_tasks_load_through_the_folder_and_cache_path_without_a_crop(task, tmp_p
     assert not again.caches["train"].built  # generated and decoded once
 
 
+@pytest.mark.slow
 def test_the_clearance_benchmark_measures_both_generators(tmp_path):
     import csv
     import subprocess
@@ -211,6 +221,7 @@ def test_the_patch_reader_sees_the_pixels_around_each_marker():
         assert not (crops[:, 0] == 1.0).all(axis=(1, 2)).any()  # and not an ink-filled crop
 
 
+@pytest.mark.slow
 def test_the_shortcut_benchmark_reads_the_ends_and_the_markers_surroundings(tmp_path):
     import csv
     import subprocess
