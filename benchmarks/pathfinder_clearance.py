@@ -16,9 +16,6 @@ the train pool only).
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import sys
 import time
 
 SETTINGS = [(2, 0), (4, 1), (6, 2), (10, 4)]
@@ -35,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    from pathfinder_shortcuts import facing_rule  # beside this script
+    from pathfinder_shortcuts import facing_rule, finish  # beside this script
 
     from mvlab.data import DataConfig
     from mvlab.data.procedural import definition, generate_split
@@ -69,13 +66,7 @@ def main() -> None:
                   f"{row['images_per_cpu_s']:9,.0f} images per CPU s", flush=True)
     if args.examples:
         draw_examples(args.examples, [c for c in args.clearance if c > 0][:1] or [2.0])
-    print(f"load average {os.getloadavg()[0]:.2f}; numpy {np.__version__}; python "
-          f"{sys.version.split()[0]}")
-    if args.out:
-        with open(args.out, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    finish(rows, args.out)
 
 
 def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:

@@ -64,10 +64,17 @@ def main() -> None:
                   f"{k} dash{'es' if k > 1 else ''} {row[f'local_{k}']:6.1%}"
                   for k in HORIZONS) + f"; pixels around marker 1 {row['patch_1']:6.1%}, "
               f"marker 2 {row['patch_2']:6.1%}", flush=True)
-    print(f"load average {os.getloadavg()[0]:.2f}; numpy {np.__version__}; torch "
-          f"{torch.__version__}; python {sys.version.split()[0]}")
-    if args.out:
-        with open(args.out, "w", newline="") as fh:
+    finish(rows, args.out, f"torch {torch.__version__}")
+
+
+def finish(rows: list[dict], out: str | None, versions: str = "") -> None:
+    """Print the machine's load and the versions that made ``rows``; write them to ``out``."""
+    import numpy as np
+
+    print(f"load average {os.getloadavg()[0]:.2f}; numpy {np.__version__}; {versions}"
+          f"{'; ' if versions else ''}python {sys.version.split()[0]}")
+    if out:
+        with open(out, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
