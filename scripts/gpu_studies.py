@@ -139,14 +139,14 @@ def device_check(settings: list[str], log: Log) -> bool:
 def data_settings(config: Any) -> list[Any]:
     """Every data setting the study's trials can train on: its own, or one per combination of
     the categorical ``data.*`` knobs of its space (e.g. calibration_budget's contour lengths)."""
-    import dataclasses
     import itertools
+
+    from mvlab.study.space import resolve_point  # how a trial's point sets its data config
 
     axes = [d for d in config.space if d.target == "data" and d.kind == "categorical"]
     if not axes:
         return [config.data]
-    return [dataclasses.replace(config.data, **{d.key.split(".", 1)[1]: v
-                                                for d, v in zip(axes, values, strict=True)})
+    return [resolve_point(config, dict(zip((d.key for d in axes), values, strict=True))).data
             for values in itertools.product(*(d.choices for d in axes))]
 
 
