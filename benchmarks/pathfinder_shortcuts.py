@@ -82,15 +82,14 @@ def finish(rows: list[dict], out: str | None, versions: str = "") -> None:
 
 def facing_rule(spec: dict) -> float:
     """Best one-threshold accuracy of: cos(first dash of A, direction to marker 2) + cos(the dash
-    at marker 2, direction to marker 1). At marker 2 that dash is A's last one, reversed, when
-    the image is connected, and B's first one otherwise."""
+    at marker 2, direction to marker 1), the one-dash reading of ``local_features``. At marker 2
+    that dash is A's last one, reversed, when the image is connected, and B's first one
+    otherwise."""
     import numpy as np
 
-    labels, dirs, markers = spec["labels"], spec["dirs"], spec["markers"]
-    to_second = markers[:, 1] - markers[:, 0]
-    to_second /= np.linalg.norm(to_second, axis=-1, keepdims=True)
-    at_second = np.where(labels[:, None] == 1, -dirs[:, 0, -1], dirs[:, 1, 0])
-    score = (dirs[:, 0, 0] * to_second).sum(-1) + (at_second * -to_second).sum(-1)
+    labels = spec["labels"]
+    along = local_features(spec, 1)[:, :2]  # each marker's dash along the line 1 -> 2
+    score = along[:, 0] - along[:, 1]
     order = np.argsort(score)
     ones_below = np.concatenate([[0], np.cumsum(labels[order])])  # labels 1 at or below a cut
     zeros_below = np.arange(labels.size + 1) - ones_below
