@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4096, help="images a setting (even)")
     parser.add_argument("--clearance", type=float, nargs="+", default=[0.0, 2.0])
+    parser.add_argument("--joints", default="centred", choices=("centred", "forward"),
+                        help="where each gap turns (data.joints; forward: the committed run)")
     parser.add_argument("--out", help="also write the table as CSV here")
     parser.add_argument("--examples", help="also draw 'disconnected' images of contour 2 whose "
                                            "marker touches another contour (clearance 0) beside "
@@ -41,7 +43,8 @@ def main() -> None:
     rows = []
     for contour_length, distractors in SETTINGS:
         for clearance in args.clearance:
-            knobs = dict(contour_length=contour_length, distractors=distractors)
+            knobs = dict(contour_length=contour_length, distractors=distractors,
+                         joints=args.joints)
             labels = np.arange(args.images) % 2
             hits = overlaps(layout(np.random.default_rng(0), labels, 64, clearance=clearance,
                                    **knobs), 64)
@@ -51,7 +54,7 @@ def main() -> None:
             generate_split(spec, "train")
             seconds = time.thread_time() - started
             row = {"contour_length": contour_length, "distractors": distractors,
-                   "clearance": clearance, "images": args.images,
+                   "clearance": clearance, "joints": args.joints, "images": args.images,
                    "contours_touch": hits["contours_touch"].mean(),
                    "marker_touches_other": hits["marker_touches_other"].mean(),
                    "either": (hits["contours_touch"] | hits["marker_touches_other"]).mean(),

@@ -33,6 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16384, help="layouts a setting (even)")
     parser.add_argument("--clearance", type=float, default=2.0)
+    parser.add_argument("--joints", default="centred", choices=("centred", "forward"),
+                        help="where each gap turns (data.joints; forward: the generator before "
+                             "the knob)")
     parser.add_argument("--steps", type=int, default=3000, help="MLP training steps a reader")
     parser.add_argument("--out", help="also write the table as CSV here")
     args = parser.parse_args()
@@ -48,9 +51,9 @@ def main() -> None:
         labels = np.arange(args.images) % 2
         started = time.thread_time()
         spec = layout(np.random.default_rng(1), labels, 64, contour_length=contour_length,
-                      distractors=distractors, clearance=args.clearance)
+                      distractors=distractors, clearance=args.clearance, joints=args.joints)
         row = {"contour_length": contour_length, "distractors": distractors,
-               "clearance": args.clearance, "images": args.images,
+               "clearance": args.clearance, "joints": args.joints, "images": args.images,
                "layout_cpu_s": round(time.thread_time() - started, 2),
                "facing_rule": facing_rule(spec)}
         for k in HORIZONS:

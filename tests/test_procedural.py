@@ -122,9 +122,10 @@ def test_pathfinder_clearance_keeps_contours_and_markers_apart(knobs):
 
 
 def test_pathfinder_clearance_zero_is_the_first_generator():
-    """Caches, studies and checkpoints made before the knob keep their digest and pixels."""
-    first = _spec("pathfinder", clearance=0, contour_length=6, distractors=2)
-    assert "clearance" not in first  # the definition (and the cache's digest) of before
+    """Caches, studies and checkpoints made before the knobs keep their digest and pixels."""
+    first = _spec("pathfinder", clearance=0, joints="forward", contour_length=6, distractors=2)
+    # the definition (and the cache's digest) of before
+    assert "clearance" not in first and "joints" not in first
     images, _ = generate_split(first, "train")
     # The pixels of mvlab before the knob (commit b5571d5) for this definition.
     assert hashlib.sha256(images.tobytes()).hexdigest() == (
@@ -133,19 +134,55 @@ def test_pathfinder_clearance_zero_is_the_first_generator():
     assert not np.array_equal(images, clear)
     from mvlab.data.config import with_added_keys
     now = DataConfig(dataset="pathfinder")
-    assert with_added_keys({"dataset": "pathfinder"}, now)["clearance"] == 0  # a study's record
-    assert with_added_keys({"dataset": "builtin"}, now)["clearance"] == now.clearance
+    recorded = with_added_keys({"dataset": "pathfinder"}, now)  # a study's record
+    assert recorded["clearance"] == 0 and recorded["joints"] == "forward"
+    other = with_added_keys({"dataset": "builtin"}, now)
+    assert other["clearance"] == now.clearance and other["joints"] == now.joints
     assert DataConfig(dataset="pathfinder", clearance=2).clearance == 2.0  # one cache digest
     assert definition(DataConfig(dataset="pathfinder", clearance=2)) == definition(now)
+    for bad in ("center", "", None):
+        with pytest.raises(DataError, match="data.joints.*centred, forward"):
+            DataConfig(dataset="pathfinder", joints=bad)
 
 
-def test_pathfinder_default_pixels_are_those_of_the_clean_probes():
-    """The generator of the clean probes (results/calibration/clearance/, commit cde2583): a
-    change of the default pixels must come with a new knob value, not silently."""
-    spec = _spec("pathfinder", contour_length=6, distractors=2, per_class=300)
-    images, _ = generate_split(spec, "train")
+def test_pathfinder_pixels_change_only_with_a_knob_value():
+    """The generator of the clean probes (results/calibration/clearance/, commit cde2583) is
+    clearance 2 with forward joints, and keeps its digest; the default since draws centred
+    joints. A change of either's pixels must come with a new knob value, not silently."""
+    probes = _spec("pathfinder", contour_length=6, distractors=2, per_class=300,
+                   joints="forward")
+    assert "joints" not in probes  # the digest of the caches the probes made
+    images, _ = generate_split(probes, "train")
     assert hashlib.sha256(images.tobytes()).hexdigest() == (
         "9493174756b745aa2e420fdc34ae76229de3772d4d2cf6909447c4f0f68f46ac")
+    images, _ = generate_split(_spec("pathfinder", contour_length=6, distractors=2,
+                                     per_class=300), "train")
+    assert hashlib.sha256(images.tobytes()).hexdigest() == (
+        "f4bf6e5f27722ad580ebc4e2131c92f06f704c2e7bcee003e977d1057efa1889")
+
+
+@pytest.mark.parametrize("joints", ["centred", "forward"])
+def test_centred_joints_draw_a_contour_the_same_way_from_either_end(joints):
+    """Which end of a contour a marker sits on must not show in the pixels next to it: label 1
+    puts the second marker on A's end, label 0 on B's start. Read backwards (last dash first,
+    directions reversed), a centred contour is again one its own rule draws; a forward one is
+    not (its gaps run on along the dash before them)."""
+    from mvlab.data.procedural.pathfinder import _shapes, geometry
+
+    g = geometry(64)
+    starts, dirs = _shapes(np.random.default_rng(0), 256, 8, g, joints)
+    ends = starts + g["dash"] * dirs
+
+    def gaps_follow_the_rule(starts, dirs, ends):
+        hop = starts[:, 1:] - ends[:, :-1]  # from each dash's end to the next one's start
+        gap = g["step"] - g["dash"]
+        rule = (gap * dirs[:, :-1] if joints == "forward"
+                else gap / 2 * (dirs[:, :-1] + dirs[:, 1:]))
+        return np.allclose(hop, rule)
+
+    assert gaps_follow_the_rule(starts, dirs, ends)
+    backwards = gaps_follow_the_rule(ends[:, ::-1], -dirs[:, ::-1], starts[:, ::-1])
+    assert backwards == (joints == "centred")
 
 
 def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
@@ -232,14 +269,17 @@ def test_the_shortcut_benchmark_reads_the_ends_and_the_markers_surroundings(tmp_
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "pathfinder_shortcuts.py"
     subprocess.run([sys.executable, str(script), "--images", "1024", "--steps", "300",
                     "--out", str(out)], check=True, capture_output=True, timeout=600)
-    rows = {r["contour_length"]: {k: float(v) for k, v in r.items()}
-            for r in csv.DictReader(out.open())}
+    table = list(csv.DictReader(out.open()))
+    assert {r["joints"] for r in table} == {"centred"}  # the default drawing
+    rows = {r["contour_length"]: {k: float(v) for k, v in r.items() if k != "joints"}
+            for r in table}
     assert sorted(rows) == ["10", "4", "6", "8"]
     # Reading the ends solves short contours (2 x 3 dashes cover a 4-dash contour) ...
     assert rows["4"]["facing_rule"] > 0.95 and rows["4"]["local_3"] > 0.95
     # ... and reads less of long ones.
     assert rows["10"]["facing_rule"] < rows["4"]["facing_rule"]
     # Marker 1 always sits on A's start, alike in both classes: its pixels alone say nothing
-    # (512 scored images: chance is 0.5 +- 0.022, 1 sd).
-    assert all(row["patch_1"] < 0.6 for row in rows.values())
+    # (512 scored images: chance is 0.5 +- 0.022, 1 sd). With centred joints (the default)
+    # neither do marker 2's, whichever contour's end it sits on.
+    assert all(row["patch_1"] < 0.6 and row["patch_2"] < 0.6 for row in rows.values())
 

@@ -334,7 +334,8 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     old = config.fidelity()
     old["train"]["amp"] = old["train"].pop("precision")  # as mvlab stored it before the rename
     del old["train"]["precise_bn"]  # and before the key existed (its default is the old way)
-    del old["data"]["clearance"]  # a Pathfinder knob: on the built-in set it changes nothing
+    del old["data"]["clearance"]  # Pathfinder knobs: on the built-in set they change nothing
+    del old["data"]["joints"]
     study = optuna.create_study()
     study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
     study.set_user_attr(records.STUDY_CONFIG, json.dumps(old))
@@ -345,18 +346,30 @@ def test_a_study_started_before_a_key_was_renamed_resumes_and_a_real_change_does
     with pytest.raises(StudyError, match="train.lr"):
         _check_same_study(study, changed, "memory")
 
-    # On Pathfinder, a record from before data.clearance is the first generator (clearance 0).
+    # On Pathfinder, a record from before data.clearance and data.joints is the first
+    # generator (clearance 0, forward joints); one from between them had forward joints.
     pathfinder = load_study_text(TINY_GRID, "study.yaml", ("data.dataset=pathfinder",
                                                             "data.resolution=64"))
     first = pathfinder.fidelity()
-    del first["data"]["clearance"]
+    del first["data"]["clearance"], first["data"]["joints"]
     study = optuna.create_study()
     study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
     study.set_user_attr(records.STUDY_CONFIG, json.dumps(first))
-    with pytest.raises(StudyError, match=r"data.clearance: 0.0 -> 2.0"):
+    with pytest.raises(StudyError,
+                       match=r"data.clearance: 0.0 -> 2.0; data.joints: 'forward' -> 'centred'"):
         _check_same_study(study, pathfinder, "memory")
     _check_same_study(study, load_study_text(TINY_GRID, "study.yaml", (
-        "data.dataset=pathfinder", "data.resolution=64", "data.clearance=0")), "memory")
+        "data.dataset=pathfinder", "data.resolution=64", "data.clearance=0",
+        "data.joints=forward")), "memory")
+    clean = pathfinder.fidelity()
+    del clean["data"]["joints"]
+    study = optuna.create_study()
+    study.set_user_attr(records.STUDY_FIDELITY_HASH, "written-by-an-older-mvlab")
+    study.set_user_attr(records.STUDY_CONFIG, json.dumps(clean))
+    with pytest.raises(StudyError, match=r"\(data.joints: 'forward' -> 'centred'\)"):
+        _check_same_study(study, pathfinder, "memory")
+    _check_same_study(study, load_study_text(TINY_GRID, "study.yaml", (
+        "data.dataset=pathfinder", "data.resolution=64", "data.joints=forward")), "memory")
 
 
 def test_no_heldout_split_is_fine_when_nothing_needs_it():
@@ -394,9 +407,10 @@ def test_an_early_stop_without_precise_batchnorm_statistics_is_warned_about():
 
 def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_path):
     # results/hybrid_patterns/optuna.journal trained at peak lr 2e-3 on the first Pathfinder
-    # generator (clearance 0), the shipped files' setting until the GPU gate at 1e-3
-    # (results/calibration/gate_lr1e3_gpu): with today's file it is refused with a line naming
-    # the changes, with --set train.lr=2e-3 data.clearance=0 (its RUN.md) it resumes
+    # generator (clearance 0, forward joints), the shipped files' setting until the GPU gate at
+    # 1e-3 (results/calibration/gate_lr1e3_gpu): with today's file it is refused with a line
+    # naming the changes, with --set train.lr=2e-3 data.clearance=0 data.joints=forward (its
+    # RUN.md) it resumes
     # under the overrides scripts/gpu_studies.py sets; a train key added since (precise_bn) must
     # not make it "started with other settings".
     import importlib.util
@@ -417,7 +431,7 @@ def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_pa
     shipped = str(EXPERIMENTS / "hybrid_patterns.yaml")
     with pytest.raises(StudyError, match=r"data.clearance: 0.0 -> 2.0.*train.lr: 0.002 -> 0.001"):
         _check_same_study(study, load_study(shipped, on_the_gpu), str(journal))
-    as_run = (*on_the_gpu, "train.lr=2e-3", "data.clearance=0")
+    as_run = (*on_the_gpu, "train.lr=2e-3", "data.clearance=0", "data.joints=forward")
     _check_same_study(study, load_study(shipped, as_run), str(journal))
     with pytest.raises(StudyError, match="train.precise_bn: 0 -> 1024"):
         _check_same_study(study, load_study(shipped, (*as_run, "train.precise_bn=1024")),

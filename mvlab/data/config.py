@@ -26,7 +26,7 @@ MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image
 # Keys added since: the value that means what an older mvlab did, and the datasets it acts on.
 # A study recorded before the key existed resumes as if written with that value (elsewhere the
 # key changes nothing, so the record takes the current one: ``with_added_keys``).
-ADDED = {"clearance": (0.0, ("pathfinder",))}
+ADDED = {"clearance": (0.0, ("pathfinder",)), "joints": ("forward", ("pathfinder",))}
 
 
 @dataclass
@@ -77,6 +77,9 @@ class DataConfig:
     # pathfinder: px (at 64 px) kept between the two candidate contours and around the markers;
     # 0 is the first generator, where they touch in 38-86 % of images (docs/data.md)
     clearance: float = 2.0
+    # pathfinder: where each gap turns; "forward", what mvlab drew before the knob, lets a crop
+    # around the second marker guess the label 59-63 % of the time (docs/data.md)
+    joints: str = "centred"
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
 
@@ -145,6 +148,10 @@ class DataConfig:
             raise DataError(f"data.clearance={value!r}: must be a number of px from 0 (the first "
                             f"generator) to {MAX_CLEARANCE}")
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
+        from mvlab.data.procedural.pathfinder import JOINTS
+        if self.joints not in JOINTS:
+            raise DataError(f"data.joints={self.joints!r}: use one of {', '.join(JOINTS)} "
+                            f"(forward: what mvlab drew before the knob)")
         if self.dataset == "pathfinder":
             from mvlab.data.procedural.pathfinder import check as check_pathfinder
             check_pathfinder(self.stored_side, self.contour_length, self.clearance)

@@ -44,7 +44,8 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "pathfinder": Task(pathfinder.generate, pathfinder.CLASSES,
-                       ("contour_length", "distractors", "clearance"), (("clearance", 0.0),)),
+                       ("contour_length", "distractors", "clearance", "joints"),
+                       (("clearance", 0.0), ("joints", "forward"))),
     "same_different": Task(same_different.generate, same_different.CLASSES,
                            ("glyph_cells", "changed_cells", "distractors")),
 }
