@@ -1,7 +1,6 @@
 """benchmarks/bn_eval_check.py: its two ways of scoring tell stale
 BatchNorm statistics from a network that has not learned."""
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def check():
-    spec = importlib.util.spec_from_file_location("bn_eval_check",
-                                                  ROOT / "benchmarks" / "bn_eval_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def check(import_script):
+    return import_script("benchmarks/bn_eval_check.py")
 
 
 def separable(n: int = 256, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:

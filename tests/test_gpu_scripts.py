@@ -120,12 +120,8 @@ def test_gpu_studies_stops_a_sweep_at_the_deadline_and_still_packs(tmp_path):
     assert failed and all("interrupted" in str(t.user_attrs.get("reason")) for t in failed)
 
 
-def test_gpu_studies_phase_items_are_checked():
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import gpu_studies
-    finally:
-        sys.path.pop(0)
+def test_gpu_studies_phase_items_are_checked(import_script):
+    gpu_studies = import_script("scripts/gpu_studies.py")
     job = gpu_studies.Job.parse("experiments/hybrid_patterns.yaml:9:42")
     assert (job.workers, job.trials) == (9, 42)
     assert gpu_studies.Job.parse("experiments/quickstart.yaml").workers == 1
@@ -142,12 +138,8 @@ def test_gpu_studies_phase_items_are_checked():
         gpu_studies.study_settings(studies, [], [["b.yaml", "train.lr=1e-3"]])
 
 
-def test_gpu_studies_prepares_every_data_setting_a_grid_trains_on():
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import gpu_studies
-    finally:
-        sys.path.pop(0)
+def test_gpu_studies_prepares_every_data_setting_a_grid_trains_on(import_script):
+    gpu_studies = import_script("scripts/gpu_studies.py")
     from mvlab.study import load_study
 
     budget = load_study(REPO / "experiments" / "calibration_budget.yaml")

@@ -2,7 +2,6 @@
 (three real CLI calls in fresh folders: a valid control, a resource bomb, a missing file)."""
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,8 @@ SCRIPT = ROOT / "scripts" / "hostile_inputs.py"
 
 
 @pytest.fixture(scope="module")
-def hostile():
-    spec = importlib.util.spec_from_file_location("hostile_inputs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
-    spec.loader.exec_module(module)
-    return module
+def hostile(import_script):
+    return import_script("scripts/hostile_inputs.py")
 
 
 TB = """Traceback (most recent call last):

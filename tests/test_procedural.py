@@ -233,21 +233,10 @@ def test_the_clearance_benchmark_measures_both_generators(tmp_path):
     assert facing[("2", "2.0")] > 0.95 and facing[("10", "2.0")] < 0.9
 
 
-def _benchmark(name: str):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_patch_reader_sees_the_pixels_around_each_marker():
+def test_the_patch_reader_sees_the_pixels_around_each_marker(import_script):
     from mvlab.data.procedural.pathfinder import draw, layout
 
-    shortcuts = _benchmark("pathfinder_shortcuts")
+    shortcuts = import_script("benchmarks/pathfinder_shortcuts.py")
     spec = layout(np.random.default_rng(0), np.arange(64) % 2, 64, contour_length=6,
                   distractors=2, clearance=2.0)
     images = draw(spec, 64)

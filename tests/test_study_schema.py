@@ -405,7 +405,8 @@ def test_an_early_stop_without_precise_batchnorm_statistics_is_warned_about():
     assert precise.train.precise_bn == 1024 and early_stop_warnings(precise) == []
 
 
-def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_path):
+def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_path,
+                                                                         import_script):
     # results/hybrid_patterns/optuna.journal trained at peak lr 2e-3 on the first Pathfinder
     # generator (clearance 0, forward joints), the shipped files' setting until the GPU gate at
     # 1e-3 (results/calibration/gate_lr1e3_gpu): with today's file it is refused with a line
@@ -413,7 +414,6 @@ def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_pa
     # RUN.md) it resumes
     # under the overrides scripts/gpu_studies.py sets; a train key added since (precise_bn) must
     # not make it "started with other settings".
-    import importlib.util
     import shutil
 
     from mvlab.study.preparation import _check_same_study
@@ -422,11 +422,7 @@ def test_the_committed_decisive_run_resumes_only_at_its_own_learning_rate(tmp_pa
     journal = tmp_path / "optuna.journal"
     shutil.copy(EXPERIMENTS.parent / "results" / "hybrid_patterns" / "optuna.journal", journal)
     study = optuna.load_study(study_name="hybrid_patterns", storage=open_storage(str(journal)))
-    spec = importlib.util.spec_from_file_location(
-        "gpu_studies", EXPERIMENTS.parent / "scripts" / "gpu_studies.py")
-    gpu_studies = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_studies"] = gpu_studies  # its dataclasses look their module up there
-    spec.loader.exec_module(gpu_studies)
+    gpu_studies = import_script("scripts/gpu_studies.py")
     on_the_gpu = tuple(gpu_studies.GPU_SETTINGS)
     shipped = str(EXPERIMENTS / "hybrid_patterns.yaml")
     with pytest.raises(StudyError, match=r"data.clearance: 0.0 -> 2.0.*train.lr: 0.002 -> 0.001"):

@@ -1,7 +1,6 @@
 """benchmarks/throughput_reliability.py's summary on passes with a known truth: a load factor
 common to a round cancels when rounds are blocks, separated configurations are resolved and keep
 their order, and close ones are not claimed."""
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -12,12 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def reliability():
-    spec = importlib.util.spec_from_file_location(
-        "throughput_reliability", ROOT / "benchmarks" / "throughput_reliability.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def reliability(import_script):
+    return import_script("benchmarks/throughput_reliability.py")
 
 
 TRUTH = {"a": 1000.0, "b": 800.0, "c": 600.0, "c_twin": 600.0}
