@@ -125,7 +125,10 @@ class _Checker:
         dotted = ".".join(str(p) for p in path) if path else "(top)"
         if not dotted.isprintable():  # a key holding '\r' or '\n' would split the one line
             dotted = repr(dotted)
-        return StudyError(f"{self.located.where(path)}: {dotted}: {message}")
+        where = self.located.where(path)
+        # Name the key once: "--set data.seed" already does, and so do most messages.
+        named = where == f"--set {dotted}" or message.startswith(dotted)
+        return StudyError(f"{where}: {message}" if named else f"{where}: {dotted}: {message}")
 
     def mapping(self, value: Any, path: KeyPath, known: tuple[str, ...] | None) -> dict:
         if value is None:
