@@ -141,8 +141,9 @@ def test_pathfinder_clearance_zero_is_the_first_generator():
     assert DataConfig(dataset="pathfinder", clearance=2).clearance == 2.0  # one cache digest
     assert definition(DataConfig(dataset="pathfinder", clearance=2)) == definition(now)
     for bad in ("center", "", None):
-        with pytest.raises(DataError, match="data.joints.*centred, forward"):
-            DataConfig(dataset="pathfinder", joints=bad)
+        for dataset in ("pathfinder", "builtin"):
+            with pytest.raises(DataError, match="data.joints.*centred, forward"):
+                DataConfig(dataset=dataset, joints=bad)
 
 
 def test_pathfinder_pixels_change_only_with_a_knob_value():

@@ -124,6 +124,10 @@ class DataConfig:
         if not (0 < self.ratio[0] <= self.ratio[1]):
             raise DataError(f"data.ratio={self.ratio}: needs 0 < min <= max")
         self._validate_values()
+        from mvlab.data.procedural.pathfinder import JOINTS
+        if self.joints not in JOINTS:  # on every dataset: a typo should not wait for Pathfinder
+            raise DataError(f"data.joints={self.joints!r}: use one of {', '.join(JOINTS)} "
+                            f"(forward: what mvlab drew before the knob)")
         if self.dataset in PROCEDURAL:
             self._validate_procedural()
 
@@ -148,10 +152,6 @@ class DataConfig:
             raise DataError(f"data.clearance={value!r}: must be a number of px from 0 (the first "
                             f"generator) to {MAX_CLEARANCE}")
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
-        from mvlab.data.procedural.pathfinder import JOINTS
-        if self.joints not in JOINTS:
-            raise DataError(f"data.joints={self.joints!r}: use one of {', '.join(JOINTS)} "
-                            f"(forward: what mvlab drew before the knob)")
         if self.dataset == "pathfinder":
             from mvlab.data.procedural.pathfinder import check as check_pathfinder
             check_pathfinder(self.stored_side, self.contour_length, self.clearance)
