@@ -1,9 +1,11 @@
-"""How often the first Pathfinder generator (``data.clearance=0``) let the two candidate contours
-touch or a contour run into a marker it does not carry, what the default clearance leaves, how
+"""How often the first Pathfinder generator (``data.clearance=0``, with ``--joints forward``) let
+the two candidate contours touch or a contour run into a marker it does not carry, what the
+default clearance leaves, how
 far a local shortcut goes (do the dashes at the two markers point at each other?), and what the
 clearance costs in generation speed (CPU time, one thread).
 
     python benchmarks/pathfinder_clearance.py                     # 4,096 images a setting
+    python benchmarks/pathfinder_clearance.py --joints forward    # the committed run's drawing
     python benchmarks/pathfinder_clearance.py --images 512 --out overlaps.csv --examples ex.png
 
 Per (contour_length, distractors) setting and clearance: the fraction of images whose A and B
@@ -68,11 +70,12 @@ def main() -> None:
                   f"rule {row['facing_rule']:6.1%}; "
                   f"{row['images_per_cpu_s']:9,.0f} images per CPU s", flush=True)
     if args.examples:
-        draw_examples(args.examples, [c for c in args.clearance if c > 0][:1] or [2.0])
+        draw_examples(args.examples, [c for c in args.clearance if c > 0][:1] or [2.0],
+                      args.joints)
     finish(rows, args.out)
 
 
-def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:
+def draw_examples(path: str, clearance: list[float], joints: str, count: int = 8) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,10 +84,11 @@ def draw_examples(path: str, clearance: list[float], count: int = 8) -> None:
     from mvlab.data.procedural.pathfinder import draw, layout, overlaps
 
     labels = np.zeros(400, dtype=np.int64)  # "disconnected" only
-    first = layout(np.random.default_rng(1), labels, 64, contour_length=2, distractors=0)
+    first = layout(np.random.default_rng(1), labels, 64, contour_length=2, distractors=0,
+                   joints="forward")
     flagged = np.flatnonzero(overlaps(first, 64)["marker_touches_other"])[:count]
     now = layout(np.random.default_rng(1), labels[:count], 64, contour_length=2, distractors=0,
-                 clearance=clearance[0])
+                 clearance=clearance[0], joints=joints)
     rows = [("clearance 0,\nflagged", draw(first, 64)[flagged]),
             (f"clearance {clearance[0]:g}", draw(now, 64))]
     fig, axes = plt.subplots(2, count, figsize=(1.3 * count, 3.0))

@@ -114,9 +114,11 @@ def test_pathfinder_clearance_keeps_contours_and_markers_apart(knobs):
     from mvlab.data.procedural.pathfinder import layout, overlaps
 
     labels = np.arange(600) % 2
-    first = overlaps(layout(np.random.default_rng(0), labels, 64, clearance=0, **knobs), 64)
+    first = overlaps(layout(np.random.default_rng(0), labels, 64, clearance=0, joints="forward",
+                            **knobs), 64)
     assert (first["contours_touch"] | first["marker_touches_other"]).mean() > 0.2
-    now = layout(np.random.default_rng(0), labels, 64, clearance=DataConfig().clearance, **knobs)
+    now = layout(np.random.default_rng(0), labels, 64, clearance=DataConfig().clearance,
+                 joints=DataConfig().joints, **knobs)
     assert not any(hit.any() for hit in overlaps(now, 64).values())
     assert np.array_equal(now["labels"], labels)
 
@@ -239,7 +241,7 @@ def test_the_patch_reader_sees_the_pixels_around_each_marker(import_script):
 
     shortcuts = import_script("benchmarks/pathfinder_shortcuts.py")
     spec = layout(np.random.default_rng(0), np.arange(64) % 2, 64, contour_length=6,
-                  distractors=2, clearance=2.0)
+                  distractors=2, clearance=2.0, joints="centred")
     images = draw(spec, 64)
     for marker in (0, 1):
         crops = shortcuts.patches(images, spec["markers"], marker)

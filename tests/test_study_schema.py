@@ -83,6 +83,18 @@ def test_config_class_validation_error_points_at_the_key():
     assert message.startswith("study.yaml:4: data.resolution=4: must be at least 8"), message
 
 
+def test_a_message_about_a_longer_key_does_not_hide_the_one_at_fault():
+    from mvlab.study.schema import _Checker
+    from mvlab.study.yamlsource import Located
+
+    check = _Checker(Located({}, "study.yaml", {("train", "ema"): "study.yaml:4"}))
+    # train.ema and train.ema_decay share a prefix: the key at fault is still named
+    message = str(check.fail(("train", "ema"), "train.ema_decay=1.5: must be in [0, 1)"))
+    assert message == "study.yaml:4: train.ema: train.ema_decay=1.5: must be in [0, 1)"
+    assert str(check.fail(("train", "ema"), "train.ema=2: must be 0 or 1")) == (
+        "study.yaml:4: train.ema=2: must be 0 or 1")
+
+
 def test_impossible_grid_point_is_rejected_before_training():
     text = BASE.replace("pattern: [last_half, attn_only]", "s3.pattern: [last_half, 'last_n:3']")
     message = _error(text)

@@ -78,7 +78,7 @@ class DataConfig:
     # 0 is the first generator, where they touch in 38-86 % of images (docs/data.md)
     clearance: float = 2.0
     # pathfinder: where each gap turns; "forward", what mvlab drew before the knob, lets a crop
-    # around the second marker guess the label 59-63 % of the time (docs/data.md)
+    # around the second marker guess the label 60-63 % of the time (docs/data.md)
     joints: str = "centred"
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)

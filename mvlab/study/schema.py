@@ -127,7 +127,7 @@ class _Checker:
             dotted = repr(dotted)
         where = self.located.where(path)
         # Name the key once: "--set data.seed" already does, and so do most messages.
-        named = where == f"--set {dotted}" or message.startswith(dotted)
+        named = where == f"--set {dotted}" or re.match(rf"{re.escape(dotted)}(?![\w.])", message)
         return StudyError(f"{where}: {message}" if named else f"{where}: {dotted}: {message}")
 
     def mapping(self, value: Any, path: KeyPath, known: tuple[str, ...] | None) -> dict:

@@ -3,6 +3,9 @@
 # marker 2? Run from the repository root, once as drawn today and once with centred gaps:
 #     python results/calibration/shortcuts/joints_check.py forward
 #     python results/calibration/shortcuts/joints_check.py symmetric
+# It runs as committed only at fd9e49f, before data.joints: since 10903e1 `_shapes` takes the
+# joints, and `layout(..., joints="centred")` draws what "symmetric" patched in (section 1b of
+# RUN.md measures it at every length).
 import math
 import sys
 
