@@ -258,6 +258,11 @@ def pack(configs: dict[Path, Any], out: Path, log: Log) -> None:
 
 
 def main() -> int:
+    # A shell starts a background job (`cmd &`, setsid) with SIGINT ignored, and the sweeps would
+    # inherit that: the deadline's SIGINT would not stop them, and their running trials would be
+    # killed unrecorded after the grace. A handler of our own resets to the default across exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--phase", nargs="+", action="append", required=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,11 +47,18 @@ def test_gpu_perf_smoke_runs_every_section(tmp_path):
     assert env["device"] == "cpu" and env["torch"]
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _gpu_studies(tmp_path, *args, timeout=600):
     out, work = tmp_path / "out", tmp_path / "studies"
+    # Started as a shell starts a background job, with SIGINT ignored (the lease's command runs
+    # so, and so may CI): the deadline must still stop the sweeps with SIGINT.
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "gpu_studies.py"), "--smoke", "--out", str(out),
-         "--workdir", str(work), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+         "--workdir", str(work), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        preexec_fn=_ignore_sigint)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, (out / "log.txt").read_text()
 
