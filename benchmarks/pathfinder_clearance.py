@@ -20,6 +20,10 @@ from __future__ import annotations
 import argparse
 import time
 
+# light (numpy only), so --help stays fast; torch waits until after parsing
+from mvlab.data.config import DataConfig
+from mvlab.data.procedural.pathfinder import JOINTS
+
 SETTINGS = [(2, 0), (4, 1), (6, 2), (10, 4)]
 
 
@@ -27,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4096, help="images a setting (even)")
     parser.add_argument("--clearance", type=float, nargs="+", default=[0.0, 2.0])
-    parser.add_argument("--joints", default="centred", choices=("centred", "forward"),
+    parser.add_argument("--joints", default=DataConfig().joints, choices=JOINTS,
                         help="where each gap turns (data.joints; forward: the committed run)")
     parser.add_argument("--out", help="also write the table as CSV here")
     parser.add_argument("--examples", help="also draw 'disconnected' images of contour 2 whose "
@@ -38,7 +42,6 @@ def main() -> None:
     import numpy as np
     from pathfinder_shortcuts import facing_rule, finish  # beside this script
 
-    from mvlab.data import DataConfig
     from mvlab.data.procedural import definition, generate_split
     from mvlab.data.procedural.pathfinder import layout, overlaps
 

@@ -24,6 +24,10 @@ import os
 import sys
 import time
 
+# light (numpy only), so --help stays fast; torch waits until after parsing
+from mvlab.data.config import DataConfig
+from mvlab.data.procedural.pathfinder import JOINTS
+
 SETTINGS = [(4, 1), (6, 2), (8, 2), (10, 4)]
 HORIZONS = (1, 2, 3)
 PATCH = 8  # px each side of a marker: a 17 x 17 crop (at 64 px a dash is 3 px, a step 5)
@@ -33,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16384, help="layouts a setting (even)")
     parser.add_argument("--clearance", type=float, default=2.0)
-    parser.add_argument("--joints", default="centred", choices=("centred", "forward"),
+    parser.add_argument("--joints", default=DataConfig().joints, choices=JOINTS,
                         help="where each gap turns (data.joints; forward: the generator before "
                              "the knob)")
     parser.add_argument("--steps", type=int, default=3000, help="MLP training steps a reader")
