@@ -188,6 +188,42 @@ def test_centred_joints_draw_a_contour_the_same_way_from_either_end(joints):
     assert backwards == (joints == "centred")
 
 
+def test_mixed_lengths_give_both_images_of_a_pair_one_length_and_both_classes_the_same():
+    """data.shortest_contour draws each pair's contour length from shortest..contour_length:
+    ink (which grows with length) then varies a lot between pairs, hardly within one, and alike
+    in both classes, so a length carries no label. One length is the control: pairs unrelated."""
+    def pair_ink(**knobs):
+        images, labels = generate_split(_spec("pathfinder", per_class=300, distractors=1,
+                                              **knobs), "train")
+        ink = images.reshape(len(images), -1).astype(float).sum(1)
+        return ink, labels, np.corrcoef(ink[0::2], ink[1::2])[0, 1]
+
+    ink, labels, together = pair_ink(contour_length=12, shortest_contour=2)
+    fixed_ink, _, apart = pair_ink(contour_length=12)
+    assert together > 0.9 and abs(apart) < 0.3
+    assert ink.std() > 4 * fixed_ink.std() and ink.mean() < fixed_ink.mean()
+    gap = abs(ink[labels == 1].mean() - ink[labels == 0].mean())
+    assert gap < 3 * fixed_ink.std() / np.sqrt(300)  # within the noise of one length
+    again, _, _ = pair_ink(contour_length=12, shortest_contour=2)
+    assert np.array_equal(ink, again)
+
+
+def test_shortest_contour_is_validated_and_one_length_is_one_definition():
+    plain = definition(DataConfig(dataset="pathfinder", contour_length=8))
+    assert "shortest_contour" not in plain  # the digest (and pixels) of every cache before
+    same = DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=8)
+    assert same.shortest_contour == 0 and definition(same) == plain
+    assert definition(DataConfig(dataset="pathfinder", contour_length=8,
+                                 shortest_contour=4))["shortest_contour"] == 4
+    for bad in (1, 9, -2, True, 4.5):
+        with pytest.raises(DataError, match=r"data.shortest_contour=.*from 2 to "
+                                            r"data.contour_length"):
+            DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=bad)
+    from mvlab.data.config import with_added_keys
+    assert with_added_keys({"dataset": "pathfinder"},
+                           DataConfig(dataset="pathfinder"))["shortest_contour"] == 0
+
+
 def test_an_impossible_clearance_is_one_clear_error(monkeypatch):
     from mvlab.data.procedural import pathfinder
 

@@ -26,7 +26,8 @@ MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image
 # Keys added since: the value that means what an older mvlab did, and the datasets it acts on.
 # A study recorded before the key existed resumes as if written with that value (elsewhere the
 # key changes nothing, so the record takes the current one: ``with_added_keys``).
-ADDED = {"clearance": (0.0, ("pathfinder",)), "joints": ("forward", ("pathfinder",))}
+ADDED = {"clearance": (0.0, ("pathfinder",)), "joints": ("forward", ("pathfinder",)),
+         "shortest_contour": (0, ("pathfinder",))}
 
 
 @dataclass
@@ -36,7 +37,7 @@ class DataConfig:
     ``dataset``: ``"builtin"`` (the shipped Fashion-MNIST subset, offline), ``"folder"``
     (alias ``"imagenet"``: an ImageNet-style tree at ``root``, see docs/data.md), or a
     procedural token-mixing task generated from ``seed``: ``"pathfinder"`` (knobs
-    ``contour_length``, ``distractors``) or ``"same_different"`` (``glyph_cells``,
+    ``contour_length``, ``distractors``, ``clearance``, ``joints``, ``shortest_contour``) or ``"same_different"`` (``glyph_cells``,
     ``changed_cells``, ``distractors``); for those ``per_class`` / ``val_per_class`` are the
     generated counts (default 2000 / 500 a class).
     ``classes``: ``"all"``, ``"first:N"``, ``"random:N"`` / ``"random:N,SEED"``, a shipped list
@@ -80,6 +81,9 @@ class DataConfig:
     # pathfinder: where each gap turns; "forward", what mvlab drew before the knob, lets a crop
     # around the second marker guess the label 60-63 % of the time (docs/data.md)
     joints: str = "centred"
+    # pathfinder: 0, every contour has contour_length dashes; else each image draws its length
+    # from shortest_contour..contour_length, so accuracy grades how far a network traces
+    shortest_contour: int = 0
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
 
@@ -153,11 +157,22 @@ class DataConfig:
                             f"generator) to {MAX_CLEARANCE}")
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
         if self.dataset == "pathfinder":
+            self._validate_lengths()
             from mvlab.data.procedural.pathfinder import check as check_pathfinder
             check_pathfinder(self.stored_side, self.contour_length, self.clearance)
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)
+
+    def _validate_lengths(self) -> None:
+        value = self.shortest_contour
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or value and not 2 <= value <= self.contour_length):
+            raise DataError(f"data.shortest_contour={value!r}: must be 0 (every contour "
+                            f"data.contour_length={self.contour_length} dashes) or an integer "
+                            f"from 2 to data.contour_length")
+        if value == self.contour_length:  # one length either way: one cache digest
+            self.shortest_contour = 0
 
     def _validate_values(self) -> None:
         """What would otherwise pass here and fail every run later (or silently mislead)."""

@@ -44,8 +44,9 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "pathfinder": Task(pathfinder.generate, pathfinder.CLASSES,
-                       ("contour_length", "distractors", "clearance", "joints"),
-                       (("clearance", 0.0), ("joints", "forward"))),
+                       ("contour_length", "distractors", "clearance", "joints",
+                        "shortest_contour"),
+                       (("clearance", 0.0), ("joints", "forward"), ("shortest_contour", 0))),
     "same_different": Task(same_different.generate, same_different.CLASSES,
                            ("glyph_cells", "changed_cells", "distractors")),
 }

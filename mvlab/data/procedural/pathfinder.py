@@ -248,8 +248,30 @@ def draw(spec: dict[str, np.ndarray], side: int) -> np.ndarray:
     return canvas
 
 
+def pair_lengths(rng: np.random.Generator, n: int, shortest: int, longest: int) -> np.ndarray:
+    """Dashes a contour for each of ``n`` images: uniform over ``shortest..longest``, drawn once
+    per pair of consecutive images. Labels alternate 0, 1 (``generate_split``), so both classes
+    get the same lengths and a length says nothing of the label."""
+    return np.repeat(rng.integers(shortest, longest + 1, (n + 1) // 2), 2)[:n]
+
+
 def generate(rng: np.random.Generator, labels: np.ndarray, side: int, *, contour_length: int,
-             distractors: int, clearance: float = 0.0, joints: str) -> np.ndarray:
-    """Images (n, side, side) uint8 for ``labels`` (1 = connected, 0 = disconnected)."""
-    return draw(layout(rng, labels, side, contour_length=contour_length,
-                       distractors=distractors, clearance=clearance, joints=joints), side)
+             distractors: int, clearance: float = 0.0, joints: str,
+             shortest_contour: int = 0) -> np.ndarray:
+    """Images (n, side, side) uint8 for ``labels`` (1 = connected, 0 = disconnected).
+
+    ``shortest_contour`` 0: every contour has ``contour_length`` dashes. Otherwise each image's
+    contours (A, B and its distractors alike) have a length drawn by ``pair_lengths`` from
+    ``shortest_contour..contour_length``: accuracy then grows with how long a contour a network
+    traces, where one length gives all or nothing (docs/data.md, "Mixed lengths")."""
+    if not shortest_contour:  # draws nothing extra: the pixels of every generator before
+        return draw(layout(rng, labels, side, contour_length=contour_length,
+                           distractors=distractors, clearance=clearance, joints=joints), side)
+    lengths = pair_lengths(rng, labels.size, shortest_contour, contour_length)
+    images = np.empty((labels.size, side, side), dtype=np.uint8)
+    for length in np.unique(lengths):
+        at = np.flatnonzero(lengths == length)
+        images[at] = draw(layout(rng, labels[at], side, contour_length=int(length),
+                                 distractors=distractors, clearance=clearance, joints=joints),
+                          side)
+    return images
