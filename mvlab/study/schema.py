@@ -126,9 +126,12 @@ class _Checker:
         if not dotted.isprintable():  # a key holding '\r' or '\n' would split the one line
             dotted = repr(dotted)
         where = self.located.where(path)
-        # Name the key once: "--set data.seed" already does, and so do most messages.
-        named = where == f"--set {dotted}" or re.match(rf"{re.escape(dotted)}(?![\w.])", message)
-        return StudyError(f"{where}: {message}" if named else f"{where}: {dotted}: {message}")
+        # Name the key once: most messages start with it ("data.hflip=2: ..."), and so does
+        # "--set data.hflip", which then needs no second copy of it.
+        given = where == f"--set {dotted}"
+        if re.match(rf"{re.escape(dotted)}(?![\w.])", message):
+            return StudyError(f"--set {message}" if given else f"{where}: {message}")
+        return StudyError(f"{where}: {message}" if given else f"{where}: {dotted}: {message}")
 
     def mapping(self, value: Any, path: KeyPath, known: tuple[str, ...] | None) -> dict:
         if value is None:
