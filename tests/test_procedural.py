@@ -212,16 +212,23 @@ def test_shortest_contour_is_validated_and_one_length_is_one_definition():
     plain = definition(DataConfig(dataset="pathfinder", contour_length=8))
     assert "shortest_contour" not in plain  # the digest (and pixels) of every cache before
     same = DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=8)
-    assert same.shortest_contour == 0 and definition(same) == plain
+    assert definition(same) == plain
+    assert same.shortest_contour == 8  # kept as given: a grid over contour_length still mixes
     assert definition(DataConfig(dataset="pathfinder", contour_length=8,
                                  shortest_contour=4))["shortest_contour"] == 4
-    for bad in (1, 9, -2, True, 4.5):
+    for dataset, bad in (("pathfinder", 1), ("pathfinder", 9), ("pathfinder", True),
+                         ("pathfinder", 4.5), ("builtin", 1), ("same_different", -3)):
         with pytest.raises(DataError, match=r"data.shortest_contour=.*from 2 to "
                                             r"data.contour_length"):
-            DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=bad)
+            DataConfig(dataset=dataset, contour_length=8, shortest_contour=bad)
+    # The clearance refuses short contours: the shortest is the one to check, and to name.
+    DataConfig(dataset="pathfinder", contour_length=10, clearance=5)
+    with pytest.raises(DataError, match=r"^data.shortest_contour=2: data.clearance=5: 2-dash"):
+        DataConfig(dataset="pathfinder", contour_length=10, shortest_contour=2, clearance=5)
     from mvlab.data.config import with_added_keys
-    assert with_added_keys({"dataset": "pathfinder"},
-                           DataConfig(dataset="pathfinder"))["shortest_contour"] == 0
+    mixed = DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=4)
+    assert with_added_keys({"dataset": "pathfinder"}, mixed)["shortest_contour"] == 0
+    assert with_added_keys({"dataset": "builtin"}, mixed)["shortest_contour"] == 4
 
 
 def test_an_impossible_clearance_is_one_clear_error(monkeypatch):

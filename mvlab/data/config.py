@@ -37,7 +37,8 @@ class DataConfig:
     ``dataset``: ``"builtin"`` (the shipped Fashion-MNIST subset, offline), ``"folder"``
     (alias ``"imagenet"``: an ImageNet-style tree at ``root``, see docs/data.md), or a
     procedural token-mixing task generated from ``seed``: ``"pathfinder"`` (knobs
-    ``contour_length``, ``distractors``, ``clearance``, ``joints``, ``shortest_contour``) or ``"same_different"`` (``glyph_cells``,
+    ``contour_length``, ``distractors``, ``clearance``, ``joints``,
+    ``shortest_contour``) or ``"same_different"`` (``glyph_cells``,
     ``changed_cells``, ``distractors``); for those ``per_class`` / ``val_per_class`` are the
     generated counts (default 2000 / 500 a class).
     ``classes``: ``"all"``, ``"first:N"``, ``"random:N"`` / ``"random:N,SEED"``, a shipped list
@@ -132,6 +133,7 @@ class DataConfig:
         if self.joints not in JOINTS:  # on every dataset: a typo should not wait for Pathfinder
             raise DataError(f"data.joints={self.joints!r}: use one of {', '.join(JOINTS)} "
                             f"(forward: what mvlab drew before the knob)")
+        self._validate_lengths()
         if self.dataset in PROCEDURAL:
             self._validate_procedural()
 
@@ -157,22 +159,28 @@ class DataConfig:
                             f"generator) to {MAX_CLEARANCE}")
         self.clearance = float(value)  # 2 and 2.0 draw the same images: one cache digest
         if self.dataset == "pathfinder":
-            self._validate_lengths()
             from mvlab.data.procedural.pathfinder import check as check_pathfinder
             check_pathfinder(self.stored_side, self.contour_length, self.clearance)
+            if self.shortest_contour:  # the clearance rejects short contours, not long ones
+                try:
+                    check_pathfinder(self.stored_side, self.shortest_contour, self.clearance)
+                except DataError as error:
+                    raise DataError(f"data.shortest_contour={self.shortest_contour}: {error} "
+                                    f"(here: a higher data.shortest_contour)") from None
         if self.dataset == "same_different":
             from mvlab.data.procedural.same_different import check
             check(self.stored_side, self.glyph_cells, self.changed_cells, self.distractors)
 
     def _validate_lengths(self) -> None:
-        value = self.shortest_contour
-        if (not isinstance(value, int) or isinstance(value, bool)
-                or value and not 2 <= value <= self.contour_length):
+        """On every dataset, like ``joints``: a typo should not wait for Pathfinder."""
+        value, longest = self.shortest_contour, self.contour_length
+        if self.dataset != "pathfinder" or not isinstance(longest, int):
+            longest = None
+        if (not isinstance(value, int) or isinstance(value, bool) or value and (
+                value < 2 or longest is not None and value > longest)):
             raise DataError(f"data.shortest_contour={value!r}: must be 0 (every contour "
-                            f"data.contour_length={self.contour_length} dashes) or an integer "
-                            f"from 2 to data.contour_length")
-        if value == self.contour_length:  # one length either way: one cache digest
-            self.shortest_contour = 0
+                            f"data.contour_length dashes) or an integer from 2 to "
+                            f"data.contour_length={self.contour_length}")
 
     def _validate_values(self) -> None:
         """What would otherwise pass here and fail every run later (or silently mislead)."""

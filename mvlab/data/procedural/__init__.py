@@ -55,13 +55,15 @@ TASKS: dict[str, Task] = {
 def definition(cfg: Any) -> dict[str, Any]:
     """Everything that fixes the pixels of ``cfg``'s task (a ``DataConfig``)."""
     task = TASKS[cfg.dataset]
+    knobs = {knob: getattr(cfg, knob) for knob in task.knobs}
+    if knobs.get("shortest_contour") == knobs.get("contour_length"):
+        knobs["shortest_contour"] = 0  # one length either way: the same pixels, one digest
     return {
         "task": cfg.dataset, "version": GENERATOR_VERSION, "seed": int(cfg.seed),
         "side": cfg.stored_side,
         "per_class": int(cfg.per_class or DEFAULT_PER_CLASS),
         "val_per_class": int(cfg.val_per_class or DEFAULT_VAL_PER_CLASS),
-        **{knob: getattr(cfg, knob) for knob in task.knobs
-           if (knob, getattr(cfg, knob)) not in task.added},
+        **{knob: value for knob, value in knobs.items() if (knob, value) not in task.added},
     }
 
 
