@@ -8,8 +8,7 @@ import signal
 
 import pytest
 
-from mvlab.study.interrupts import deferred_interrupts
-from mvlab.study.worker import _interrupt_once
+from mvlab.study.interrupts import deferred_interrupts, interrupt_once
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +31,7 @@ def test_ctrl_c_inside_a_write_waits_for_its_end():
 
 
 def test_a_workers_sigterm_relay_is_held_too_and_nested_blocks_deliver_once():
-    previous = signal.signal(signal.SIGTERM, _interrupt_once)
+    previous = signal.signal(signal.SIGTERM, interrupt_once)
     finished = []
     try:
         with pytest.raises(KeyboardInterrupt):

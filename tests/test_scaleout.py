@@ -265,6 +265,44 @@ def test_ctrl_c_records_the_trial_closes_runs_and_the_same_command_resumes(sweep
     _check_complete(config, url, {trial.number}, "interrupted")
 
 
+def test_sigterm_stops_every_worker_records_their_trials_and_the_same_command_resumes(
+        sweep_env):
+    # `kill <sweep>` (a scheduler's stop) used to end only the main process: its workers went
+    # on training as orphans and their trials stayed RUNNING. Now SIGTERM is a Ctrl-C.
+    path, _ = _study_file(sweep_env, "sigterm")
+    overrides = ["space.train.lr=[1.0e-3]", "space.pattern=[last_half, attn_only]",
+                 "train.epochs=60"]  # long enough for both workers to be training at once
+    config = load_study(path, overrides)
+    url = storage_url_for(config)
+    sweep = _sweep(sweep_env, path, "--workers", "2", "--set", *overrides)
+    study = _wait_for(lambda: _opened(config, url), "the study", [sweep])
+
+    def both_training():
+        running = study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))
+        training = [t for t in running if "throughput" in t.user_attrs]
+        return training if len(training) == 2 else None
+
+    trials = _wait_for(both_training, "both workers' trials in training", [sweep])
+    workers = {t.user_attrs[st.PID_ATTR] for t in trials}
+    assert len(workers) == 2 and sweep.pid not in workers
+    sweep.send_signal(signal.SIGTERM)
+    sweep.wait(timeout=120)
+    err = _stderr(sweep)
+    assert sweep.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("mvlab sweep: interrupted:")
+    for pid in workers:  # no orphan left training
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for trial in trials:
+        ended = study.get_trials(deepcopy=False)[trial.number]
+        assert ended.state == TrialState.FAIL
+        assert ended.user_attrs["reason"] == "interrupted by the user"
+
+    resumed = run_sweep(config, SweepOptions(progress=False))
+    assert resumed.counts["COMPLETE"] == 2
+    _check_complete(config, url, {t.number for t in trials}, "interrupted")
+
+
 # ------------------------------------------------------------------ detection rules, no training
 def _running_trial(study: optuna.Study, attrs: dict) -> optuna.Trial:
     study.enqueue_trial({"x": 1})

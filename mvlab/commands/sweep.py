@@ -68,8 +68,10 @@ def handle(args: argparse.Namespace) -> int:
         check_locations(config, args.storage)  # the storage and MLflow checks the sweep makes
         print(describe_plan(config, args.storage))
         return 0
+    from mvlab.study.interrupts import install_terminate_handler
     from mvlab.study.runner import run_sweep  # torch, Optuna and MLflow: only to run it
 
+    install_terminate_handler()  # the process is ours: SIGTERM stops it as Ctrl-C does
     options = SweepOptions(workers=args.workers, storage=args.storage, n_trials=args.n_trials,
                            retry_failed=args.retry_failed, progress=not args.no_progress)
     try:

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
@@ -49,6 +50,24 @@ def deferred_interrupts() -> Iterator[None]:
             signal.signal(signum, handler)
         for signum in dict.fromkeys(received):
             previous[signum](signum, None)  # raises KeyboardInterrupt for the usual handlers
+
+
+def install_terminate_handler() -> None:
+    """Make SIGTERM (``kill``, a job scheduler's stop) interrupt this process as Ctrl-C does,
+    once. Its default action ended the sweep's main process on the spot: its worker processes
+    went on training as orphans, and its own running trial was left RUNNING until a later run
+    found it stale. Only where SIGTERM still has its default action (an embedding program's
+    handler is kept) and in the main thread."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, interrupt_once)
+
+
+def interrupt_once(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: the first one raises KeyboardInterrupt, later ones are ignored, so a
+    second signal cannot cut the recording of the interrupted trial."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 # SIGUSR1 drains a sweep: the trials running now finish and are recorded, no process claims

@@ -13,7 +13,12 @@ from optuna.trial import TrialState
 from mvlab import records
 from mvlab.study import storage as st
 from mvlab.study import tracking
-from mvlab.study.interrupts import deferred_interrupts, draining, install_drain_handler
+from mvlab.study.interrupts import (
+    deferred_interrupts,
+    draining,
+    install_drain_handler,
+    interrupt_once,
+)
 from mvlab.study.measure import warm_up
 from mvlab.study.preparation import open_study, run_status
 from mvlab.study.trial import DataCache, run_trial
@@ -140,15 +145,11 @@ def _worker_main(prepared: Prepared, budget: Any, threads: int) -> None:
     # A terminal's Ctrl-C reaches every process of the group; the main process relays it once
     # as SIGTERM instead, so a second signal cannot cut the recording of the interrupted trial.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    signal.signal(signal.SIGTERM, interrupt_once)
     install_drain_handler()
     try:
         work(prepared, budget, threads=threads)
     except KeyboardInterrupt:
         pass
 
-
-def _interrupt_once(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
