@@ -82,8 +82,8 @@ class DataConfig:
     # pathfinder: where each gap turns; "forward", what mvlab drew before the knob, lets a crop
     # around the second marker guess the label 60-63 % of the time (docs/data.md)
     joints: str = "centred"
-    # pathfinder: 0, every contour has contour_length dashes; else each image draws its length
-    # from shortest_contour..contour_length, so accuracy grades how far a network traces
+    # pathfinder: 0, every contour has contour_length dashes; else each pair of images draws
+    # its length from shortest_contour..contour_length (docs/data.md, "Mixed lengths")
     shortest_contour: int = 0
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
