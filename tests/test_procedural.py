@@ -211,6 +211,10 @@ def test_mixed_lengths_give_both_images_of_a_pair_one_length_and_both_classes_th
 def test_shortest_contour_is_validated_and_one_length_is_one_definition():
     plain = definition(DataConfig(dataset="pathfinder", contour_length=8))
     assert "shortest_contour" not in plain  # the digest (and pixels) of every cache before
+    # Another task's definition gains no Pathfinder key: its caches keep their digest too.
+    assert set(definition(DataConfig(dataset="same_different"))) == {
+        "task", "version", "seed", "side", "per_class", "val_per_class", "glyph_cells",
+        "changed_cells", "distractors"}
     same = DataConfig(dataset="pathfinder", contour_length=8, shortest_contour=8)
     assert definition(same) == plain
     assert same.shortest_contour == 8  # kept as given: a grid over contour_length still mixes

@@ -56,7 +56,7 @@ def definition(cfg: Any) -> dict[str, Any]:
     """Everything that fixes the pixels of ``cfg``'s task (a ``DataConfig``)."""
     task = TASKS[cfg.dataset]
     knobs = {knob: getattr(cfg, knob) for knob in task.knobs}
-    if knobs.get("shortest_contour") == knobs.get("contour_length"):
+    if "shortest_contour" in knobs and knobs["shortest_contour"] == knobs["contour_length"]:
         knobs["shortest_contour"] = 0  # one length either way: the same pixels, one digest
     return {
         "task": cfg.dataset, "version": GENERATOR_VERSION, "seed": int(cfg.seed),
