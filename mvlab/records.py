@@ -44,6 +44,8 @@ MLFLOW_RUN_ID = "mlflow_run_id"  # the trial's MLflow child run
 STATUS = "status"              # STATUS_OK | STATUS_FAILED | STATUS_PRUNED
 REASON = "reason"              # why a failed or pruned trial ended
 EARLY_HELDOUT_TOP1 = "early_heldout_top1"  # held-out top-1 at early_stop.after_epoch
+NUM_CLASSES = "num_classes"    # classes the trial trained on: a uniform guess's loss is ln K
+TRAIN_LOSS = "train_loss"      # mean training loss of the last epoch (also an MLflow series)
 # (THROUGHPUT, LATENCY_MS, PARAMS and MACS are trial user attributes too.)
 STATUS_OK, STATUS_FAILED, STATUS_PRUNED = "ok", "failed", "pruned"
 # Who runs a trial (mvlab.study.storage): the staleness check reads these.

@@ -59,11 +59,14 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch, name,
         assert "stem_stride=1" in spec and f"width={trial.params['dim'] * 4} " in spec
         conv_stages = spec.count("pattern=conv")  # stages 1-2 always; 3-4 for the control
         assert conv_stages == (4 if trial.params["pattern"] == "conv" else 2)
+        assert trial.user_attrs["num_classes"] == 2  # the plateau check's ln K
     # the report judges the gate: every control, the band, reliability where asked
     build_report(config.name, storage_url_for(config), tmp_path / "report",
                  settings=dataclasses.asdict(config.analysis))
     gate = pd.read_csv(next((tmp_path / "report").glob("gate*.csv")))
     controls = [c.name for c in config.analysis.gate.controls]
-    expected = controls + ["accuracy band"] + (["split-half reliability"]
-                                               if config.analysis.gate.reliability else [])
+    expected = controls + ["accuracy band", "every seed left the plateau"] + (
+        ["split-half reliability"] if config.analysis.gate.reliability else [])
     assert gate["criterion"].tolist() == expected
+    plateau = pd.read_csv(next((tmp_path / "report").glob("configurations*.csv")))["on_plateau"]
+    assert plateau.between(0, 2).all()  # judged for every configuration: 0 to 2 of 2 seeds

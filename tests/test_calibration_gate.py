@@ -146,3 +146,63 @@ def test_not_worse_is_a_one_sided_test_at_the_margin():
     assert result["pattern=slightly vs pattern=last_half"]
     assert not result["pattern=much vs pattern=last_half"]
     assert result["pattern=tied vs pattern=last_half"]  # equivalent: resolved
+
+
+def _with_losses(table: pd.DataFrame, losses: dict[tuple[str, int], float],
+                 classes: int = 2) -> pd.DataFrame:
+    """``table`` with the records the plateau check reads: a learned loss of 0.3 everywhere
+    except the (config, seed) pairs in ``losses``."""
+    from mvlab.analysis.plateau import LOSS_COLUMN
+
+    loss = [losses.get((c, s), 0.3) for c, s in zip(table["config"], table[records.SEED],
+                                                      strict=True)]
+    return table.assign(**{LOSS_COLUMN: loss, records.NUM_CLASSES: classes,
+                           "configuration": table["config"]})
+
+
+def test_on_plateau_reads_the_loss_of_a_uniform_guess_and_never_guesses_when_unrecorded():
+    from mvlab.analysis.plateau import LOSS_COLUMN, on_plateau
+
+    table = pd.DataFrame({LOSS_COLUMN: [0.693, 0.689, 0.60, 2.30, 2.20, 0.693, None],
+                          records.NUM_CLASSES: [2, 2, 2, 10, 10, None, 2]})
+    # ln 2 = 0.693 (0.98 x: 0.679); ln 10 = 2.303 (0.98 x: 2.256); unrecorded stays <NA>
+    assert on_plateau(table).tolist() == [True, True, False, True, False, pd.NA, pd.NA]
+    assert on_plateau(pd.DataFrame({"x": [1]})).isna().all()  # a record without either column
+
+
+def test_a_seed_on_the_plateau_fails_the_gate_even_when_the_means_sit_in_the_band():
+    # narrow's four seeds: three learned (about 80 %), one at chance: mean about 72.5, inside
+    # [60, 95], so only the per-seed check sees the seed that learned nothing
+    table = effects_table({"conv": 10.0, "narrow": 10.0}, seeds=4, noise_sd=0.3)
+    table.loc[(table["config"] == "narrow") & (table[records.SEED] == 2),
+              records.HELDOUT_TOP1] = 50.0
+    gate = {"controls": [{"a": KNOBS["conv"], "b": KNOBS["reference"], "expect": "resolved"}],
+            "band": (60, 95), "reliability": False}
+    result = _evaluate(_with_losses(table, {("narrow", 2): 0.693}), gate).set_index("criterion")
+    assert result.loc["accuracy band", "passed"]
+    assert not result.loc["every seed left the plateau", "passed"]
+    assert result.loc["every seed left the plateau", "observed"] == "1 of 12 trials: narrow seed 2"
+    learned = _evaluate(_with_losses(table, {}), gate).set_index("criterion")
+    assert learned.loc["every seed left the plateau", "passed"]
+    # studies recorded before the class count (or without MLflow) get no row: never a pass
+    assert "every seed left the plateau" not in _evaluate(table, gate)["criterion"].tolist()
+
+
+def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_mean():
+    from mvlab.study.report import FidelityAnalysis, _mark_plateau, plateau_lines, ranking_lines
+
+    table = _with_losses(effects_table({"conv": 10.0}, seeds=3, noise_sd=0.3),
+                         {("conv", 1): 0.69, ("conv", 2): 0.692})
+    means = seed_means(table, [records.HELDOUT_TOP1], config="config")
+    means["configuration"] = means["config"]
+    notes: list[str] = []
+    _mark_plateau(table, means, notes)
+    assert means.set_index("config")["on_plateau"].to_dict() == {"reference": 0, "conv": 2}
+    part = FidelityAnalysis("all", means, notes=notes)
+    assert any(line.endswith("3 seed(s), 2 of them on the plateau")
+               for line in ranking_lines(part, records.HELDOUT_TOP1))
+    assert plateau_lines(part)[2].startswith("conv: 2 of 3. A seed is on the plateau when")
+    # one configuration recorded, one not: judged where recorded, and the report says so
+    partly = table.assign(**{records.NUM_CLASSES: table["config"].map({"conv": 2})})
+    _mark_plateau(partly, means, notes)
+    assert pd.isna(means.set_index("config").loc["reference", "on_plateau"]) and notes

@@ -2,7 +2,7 @@
 
 Load a study with ``load_study``; then Pareto fronts (``pareto_mask``, ``pareto_table``), error
 EDFs (``edf_table``), bootstrap ranges of knobs (``bootstrap_range``, ``bootstrap_win_share``),
-seed noise (``seed_noise``), verdicts against a reference configuration over seeds
+seed noise (``seed_noise``), seeds that never left the plateau (``on_plateau``), verdicts against a reference configuration over seeds
 (``compare_to_reference``, ``compare_pairs``, ``page_trend``), split-half reliability (``split_half``), and proxy
 validity (``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
@@ -28,6 +28,7 @@ _LAZY = {
                      "study_names", "with_spec_fields"], "load"),
     **dict.fromkeys(["noise_homogeneity", "pooled_std", "seed_noise", "seed_spread"], "noise"),
     **dict.fromkeys(["pareto_front", "pareto_mask", "pareto_ranks"], "pareto"),
+    **dict.fromkeys(["on_plateau", "plateau_counts"], "plateau"),
     "split_half": "reliability",
     **dict.fromkeys(["choice_summary", "front_within_ci", "knob_label", "pareto_table",
                      "primary_knob", "seed_means", "with_error", "with_pareto"], "summary"),
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     )
     from mvlab.analysis.noise import noise_homogeneity, pooled_std, seed_noise, seed_spread
     from mvlab.analysis.pareto import pareto_front, pareto_mask, pareto_ranks
+    from mvlab.analysis.plateau import on_plateau, plateau_counts
     from mvlab.analysis.reliability import split_half
     from mvlab.analysis.summary import (
         choice_summary,
@@ -89,8 +91,8 @@ __all__ = [
     "bootstrap_win_share", "choice_summary", "compare_pairs", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
     "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
-    "noise_homogeneity", "page_trend", "paired_fidelities", "pareto_front", "pareto_mask",
-    "pareto_ranks", "pareto_table",
+    "noise_homogeneity", "on_plateau", "page_trend", "paired_fidelities", "pareto_front", "pareto_mask",
+    "pareto_ranks", "pareto_table", "plateau_counts",
     "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",
     "seed_matrix", "seed_noise", "seed_spread", "spec_fields", "split_half", "study_names",
     "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",

@@ -3,10 +3,12 @@
 A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of configurations
 whose difference the instrument has to resolve (conv-only token stages against mixers, a width
 step), a band the configuration means must lie in (far enough from chance and from saturation
-that differences can show), and the study's ``reliability_threshold`` for split-half
-reliability (unless ``reliability: false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study into one row per criterion; the gate
-passes only when every row does. A control that is not shown different at these seeds fails the
-gate with the seeds it would take: "undetermined" is not a pass.
+that differences can show) with every seed off the plateau (``mvlab.analysis.plateau``), and
+the study's ``reliability_threshold`` for split-half reliability (unless ``reliability:
+false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study
+into one row per criterion; the gate passes only when every row does. A control that is not
+shown different at these seeds fails the gate with the seeds it would take: "undetermined" is
+not a pass.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mvlab.records import SEED
 
 # What each expectation accepts of the verdict of a against b (mvlab.analysis.verdicts);
 # not_worse is its own one-sided test (``_passes``).
@@ -97,6 +101,24 @@ def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str,
             f"[{low:g}, {high:g}]", "observed": observed, "passed": not len(outside)}
 
 
+def plateau_row(rows: pd.DataFrame, label: str) -> dict[str, Any] | None:
+    """Every seed must have left the plateau: a seed at a uniform guess's loss scores chance
+    whatever the architecture, which no band on the means catches (one such seed in four can
+    leave a mean inside the band). None when the check lacks its records for some trial."""
+    from mvlab.analysis.plateau import TOLERANCE, on_plateau
+
+    flags = on_plateau(rows)
+    if flags.isna().any() or flags.empty or SEED not in rows:
+        return None
+    stuck = rows[flags.astype(bool)]
+    observed = "none" if stuck.empty else f"{len(stuck)} of {len(rows)} trials: " + "; ".join(
+        f"{name} seed{'s' * (len(group) > 1)} {', '.join(map(str, group))}"
+        for name, group in stuck.groupby(label, sort=False)[SEED])
+    return {"criterion": "every seed left the plateau",
+            "required": f"last-epoch training loss below {1 - TOLERANCE:g} x ln K",
+            "observed": observed, "passed": stuck.empty}
+
+
 def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str, Any]:
     row = {"criterion": "split-half reliability", "required": f"r >= {threshold:g} "
            "(Spearman-Brown, all seeds)", "passed": False}
@@ -120,6 +142,9 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
                          maximise, alpha, pooled)
     if gate.get("band") is not None:
         found.append(band_row(means, gate["band"], accuracy, label))
+        plateau = plateau_row(rows, label)
+        if plateau is not None:
+            found.append(plateau)
     if gate.get("reliability", True):
         found.append(reliability_row(reliability, threshold))
     table = pd.DataFrame(found, columns=COLUMNS)

@@ -296,6 +296,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
             every[every[CONFIG].isin(means[CONFIG])].groupby(CONFIG)[TRIAL].agg(
                 lambda s: ",".join(map(str, sorted(s)))))
         analysis = FidelityAnalysis(level, means)
+        _mark_plateau(rows, means, analysis.notes)
         if len(goals) >= 2:
             means["pareto"] = pareto_mask(means, goals)
             means["front_within_ci"] = front_within_ci(means, goals, accuracy)
@@ -364,6 +365,39 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
     return result
 
 
+def _mark_plateau(rows: pd.DataFrame, means: pd.DataFrame, notes: list[str]) -> None:
+    """``means["on_plateau"]``: seeds of each configuration that never left the plateau
+    (``mvlab.analysis.plateau``), <NA> where none was recorded; a note when some were not."""
+    from mvlab.analysis.plateau import plateau_counts
+
+    counts = plateau_counts(rows, CONFIG)
+    recorded = means[CONFIG].map(counts["recorded"]).fillna(0)
+    means["on_plateau"] = means[CONFIG].map(counts["on_plateau"]).astype("Int64").where(
+        recorded > 0, pd.NA)
+    unrecorded = int((counts["trials"] - counts["recorded"]).sum())
+    if unrecorded and counts["recorded"].sum():
+        notes.append(f"plateau check: {unrecorded} trial(s) lack the training loss or the "
+                     "class count (recorded since 2026-12-05) and are not judged")
+
+
+def plateau_lines(part: FidelityAnalysis) -> list[str]:
+    """Which configurations have seeds that never left the plateau, and what that does to them."""
+    from mvlab.analysis.plateau import describe_threshold
+
+    means = part.configurations
+    if "on_plateau" not in means or not means["on_plateau"].fillna(0).gt(0).any():
+        return []
+    stuck = means[means["on_plateau"].fillna(0) > 0]
+    listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of {int(row['runs'])}"
+                       for _, row in stuck.iterrows())
+    return ["### Seeds that never left the plateau", "",
+            f"{listed}. {describe_threshold()}. Such a seed learned nothing in this budget: its "
+            "score is chance whatever the architecture. Where a configuration has seeds on and "
+            "off the plateau its seed spread has two humps, which more seeds average but do not "
+            "narrow, and its interval is a rough guide only; a longer budget or a lower "
+            "learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
+
+
 def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
     """The ranking by seed mean, headed by whether the study can rank at all."""
     means = analysis.configurations
@@ -387,8 +421,11 @@ def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
         low, high = row.get(f"{accuracy}_ci_low"), row.get(f"{accuracy}_ci_high")
         ci = (f" (95 % CI {low:.2f} to {high:.2f})" if isinstance(low, float)
               and math.isfinite(low) else " (one seed: no CI)")
+        stuck = row.get("on_plateau")
+        plateau = (f", {int(stuck)} of them on the plateau" if stuck is not None
+                   and not pd.isna(stuck) and stuck > 0 else "")
         lines.append(f"{rank}. {row[CONFIG_LABEL]}: {row[accuracy]:.2f}{ci}, "
-                     f"{int(row['runs'])} seed(s)")
+                     f"{int(row['runs'])} seed(s){plateau}")
     return lines
 
 
@@ -721,6 +758,7 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
                          "no evidence for the predicted trend at these seeds (not evidence "
                          "against it)."), ""]
         lines += ["### Configurations", "", *ranking_lines(part, acc), ""]
+        lines += plateau_lines(part)
         if part.reliability is not None:
             rel = part.reliability
             lines += [f"Split-half reliability over seeds: Spearman of configuration means "

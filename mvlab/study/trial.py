@@ -174,6 +174,7 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     cost = complexity_of(plan.spec, plan.data.resolution, num_classes)
     trial.set_user_attr(PARAMS, int(cost[PARAMS]))
     trial.set_user_attr(MACS, int(cost[MACS]))
+    trial.set_user_attr(records.NUM_CLASSES, num_classes)  # the report's plateau check
     run.log_metrics(cost)
     _check_constraints(config, cost, ("max_params", PARAMS), ("max_macs", MACS))
 
@@ -230,6 +231,10 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
         ddp.broadcast_object(TrainOrder(plan.spec, plan.data, plan.train), ranks)
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
+    last = (getattr(result, "history", None) or [{}])[-1].get(records.TRAIN_LOSS)
+    if isinstance(last, (int, float)) and math.isfinite(last):
+        with deferred_interrupts():  # with num_classes: the report's plateau check
+            trial.set_user_attr(records.TRAIN_LOSS, float(last))
     run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))
     if getattr(result, "history", None):
         run.log_json(result.history, "history.json")

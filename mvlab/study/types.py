@@ -113,7 +113,8 @@ class Control:
 class GateSettings:
     """What a proxy must show before any ranking on it is believed (docs/studies.md,
     "Calibration gate"): every control's expected verdict, every configuration's mean accuracy
-    inside ``band`` (top-1 %, neither chance nor saturation), and split-half reliability at least
+    inside ``band`` (top-1 %, neither chance nor saturation) with every seed off the plateau, and
+    split-half reliability at least
     the study's ``reliability_threshold``."""
 
     controls: tuple[Control, ...] = ()
