@@ -391,8 +391,8 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
     listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of {int(row['runs'])}"
                        for _, row in stuck.iterrows())
     return ["### Seeds that never left the plateau", "",
-            f"{listed}. {describe_threshold()}. Such a seed learned nothing in this budget: its "
-            "score is chance whatever the architecture. Where a configuration has seeds on and "
+            f"{listed}. {describe_threshold()}. Such a seed learned next to nothing in this "
+            "budget: its score is near chance whatever the architecture. Where a configuration has seeds on and "
             "off the plateau its seed spread has two humps, which more seeds average but do not "
             "narrow, and its interval is a rough guide only; a longer budget or a lower "
             "learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
