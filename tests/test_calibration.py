@@ -59,7 +59,8 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch, name,
         assert "stem_stride=1" in spec and f"width={trial.params['dim'] * 4} " in spec
         conv_stages = spec.count("pattern=conv")  # stages 1-2 always; 3-4 for the control
         assert conv_stages == (4 if trial.params["pattern"] == "conv" else 2)
-        assert trial.user_attrs["num_classes"] == 2  # the plateau check's ln K
+        assert trial.user_attrs["num_classes"] == 2  # the plateau check's ln K ...
+        assert 0 < trial.user_attrs["train_loss"] < 5  # ... and the last epoch's loss
     # the report judges the gate: every control, the band, reliability where asked
     build_report(config.name, storage_url_for(config), tmp_path / "report",
                  settings=dataclasses.asdict(config.analysis))
