@@ -181,10 +181,22 @@ def test_a_seed_on_the_plateau_fails_the_gate_even_when_the_means_sit_in_the_ban
     result = _evaluate(_with_losses(table, {("narrow", 2): 0.693}), gate).set_index("criterion")
     assert result.loc["accuracy band", "passed"]
     assert not result.loc["every seed left the plateau", "passed"]
-    assert result.loc["every seed left the plateau", "observed"] == "1 of 12 trials: narrow seed 2"
+    assert result.loc["every seed left the plateau", "observed"] == (
+        "1 of 12 judged trials: narrow seed 2")
     learned = _evaluate(_with_losses(table, {}), gate).set_index("criterion")
     assert learned.loc["every seed left the plateau", "passed"]
-    # studies recorded before the class count (or without MLflow) get no row: never a pass
+    # a gate without a band checks it too
+    assert not _evaluate(_with_losses(table, {("narrow", 2): 0.693}),
+                         {**gate, "band": None}).set_index("criterion").loc[
+        "every seed left the plateau", "passed"]
+    # a trial that cannot be judged (seeds added to a study recorded before the check, or a
+    # stuck seed's record lost) fails the criterion, as an undetermined control does
+    partly = _with_losses(table, {})
+    partly.loc[partly["config"] == "narrow", records.NUM_CLASSES] = None
+    row = _evaluate(partly, gate).set_index("criterion").loc["every seed left the plateau"]
+    assert not row["passed"] and row["observed"] == (
+        "none; 4 trial(s) not judged (no training loss or class count recorded)")
+    # a study none of whose trials can be judged (recorded before the check) gets no row
     assert "every seed left the plateau" not in _evaluate(table, gate)["criterion"].tolist()
 
 
@@ -199,9 +211,12 @@ def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_me
     _mark_plateau(table, means, notes)
     assert means.set_index("config")["on_plateau"].to_dict() == {"reference": 0, "conv": 2}
     part = FidelityAnalysis("all", means, notes=notes)
-    assert any(line.endswith("3 seed(s), 2 of them on the plateau")
+    assert any(line.endswith("3 seed(s), 2 on the plateau")
                for line in ranking_lines(part, records.HELDOUT_TOP1))
-    assert plateau_lines(part)[2].startswith("conv: 2 of 3. A seed is on the plateau when")
+    assert plateau_lines(part)[2].startswith(
+        "conv: 2 of 3 judged seeds. A seed is on the plateau when the mean training loss of its "
+        "last epoch stays within 2% of a uniform guess's, ln K for K classes: at least 0.679 "
+        "for two.")
     # one configuration recorded, one not: judged where recorded, and the report says so
     partly = table.assign(**{records.NUM_CLASSES: table["config"].map({"conv": 2})})
     _mark_plateau(partly, means, notes)

@@ -1,11 +1,15 @@
-"""Which trials never left the plateau: their score is chance whatever the architecture.
+"""Which trials never left the plateau: they learned next to nothing in their budget.
 
 On tasks such as Pathfinder a network sits at the loss of a uniform guess (ln K for K classes,
 whatever the targets' smoothing or mixing) for hundreds of optimiser steps, then its loss falls
 steeply. When it leaves depends on the seed as much as on the architecture
 (results/calibration/clearance/RUN.md, section 9: one network at 83.6 % with one seed and at
-chance with the next). A trial whose last epoch still trained at that loss learned nothing in
-its budget. A configuration with some seeds there and some not has a two-humped seed spread:
+chance with the next). A trial whose last epoch still trained within 2 % of that loss had
+learned next to nothing by the end of its budget (the loss is the epoch's mean, so a start in
+the last few percent of the epoch still counts as on the plateau). The score of such a trial
+says when the network would start to learn, not how well it mixes tokens; the check reads the
+loss, not the score, and the relative tolerance is loose for many classes (a calibrated guess
+at 0.98 ln K is right 58 % of the time with two classes, 20 % with ten). A configuration with some seeds there and some not has a two-humped seed spread:
 more seeds average it without narrowing it, and a t interval over them is a rough guide only.
 A longer budget or a lower learning rate moves seeds off the plateau.
 
@@ -54,6 +58,6 @@ def plateau_counts(table: pd.DataFrame, config: str) -> pd.DataFrame:
 
 def describe_threshold() -> str:
     """The rule in words, for reports."""
-    return (f"A seed is on the plateau when its last epoch's mean training loss is at least "
-            f"{1 - TOLERANCE:g} x ln K, the loss of a uniform guess over K classes "
-            f"({uniform_loss(2):.3f} for two)")
+    return (f"A seed is on the plateau when the mean training loss of its last epoch stays "
+            f"within {TOLERANCE:.0%} of a uniform guess's, ln K for K classes: at least "
+            f"{(1 - TOLERANCE) * uniform_loss(2):.3f} for two")

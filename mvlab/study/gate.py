@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from mvlab.records import SEED
+from mvlab.records import SEED, TRIAL
 
 # What each expectation accepts of the verdict of a against b (mvlab.analysis.verdicts);
 # not_worse is its own one-sided test (``_passes``).
@@ -102,21 +102,29 @@ def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str,
 
 
 def plateau_row(rows: pd.DataFrame, label: str) -> dict[str, Any] | None:
-    """Every seed must have left the plateau: a seed at a uniform guess's loss scores chance
-    whatever the architecture, which no band on the means catches (one such seed in four can
-    leave a mean inside the band). None when the check lacks its records for some trial."""
+    """Every seed must have left the plateau: a seed at a uniform guess's loss learned next to
+    nothing, which no band on the means catches (one such seed in four can leave a mean inside
+    the band). A trial the check cannot judge (no loss or class count recorded) fails it too, as
+    an undetermined control does. None for a study none of whose trials can be judged (recorded
+    before the check existed): the report notes it."""
     from mvlab.analysis.plateau import TOLERANCE, on_plateau
 
     flags = on_plateau(rows)
-    if flags.isna().any() or flags.empty or SEED not in rows:
+    if not flags.notna().any():
         return None
-    stuck = rows[flags.astype(bool)]
-    observed = "none" if stuck.empty else f"{len(stuck)} of {len(rows)} trials: " + "; ".join(
-        f"{name} seed{'s' * (len(group) > 1)} {', '.join(map(str, group))}"
-        for name, group in stuck.groupby(label, sort=False)[SEED])
+    stuck = rows[flags.fillna(False).astype(bool)]
+    key = SEED if SEED in rows else TRIAL
+    parts = [f"{name} {key}{'s' * (len(group) > 1)} {', '.join(map(str, group))}"
+             for name, group in stuck.groupby(label, sort=False)[key]]
+    observed = (f"{len(stuck)} of {int(flags.notna().sum())} judged trials: " + "; ".join(parts)
+                if parts else "none")
+    unjudged = int(flags.isna().sum())
+    if unjudged:
+        observed += (f"; {unjudged} trial(s) not judged (no training loss or class count "
+                     "recorded)")
     return {"criterion": "every seed left the plateau",
-            "required": f"last-epoch training loss below {1 - TOLERANCE:g} x ln K",
-            "observed": observed, "passed": stuck.empty}
+            "required": f"last-epoch training loss below {1 - TOLERANCE:g} x ln K, every trial",
+            "observed": observed, "passed": stuck.empty and not unjudged}
 
 
 def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str, Any]:
@@ -142,9 +150,9 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
                          maximise, alpha, pooled)
     if gate.get("band") is not None:
         found.append(band_row(means, gate["band"], accuracy, label))
-        plateau = plateau_row(rows, label)
-        if plateau is not None:
-            found.append(plateau)
+    plateau = plateau_row(rows, label)
+    if plateau is not None:
+        found.append(plateau)
     if gate.get("reliability", True):
         found.append(reliability_row(reliability, threshold))
     table = pd.DataFrame(found, columns=COLUMNS)

@@ -5,7 +5,8 @@ display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged togethe
 
 * configurations: duplicate points of one network (``grammar.network_spec``) are one
   configuration; each gets its seed mean with a t interval (its own seed sd, or with
-  ``analysis.noise: pooled`` the sd pooled over the fidelity's configurations);
+  ``analysis.noise: pooled`` the sd pooled over the fidelity's configurations) and the count
+  of its seeds that never left the plateau (``mvlab.analysis.plateau``);
 * verdicts: every configuration against the study's reference (``analysis.reference``), paired
   over seeds, Holm-adjusted, TOST at ``analysis.equivalence_margin``, one verdict each
   (``mvlab.analysis.verdicts``), with a test of whether one noise level fits every configuration
@@ -13,7 +14,7 @@ display it. Per fidelity (a 1-epoch and a 4-epoch run are never averaged togethe
 * reliability: split-half over seeds; below ``analysis.reliability_threshold`` the ranking is
   printed marked unreliable with the seeds it would take;
 * the calibration gate (``analysis.gate``, ``mvlab.study.gate``): positive controls, accuracy
-  band and reliability, passed only when every criterion holds;
+  band, every seed off the plateau and reliability, passed only when every criterion holds;
 * the Pareto front over configuration means, a point whose lead is inside its CI marked;
 * per-choice summaries and error EDFs over configurations;
 * across fidelities: rank agreement of the cheapest with the longest, seeds resampled.
@@ -374,8 +375,9 @@ def _mark_plateau(rows: pd.DataFrame, means: pd.DataFrame, notes: list[str]) -> 
     recorded = means[CONFIG].map(counts["recorded"]).fillna(0)
     means["on_plateau"] = means[CONFIG].map(counts["on_plateau"]).astype("Int64").where(
         recorded > 0, pd.NA)
+    means["plateau_judged"] = recorded.astype(int)
     unrecorded = int((counts["trials"] - counts["recorded"]).sum())
-    if unrecorded and counts["recorded"].sum():
+    if unrecorded:
         notes.append(f"plateau check: {unrecorded} trial(s) lack the training loss or the "
                      "class count (recorded since 2026-12-05) and are not judged")
 
@@ -388,14 +390,15 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
     if "on_plateau" not in means or not means["on_plateau"].fillna(0).gt(0).any():
         return []
     stuck = means[means["on_plateau"].fillna(0) > 0]
-    listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of {int(row['runs'])}"
-                       for _, row in stuck.iterrows())
+    listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of "
+                       f"{int(row['plateau_judged'])} judged seeds" for _, row in stuck.iterrows())
     return ["### Seeds that never left the plateau", "",
-            f"{listed}. {describe_threshold()}. Such a seed learned next to nothing in this "
-            "budget: its score is near chance whatever the architecture. Where a configuration has seeds on and "
-            "off the plateau its seed spread has two humps, which more seeds average but do not "
-            "narrow, and its interval is a rough guide only; a longer budget or a lower "
-            "learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
+            f"{listed}. {describe_threshold()}. Such a seed had learned next to nothing of its "
+            "training set by the end of its budget, whatever its architecture: its score says "
+            "when it would start to learn, not how well it mixes tokens. Where a configuration "
+            "has seeds on and off the plateau its seed spread has two humps, which more seeds "
+            "average but do not narrow, and its interval is a rough guide only; a longer budget "
+            "or a lower learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
 
 
 def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
@@ -422,7 +425,7 @@ def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
         ci = (f" (95 % CI {low:.2f} to {high:.2f})" if isinstance(low, float)
               and math.isfinite(low) else " (one seed: no CI)")
         stuck = row.get("on_plateau")
-        plateau = (f", {int(stuck)} of them on the plateau" if stuck is not None
+        plateau = (f", {int(stuck)} on the plateau" if stuck is not None
                    and not pd.isna(stuck) and stuck > 0 else "")
         lines.append(f"{rank}. {row[CONFIG_LABEL]}: {row[accuracy]:.2f}{ci}, "
                      f"{int(row['runs'])} seed(s){plateau}")

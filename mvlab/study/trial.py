@@ -172,9 +172,10 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     num_classes = int(bundle.num_classes)
 
     cost = complexity_of(plan.spec, plan.data.resolution, num_classes)
-    trial.set_user_attr(PARAMS, int(cost[PARAMS]))
-    trial.set_user_attr(MACS, int(cost[MACS]))
-    trial.set_user_attr(records.NUM_CLASSES, num_classes)  # the report's plateau check
+    with deferred_interrupts():
+        trial.set_user_attr(PARAMS, int(cost[PARAMS]))
+        trial.set_user_attr(MACS, int(cost[MACS]))
+        trial.set_user_attr(records.NUM_CLASSES, num_classes)  # the report's plateau check
     run.log_metrics(cost)
     _check_constraints(config, cost, ("max_params", PARAMS), ("max_macs", MACS))
 
