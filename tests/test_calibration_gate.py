@@ -215,7 +215,7 @@ def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_me
                for line in ranking_lines(part, records.HELDOUT_TOP1))
     assert plateau_lines(part)[2].startswith(
         "conv: 2 of 3 judged seeds. A seed is on the plateau when the mean training loss of its "
-        "last epoch stays within 2% of a uniform guess's, ln K for K classes: at least 0.679 "
+        "last epoch stays within 2 % of a uniform guess's, ln K for K classes: at least 0.679 "
         "for two.")
     # one configuration recorded, one not: judged where recorded, and the report says so
     partly = table.assign(**{records.NUM_CLASSES: table["config"].map({"conv": 2})})

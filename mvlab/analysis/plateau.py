@@ -59,5 +59,5 @@ def plateau_counts(table: pd.DataFrame, config: str) -> pd.DataFrame:
 def describe_threshold() -> str:
     """The rule in words, for reports."""
     return (f"A seed is on the plateau when the mean training loss of its last epoch stays "
-            f"within {TOLERANCE:.0%} of a uniform guess's, ln K for K classes: at least "
+            f"within {TOLERANCE * 100:g} % of a uniform guess's, ln K for K classes: at least "
             f"{(1 - TOLERANCE) * uniform_loss(2):.3f} for two")
