@@ -221,3 +221,16 @@ def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_me
     partly = table.assign(**{records.NUM_CLASSES: table["config"].map({"conv": 2})})
     _mark_plateau(partly, means, notes)
     assert pd.isna(means.set_index("config").loc["reference", "on_plateau"]) and notes
+
+
+def test_mvlab_report_prints_the_plateau_seeds_in_one_line(tmp_path):
+    from mvlab.study.report import plateau_line
+
+    means = pd.DataFrame({"configuration": ["conv", "attn_only", "last_half"],
+                          "on_plateau": [0, 2, None], "plateau_judged": [4, 4, 0]})
+    means.to_csv(tmp_path / "configurations_epochs_2.csv", index=False)
+    assert plateau_line(tmp_path / "configurations_epochs_2.csv") == (
+        "plateau (epochs_2): 2 of 8 judged seeds never left it (attn_only 2): they learned "
+        "next to nothing in this budget; see the report's README.md")
+    means.assign(on_plateau=[0, 0, None]).to_csv(tmp_path / "configurations.csv", index=False)
+    assert plateau_line(tmp_path / "configurations.csv") is None

@@ -96,6 +96,13 @@ def handle(args: argparse.Namespace) -> int:
     for path in written:
         print(f"  {path}")
     for path in written:
+        if path.name.startswith("configurations") and path.suffix == ".csv":
+            from mvlab.study.report import plateau_line
+
+            line = plateau_line(path)
+            if line:
+                print(line)
+    for path in written:
         if path.name.startswith("gate") and path.suffix == ".csv":
             from mvlab.study.gate import outcome_line
 

@@ -401,6 +401,21 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
             "or a lower learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
 
 
+def plateau_line(path: Path) -> str | None:
+    """One line for the terminal from a written ``configurations*.csv``, when some judged seed
+    never left the plateau."""
+    means = pd.read_csv(path)
+    if "on_plateau" not in means or not means["on_plateau"].fillna(0).gt(0).any():
+        return None
+    stuck = means[means["on_plateau"].fillna(0) > 0]
+    where = f" ({path.stem[len('configurations_'):]})" if path.stem != "configurations" else ""
+    return (f"plateau{where}: {int(stuck['on_plateau'].sum())} of "
+            f"{int(means['plateau_judged'].sum())} judged seeds never left it ("
+            + ", ".join(f"{row[CONFIG_LABEL]} {int(row['on_plateau'])}"
+                        for _, row in stuck.iterrows())
+            + "): they learned next to nothing in this budget; see the report's README.md")
+
+
 def ranking_lines(analysis: FidelityAnalysis, accuracy: str) -> list[str]:
     """The ranking by seed mean, headed by whether the study can rank at all."""
     means = analysis.configurations
