@@ -21,6 +21,7 @@ PROBES = {  # folder: what ran (RUN.md sections of clearance/, same_different/)
     "clearance/c6d2_e5_centred/mixers": "contour 6, 2 distractors, centred, seed 0 (section 7)",
     "clearance/c6d2_e5_centred_s1": "contour 6, 2 distractors, centred, seed 1 (section 9)",
     "clearance/c6d2_e5_centred_s1/controls": "contour 6, 2 distractors, centred, seed 1 (section 9)",
+    "clearance/c6d2_e5_centred_s2": "contour 6, 2 distractors, centred, seed 2 (section 10)",
     "clearance/c8d2_e5_centred_partial": "contour 8, 2 distractors, centred, seed 0, 4 epochs",
     "same_different/g2c1d0_e5": "same_different glyph 2, changed 1, no distractors, seed 0",
 }
