@@ -2,9 +2,10 @@
 
 Load a study with ``load_study``; then Pareto fronts (``pareto_mask``, ``pareto_table``), error
 EDFs (``edf_table``), bootstrap ranges of knobs (``bootstrap_range``, ``bootstrap_win_share``),
-seed noise (``seed_noise``), seeds that never left the plateau (``on_plateau``), verdicts against a reference configuration over seeds
-(``compare_to_reference``, ``compare_pairs``, ``page_trend``), split-half reliability (``split_half``), and proxy
-validity (``paired_fidelities``, ``fidelity_table``).
+seed noise (``seed_noise``), seeds that never left the plateau (``on_plateau``), verdicts
+against a reference configuration over seeds (``compare_to_reference``, ``compare_pairs``,
+``page_trend``), split-half reliability (``split_half``), and proxy validity
+(``paired_fidelities``, ``fidelity_table``).
 Figures live in ``mvlab.analysis.plots``. See docs/analysis.md."""
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ __all__ = [
     "bootstrap_win_share", "choice_summary", "compare_pairs", "compare_to_reference", "front_within_ci", "holm", "completed", "complexity_bins",
     "complexity_weights", "design_choices", "edf", "knob_label", "edf_table", "fidelity_levels",
     "fidelity_table", "find_storage", "load_study", "objectives_of", "open_storage",
-    "noise_homogeneity", "on_plateau", "page_trend", "paired_fidelities", "pareto_front", "pareto_mask",
-    "pareto_ranks", "pareto_table", "plateau_counts",
+    "noise_homogeneity", "on_plateau", "page_trend", "paired_fidelities", "pareto_front",
+    "pareto_mask", "pareto_ranks", "pareto_table", "plateau_counts",
     "pooled_std", "primary_knob", "rank_agreement", "rank_agreement_ci", "seed_means",
     "seed_matrix", "seed_noise", "seed_spread", "spec_fields", "split_half", "study_names",
     "top_k_overlap", "with_error", "with_pareto", "with_spec_fields",

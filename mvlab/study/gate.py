@@ -3,8 +3,8 @@
 A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of configurations
 whose difference the instrument has to resolve (conv-only token stages against mixers, a width
 step), a band the configuration means must lie in (far enough from chance and from saturation
-that differences can show) with every seed off the plateau (``mvlab.analysis.plateau``), and
-the study's ``reliability_threshold`` for split-half reliability (unless ``reliability:
+that differences can show), every seed off the plateau (``mvlab.analysis.plateau``; whenever the
+trials record it), and the study's ``reliability_threshold`` for split-half reliability (unless ``reliability:
 false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study
 into one row per criterion; the gate passes only when every row does. A control that is not
 shown different at these seeds fails the gate with the seeds it would take: "undetermined" is

@@ -382,14 +382,20 @@ def _mark_plateau(rows: pd.DataFrame, means: pd.DataFrame, notes: list[str]) -> 
                      "class count (recorded since 2026-12-05) and are not judged")
 
 
+def _stuck(means: pd.DataFrame) -> pd.DataFrame:
+    """The configurations (rows of ``means``) with a judged seed on the plateau."""
+    if "on_plateau" not in means:
+        return means.iloc[:0]
+    return means[means["on_plateau"].fillna(0) > 0]
+
+
 def plateau_lines(part: FidelityAnalysis) -> list[str]:
     """Which configurations have seeds that never left the plateau, and what that does to them."""
     from mvlab.analysis.plateau import describe_threshold
 
-    means = part.configurations
-    if "on_plateau" not in means or not means["on_plateau"].fillna(0).gt(0).any():
+    stuck = _stuck(part.configurations)
+    if stuck.empty:
         return []
-    stuck = means[means["on_plateau"].fillna(0) > 0]
     listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of "
                        f"{int(row['plateau_judged'])} judged seeds" for _, row in stuck.iterrows())
     return ["### Seeds that never left the plateau", "",
@@ -405,9 +411,9 @@ def plateau_line(path: Path) -> str | None:
     """One line for the terminal from a written ``configurations*.csv``, when some judged seed
     never left the plateau."""
     means = pd.read_csv(path)
-    if "on_plateau" not in means or not means["on_plateau"].fillna(0).gt(0).any():
+    stuck = _stuck(means)
+    if stuck.empty:
         return None
-    stuck = means[means["on_plateau"].fillna(0) > 0]
     where = f" ({path.stem[len('configurations_'):]})" if path.stem != "configurations" else ""
     return (f"plateau{where}: {int(stuck['on_plateau'].sum())} of "
             f"{int(means['plateau_judged'].sum())} judged seeds never left it ("

@@ -232,13 +232,14 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
         ddp.broadcast_object(TrainOrder(plan.spec, plan.data, plan.train), ranks)
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
-    last = (getattr(result, "history", None) or [{}])[-1].get(records.TRAIN_LOSS)
+    history = getattr(result, "history", None) or []
+    last = history[-1].get(records.TRAIN_LOSS) if history else None
     if isinstance(last, (int, float)) and math.isfinite(last):
         with deferred_interrupts():  # with num_classes: the report's plateau check
             trial.set_user_attr(records.TRAIN_LOSS, float(last))
     run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))
-    if getattr(result, "history", None):
-        run.log_json(result.history, "history.json")
+    if history:
+        run.log_json(history, "history.json")
     if stop_reason:
         raise _Pruned(stop_reason[0])
     if getattr(result, "status", records.STATUS_OK) != records.STATUS_OK:

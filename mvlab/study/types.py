@@ -113,9 +113,9 @@ class Control:
 class GateSettings:
     """What a proxy must show before any ranking on it is believed (docs/studies.md,
     "Calibration gate"): every control's expected verdict, every configuration's mean accuracy
-    inside ``band`` (top-1 %, neither chance nor saturation) with every seed off the plateau, and
-    split-half reliability at least
-    the study's ``reliability_threshold``."""
+    inside ``band`` (top-1 %, neither chance nor saturation), every seed off the plateau (checked
+    whenever the trials record it, band or not), and split-half reliability at least the study's
+    ``reliability_threshold``."""
 
     controls: tuple[Control, ...] = ()
     band: tuple[float, float] | None = None
