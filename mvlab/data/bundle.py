@@ -224,8 +224,30 @@ def build_data(cfg: DataConfig, batch_size: int, eval_batch_size: int | None = N
         "order_seed": cfg.seed if cfg.order_seed is None else cfg.order_seed,
         "skipped": {"count": len(skipped), "files": skipped[:100]},
     }
+    if cfg.curriculum:
+        train = _with_curriculum(cfg, train, manifest, batch_size, eval_batch_size, device, progress)
     names = _class_names(cfg, subset.classes)
     return DataBundle(train, heldout, val, len(subset.classes), names, manifest, caches)
+
+
+def _with_curriculum(cfg: DataConfig, train: Loader, manifest: dict, batch_size: int,
+                     eval_batch_size: int, device: str, progress: bool | None):
+    """``train`` behind the curriculum's stages; each stage is a whole data config of its own
+    (generated, cached and split like any other), of which only the training part is used. The
+    manifest lists every stage's images."""
+    from mvlab.data.loaders import CurriculumLoader
+
+    stages, described = [], []
+    for epochs, stage_cfg in cfg.stages():
+        bundle = build_data(stage_cfg, batch_size, eval_batch_size, device, progress=progress)
+        stages.append((epochs, bundle.train))
+        described.append({"epochs": epochs, "subset_id": bundle.manifest["subset_id"],
+                          "root": bundle.manifest["root"], "cache": bundle.manifest["cache"],
+                          "counts": {"train": bundle.manifest["counts"]["train"]},
+                          **{k: v for k, v in cfg.curriculum[len(described)].items()
+                             if k != "epochs"}})
+    manifest["curriculum"] = described
+    return CurriculumLoader(stages, train)
 
 
 def _root_tag(root: Path) -> str:

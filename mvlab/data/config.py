@@ -27,7 +27,8 @@ MAX_CLEARANCE = 16  # px at 64 px: beyond this two contours rarely fit the image
 # A study recorded before the key existed resumes as if written with that value (elsewhere the
 # key changes nothing, so the record takes the current one: ``with_added_keys``).
 ADDED = {"clearance": (0.0, ("pathfinder",)), "joints": ("forward", ("pathfinder",)),
-         "shortest_contour": (0, ("pathfinder",))}
+         "shortest_contour": (0, ("pathfinder",)), "curriculum": ((), PROCEDURAL)}
+MAX_CURRICULUM_STAGES = 16
 
 
 @dataclass
@@ -40,7 +41,10 @@ class DataConfig:
     ``contour_length``, ``distractors``, ``clearance``, ``joints``,
     ``shortest_contour``) or ``"same_different"`` (``glyph_cells``,
     ``changed_cells``, ``distractors``); for those ``per_class`` / ``val_per_class`` are the
-    generated counts (default 2000 / 500 a class).
+    generated counts (default 2000 / 500 a class), and ``curriculum`` may train the first
+    epochs on other values of the task's knobs: a list of stages such as ``{epochs: 2,
+    contour_length: 2, distractors: 0}``, each its own generated pool with the same counts
+    (held-out and val stay this config's; docs/data.md, "Curriculum").
     ``classes``: ``"all"``, ``"first:N"``, ``"random:N"`` / ``"random:N,SEED"``, a shipped list
     name (``imagenet100``, ``imagenette``, ``imagewoof``), a path to a list file (one class id a
     line), or an explicit list / comma-separated string of class ids.
@@ -87,6 +91,8 @@ class DataConfig:
     shortest_contour: int = 0
     glyph_cells: int = 4  # same_different: a glyph is glyph_cells x glyph_cells cells
     changed_cells: int = 2  # same_different: cells swapped in a "different" pair (fewer = harder)
+    # procedural tasks: stages trained first, in order, each {epochs: N, <task knob>: value, ...}
+    curriculum: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         geometry = PROCEDURAL_GEOMETRY if self.dataset in PROCEDURAL else PHOTO_GEOMETRY
@@ -136,6 +142,48 @@ class DataConfig:
         self._validate_lengths()
         if self.dataset in PROCEDURAL:
             self._validate_procedural()
+        self.stages()  # a curriculum's stages are configs too: each is validated here
+
+    def stages(self) -> list[tuple[int, DataConfig]]:
+        """``curriculum`` as (epochs, the config its training images come from), in order."""
+        stages = self.curriculum
+        if not stages:
+            return []
+        if self.dataset not in PROCEDURAL:
+            raise DataError(f"data.curriculum needs a generated task ({', '.join(PROCEDURAL)}): "
+                            f"its stages change the task's knobs; drop it for "
+                            f"data.dataset={self.dataset}")
+        if not isinstance(stages, (list, tuple)) or len(stages) > MAX_CURRICULUM_STAGES:
+            raise DataError(f"data.curriculum: a list of at most {MAX_CURRICULUM_STAGES} stages "
+                            f"such as {{epochs: 2, contour_length: 2}}, got {stages!r}")
+        from mvlab.data.procedural import TASKS
+        knobs = TASKS[self.dataset].knobs
+        out = []
+        for index, stage in enumerate(stages):
+            where = f"data.curriculum[{index}]"
+            if not isinstance(stage, dict):
+                raise DataError(f"{where}={stage!r}: a stage is a mapping such as "
+                                f"{{epochs: 2, {knobs[0]}: 2}}")
+            epochs = stage.get("epochs")
+            if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+                raise DataError(f"{where}.epochs={epochs!r}: every stage needs a whole number "
+                                f"of epochs >= 1")
+            unknown = sorted(set(stage) - {"epochs", *knobs})
+            if unknown:
+                raise DataError(f"{where}: {', '.join(unknown)} cannot change between stages; "
+                                f"a stage sets epochs and any of {', '.join(knobs)}")
+            changes = {key: value for key, value in stage.items() if key != "epochs"}
+            try:
+                config = dataclasses.replace(self, curriculum=(), **changes)
+            except (DataError, TypeError) as error:
+                raise DataError(f"{where}: {error}") from None
+            out.append((epochs, config))
+        return out
+
+    @property
+    def curriculum_epochs(self) -> int:
+        """Epochs trained on the curriculum's stages before this config's own images."""
+        return sum(int(stage["epochs"]) for stage in self.curriculum)
 
     def _validate_procedural(self) -> None:
         name = f"data.dataset={self.dataset}"

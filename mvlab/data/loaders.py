@@ -24,6 +24,7 @@ from mvlab.data.transforms import (
     pil_transform,
     sample_crop_boxes,
 )
+from mvlab.errors import DataError
 
 log = logging.getLogger("mvlab.data")
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -196,3 +197,57 @@ class DirectLoader(_EpochLoader):
         if len(self.skipped_files) > max(known, NAMED_UNDECODABLE):
             warn_undecodable(list(self.skipped_files), self.dataset.root,
                              already_named=NAMED_UNDECODABLE)
+
+
+class CurriculumLoader:
+    """Training batches whose source changes with the epoch (``data.curriculum``).
+
+    ``stages`` is a list of ``(epochs, loader)``: the first stage serves epochs ``0..e1-1``, the
+    next the following ones, and ``main`` every epoch after the last stage. Every source has the
+    same number of batches, so the learning-rate schedule, which counts steps per epoch, is the
+    one a run without a curriculum follows. Order and augmentation stay a function of
+    ``(seed, epoch)`` in each source: a resumed run sees the same batches."""
+
+    def __init__(self, stages: Sequence[tuple[int, _EpochLoader]], main: _EpochLoader):
+        self.main = main
+        self.loaders = [loader for _, loader in stages]
+        self.ends = np.cumsum([int(epochs) for epochs, _ in stages]).tolist()
+        lengths = sorted({len(loader) for loader in self.loaders})
+        if lengths != [len(main)]:
+            raise DataError(f"data.curriculum: its stages give {lengths} training batches an "
+                            f"epoch and the task {len(main)}; every stage must have the same "
+                            f"number of training images (data.per_class, heldout_fraction)")
+        self.epoch = 0
+
+    @property
+    def stage_epochs(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.main.batch_size
+
+    @property
+    def skipped(self) -> int:
+        return sum(getattr(loader, "skipped", 0) for loader in (*self.loaders, self.main))
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def source(self, epoch: int) -> _EpochLoader:
+        """The loader that serves ``epoch``."""
+        for end, loader in zip(self.ends, self.loaders, strict=True):
+            if epoch < end:
+                return loader
+        return self.main
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self.epoch
+        self.epoch += 1
+        return self.batches(epoch)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        return self.source(epoch).batches(epoch, start)

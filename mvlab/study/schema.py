@@ -250,6 +250,7 @@ def _validate(located: Located) -> StudyConfig:
     bench = _bench(check, raw.get("bench"))
     early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
     _check_heldout_split(check, data, objectives, early_stop)
+    _check_curriculum(check, data, train)
     analysis = _analysis(check, raw.get("analysis"), space)
     sequential = _sequential(check, study_raw.get("sequential"), kind, seeds, analysis)
     if sequential is not None:
@@ -492,6 +493,16 @@ def _check_heldout_split(check: _Checker, data: Any, objectives: tuple[tuple[str
                          f"0 leaves no held-out split, but {', '.join(needs)} needs one; set "
                          f"data.heldout_fraction (e.g. 0.1), or use val_top1 objectives and "
                          f"early_stop: false")
+
+
+def _check_curriculum(check: _Checker, data: Any, train: Any) -> None:
+    """Stages that fill every epoch would leave the task's own images untrained."""
+    stage_epochs = getattr(data, "curriculum_epochs", 0)
+    if stage_epochs and stage_epochs >= train.epochs:
+        raise check.fail(("data", "curriculum"), f"its stages take {stage_epochs} epoch(s) and "
+                                                 f"train.epochs={train.epochs}: the task's own "
+                                                 f"images would never be trained on; raise "
+                                                 f"train.epochs or shorten the stages")
 
 
 def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop | None:

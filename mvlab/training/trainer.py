@@ -217,6 +217,11 @@ def setup_run(spec: str | nn.Module, data: Any, cfg: TrainConfig, device: torch.
               result: TrainResult, dist: ddp.DistContext | None, position: Position) -> Run:
     """Data, model, optimisation and loss, then the checkpoint's state when resuming."""
     bundle = setup_data(data, cfg, device, dist)
+    stage_epochs = getattr(bundle.train, "stage_epochs", 0)
+    if stage_epochs >= cfg.epochs:
+        raise DataError(f"data.curriculum's stages take {stage_epochs} epoch(s) and "
+                        f"train.epochs={cfg.epochs}: the task's own images would never be "
+                        f"trained on; raise train.epochs or shorten the stages")
     steps_per_epoch = _length(bundle.train)
     result.data_manifest = getattr(bundle, "manifest", None)
     # Seeded here, after the data is built, so that a DataConfig and a prebuilt DataBundle
