@@ -110,8 +110,8 @@ def test_build_data_trains_on_the_stage_pool_then_the_task_and_keeps_the_task_sp
             getattr(staged, split), getattr(plain, split), strict=True))
     [described] = staged.manifest["curriculum"]
     assert described["epochs"] == 2 and described["contour_length"] == 2
-    assert described["subset_id"] == stage.manifest["subset_id"]
     assert described["root"] == stage.manifest["root"] != plain.manifest["root"]
+    assert described["cache"] == stage.manifest["cache"]
 
 
 def test_a_curriculum_that_fills_every_epoch_is_refused(tmp_path):
@@ -122,13 +122,33 @@ def test_a_curriculum_that_fills_every_epoch_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"stages take 2 epoch\(s\) and train.epochs=2: the "
                                         r"task's own images would never be trained on"):
         train("resnet18", cfg, TrainConfig(epochs=2, batch_size=8))
+    assert not any(tmp_path.iterdir())  # refused before any pool was generated
     text = f"""
 name: c
 data: {{dataset: pathfinder, contour_length: 6, curriculum: [{STAGE}]}}
 train: {{epochs: 2}}
 space: {{pattern: [conv]}}
 """
-    with pytest.raises(UserError, match=r"tiny.yaml:3: data.curriculum: its stages take 2 "
+    with pytest.raises(UserError, match=r"tiny.yaml:3: data.curriculum's stages take 2 "
                                         r"epoch\(s\) and train.epochs=2"):
         load_study_text(text, "tiny.yaml")
     assert load_study_text(text.replace("epochs: 2}", "epochs: 3}"), "tiny.yaml").data.stages()
+    # Nor in any trial of a space over train.epochs, nor may early stopping judge a stage epoch.
+    spaced = text.replace("epochs: 2}", "epochs: 4}").replace("[conv]", "[conv], train.epochs: [2, 4]")
+    with pytest.raises(UserError, match=r"tiny.yaml:5: space.train.epochs: data.curriculum's "
+                                        r"stages take 2 epoch\(s\) and train.epochs=2"):
+        load_study_text(spaced, "tiny.yaml")
+    with pytest.raises(UserError, match=r"early_stop.after_epoch: 2 falls inside "
+                                        r"data.curriculum's 2 epoch\(s\)"):
+        load_study_text(text.replace("epochs: 2}", "epochs: 4}") + "early_stop: {after_epoch: 2}\n",
+                        "tiny.yaml")
+
+
+def test_the_plan_names_what_each_stage_changes():
+    from mvlab.study.plan import task_knobs
+
+    cfg = DataConfig(dataset="pathfinder", contour_length=6, distractors=2,
+                     curriculum=(STAGE, {"epochs": 1, "contour_length": 4}))
+    assert task_knobs(cfg).endswith("contour_length=6 distractors=2 clearance=2.0 "
+                                    "joints=centred shortest_contour=0 (epochs 1-2: "
+                                    "contour_length=2 distractors=0) (epoch 3: contour_length=4)")

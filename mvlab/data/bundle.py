@@ -241,8 +241,9 @@ def _with_curriculum(cfg: DataConfig, train: Loader, manifest: dict, batch_size:
     for epochs, stage_cfg in cfg.stages():
         bundle = build_data(stage_cfg, batch_size, eval_batch_size, device, progress=progress)
         stages.append((epochs, bundle.train))
-        described.append({"epochs": epochs, "subset_id": bundle.manifest["subset_id"],
-                          "root": bundle.manifest["root"], "cache": bundle.manifest["cache"],
+        # The pool's root names its task definition (the subset id does not carry the knobs).
+        described.append({"epochs": epochs, "root": bundle.manifest["root"],
+                          "cache": bundle.manifest["cache"],
                           "counts": {"train": bundle.manifest["counts"]["train"]},
                           **{k: v for k, v in cfg.curriculum[len(described)].items()
                              if k != "epochs"}})

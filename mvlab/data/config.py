@@ -183,7 +183,7 @@ class DataConfig:
     @property
     def curriculum_epochs(self) -> int:
         """Epochs trained on the curriculum's stages before this config's own images."""
-        return sum(int(stage["epochs"]) for stage in self.curriculum)
+        return sum(epochs for epochs, _ in self.stages())
 
     def _validate_procedural(self) -> None:
         name = f"data.dataset={self.dataset}"

@@ -40,11 +40,22 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
 
 def task_knobs(data) -> str:
     """`` contour_length=2 distractors=0 clearance=2.0`` for a generated task: what sets its
-    difficulty and its pixels; empty for a photo set."""
+    difficulty and its pixels, then each curriculum stage's changes; empty for a photo set."""
     from mvlab.data.procedural import TASKS
 
     task = TASKS.get(data.dataset)
-    return "".join(f" {knob}={getattr(data, knob)}" for knob in task.knobs) if task else ""
+    if not task:
+        return ""
+    text = "".join(f" {knob}={getattr(data, knob)}" for knob in task.knobs)
+    first = 1
+    for epochs, stage in data.stages():  # data.curriculum: what the first epochs train on
+        changed = " ".join(f"{knob}={getattr(stage, knob)}" for knob in task.knobs
+                           if getattr(stage, knob) != getattr(data, knob))
+        last = first + epochs - 1
+        span = f"epoch {first}" if last == first else f"epochs {first}-{last}"
+        text += f" ({span}: {changed or 'the same knobs'})"
+        first = last + 1
+    return text
 
 
 def collapsed_lines(config: StudyConfig) -> list[str]:

@@ -250,7 +250,7 @@ def _validate(located: Located) -> StudyConfig:
     bench = _bench(check, raw.get("bench"))
     early_stop = _early_stop(check, raw.get("early_stop", "auto"), kind, train)
     _check_heldout_split(check, data, objectives, early_stop)
-    _check_curriculum(check, data, train)
+    _check_curriculum(check, data, train, space, early_stop)
     analysis = _analysis(check, raw.get("analysis"), space)
     sequential = _sequential(check, study_raw.get("sequential"), kind, seeds, analysis)
     if sequential is not None:
@@ -495,14 +495,30 @@ def _check_heldout_split(check: _Checker, data: Any, objectives: tuple[tuple[str
                          f"early_stop: false")
 
 
-def _check_curriculum(check: _Checker, data: Any, train: Any) -> None:
-    """Stages that fill every epoch would leave the task's own images untrained."""
+def _check_curriculum(check: _Checker, data: Any, train: Any, space: tuple[Dimension, ...],
+                      early_stop: EarlyStop | None) -> None:
+    """Stages that fill every epoch would leave the task's own images untrained, in any trial;
+    and early stopping judged during the stages would compare scores nothing has trained for."""
+    from mvlab.study.space import probe_values
+
     stage_epochs = getattr(data, "curriculum_epochs", 0)
-    if stage_epochs and stage_epochs >= train.epochs:
-        raise check.fail(("data", "curriculum"), f"its stages take {stage_epochs} epoch(s) and "
-                                                 f"train.epochs={train.epochs}: the task's own "
-                                                 f"images would never be trained on; raise "
-                                                 f"train.epochs or shorten the stages")
+    if not stage_epochs:
+        return
+    where, fewest = ("data", "curriculum"), train.epochs
+    for dim in space:
+        if dim.key == "train.epochs":
+            low = min(int(v) for v in probe_values(dim))
+            if low < fewest:
+                where, fewest = ("space", dim.key), low
+    if stage_epochs >= fewest:
+        raise check.fail(where, f"data.curriculum's stages take {stage_epochs} epoch(s) and "
+                                f"train.epochs={fewest}: the task's own images would never be "
+                                f"trained on; raise train.epochs or shorten the stages")
+    if early_stop is not None and early_stop.after_epoch <= stage_epochs:
+        raise check.fail(("early_stop", "after_epoch"),
+                         f"{early_stop.after_epoch} falls inside data.curriculum's "
+                         f"{stage_epochs} epoch(s), where held-out scores say nothing yet; "
+                         f"set early_stop.after_epoch above {stage_epochs}, or early_stop: false")
 
 
 def _early_stop(check: _Checker, value: Any, kind: str, train: Any) -> EarlyStop | None:

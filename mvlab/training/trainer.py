@@ -216,12 +216,10 @@ def _fail(result: TrainResult, reason: str, kind: str, epoch: int | None, step: 
 def setup_run(spec: str | nn.Module, data: Any, cfg: TrainConfig, device: torch.device,
               result: TrainResult, dist: ddp.DistContext | None, position: Position) -> Run:
     """Data, model, optimisation and loss, then the checkpoint's state when resuming."""
+    # Checked before the data is built too: a stage's pool can take minutes to generate.
+    _check_curriculum(getattr(data, "curriculum_epochs", 0), cfg)
     bundle = setup_data(data, cfg, device, dist)
-    stage_epochs = getattr(bundle.train, "stage_epochs", 0)
-    if stage_epochs >= cfg.epochs:
-        raise DataError(f"data.curriculum's stages take {stage_epochs} epoch(s) and "
-                        f"train.epochs={cfg.epochs}: the task's own images would never be "
-                        f"trained on; raise train.epochs or shorten the stages")
+    _check_curriculum(getattr(bundle.train, "stage_epochs", 0), cfg)
     steps_per_epoch = _length(bundle.train)
     result.data_manifest = getattr(bundle, "manifest", None)
     # Seeded here, after the data is built, so that a DataConfig and a prebuilt DataBundle
@@ -241,6 +239,13 @@ def setup_run(spec: str | nn.Module, data: Any, cfg: TrainConfig, device: torch.
     parallel = ddp.wrap(model, dist, device) if dist else model
     run.run_model = torch.compile(parallel, mode=mode) if mode else parallel
     return run
+
+
+def _check_curriculum(stage_epochs: int, cfg: TrainConfig) -> None:
+    if stage_epochs >= cfg.epochs:
+        raise DataError(f"data.curriculum's stages take {stage_epochs} epoch(s) and "
+                        f"train.epochs={cfg.epochs}: the task's own images would never be "
+                        f"trained on; raise train.epochs or shorten the stages")
 
 
 def setup_data(data: Any, cfg: TrainConfig, device: torch.device,
