@@ -26,10 +26,12 @@ PROBES = {  # folder: what ran (RUN.md sections of clearance/, same_different/)
     "same_different/g2c1d0_e5": "same_different glyph 2, changed 1, no distractors, seed 0",
     "curriculum/attn_only": "contour 6, 2 distractors, centred, epochs 1-2 on contour 2 "
                             "(curriculum/RUN.md, section 1)",
+    "curriculum/conv_last_half": "contour 6, 2 distractors, centred, epochs 1-2 on contour 2 "
+                                 "(curriculum/RUN.md, section 2)",
 }
 # Probes whose first epochs trained on a curriculum stage (data.curriculum): their losses there
 # are on other images, so the plateau is looked for from the first epoch on the task.
-STAGE_EPOCHS = {"curriculum/attn_only": 2}
+STAGE_EPOCHS = {"curriculum/attn_only": 2, "curriculum/conv_last_half": 2}
 
 
 def rows() -> list[dict]:
