@@ -46,6 +46,8 @@ REASON = "reason"              # why a failed or pruned trial ended
 EARLY_HELDOUT_TOP1 = "early_heldout_top1"  # held-out top-1 at early_stop.after_epoch
 NUM_CLASSES = "num_classes"    # classes the trial trained on: a uniform guess's loss is ln K
 TRAIN_LOSS = "train_loss"      # mean training loss of the last epoch (also an MLflow series)
+TRAIN_LOSSES = "train_losses"  # mean training loss of every epoch: when the plateau was left
+STAGE_EPOCHS = "stage_epochs"  # epochs trained on data.curriculum's stages, not on the task
 # (THROUGHPUT, LATENCY_MS, PARAMS and MACS are trial user attributes too.)
 STATUS_OK, STATUS_FAILED, STATUS_PRUNED = "ok", "failed", "pruned"
 # Who runs a trial (mvlab.study.storage): the staleness check reads these.

@@ -61,6 +61,10 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch, name,
         assert conv_stages == (4 if trial.params["pattern"] == "conv" else 2)
         assert trial.user_attrs["num_classes"] == 2  # the plateau check's ln K ...
         assert 0 < trial.user_attrs["train_loss"] < 5  # ... and the last epoch's loss
+        losses = trial.user_attrs["train_losses"]  # every epoch's: when it left the plateau
+        assert len(losses) == config.train.epochs and losses[-1] == pytest.approx(
+            trial.user_attrs["train_loss"], abs=1e-6)
+        assert trial.user_attrs["stage_epochs"] == 0  # no data.curriculum
     # the report judges the gate: every control, the band, reliability where asked
     build_report(config.name, storage_url_for(config), tmp_path / "report",
                  settings=dataclasses.asdict(config.analysis))
@@ -71,3 +75,5 @@ def test_a_toy_calibration_study_runs_every_control(tmp_path, monkeypatch, name,
     assert gate["criterion"].tolist() == expected
     plateau = pd.read_csv(next((tmp_path / "report").glob("configurations*.csv")))["on_plateau"]
     assert plateau.between(0, 2).all()  # judged for every configuration: 0 to 2 of 2 seeds
+    exits = pd.read_csv(next((tmp_path / "report").glob("configurations*.csv")))["plateau_exits"]
+    assert exits.str.fullmatch(r"seed \d+: (\d+|never), seed \d+: (\d+|never)").all()

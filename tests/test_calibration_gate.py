@@ -3,6 +3,8 @@ effects it passes a control that is there, fails one that is not (undetermined i
 checks the accuracy band and reliability, and lands in the report."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -221,6 +223,48 @@ def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_me
     partly = table.assign(**{records.NUM_CLASSES: table["config"].map({"conv": 2})})
     _mark_plateau(partly, means, notes)
     assert pd.isna(means.set_index("config").loc["reference", "on_plateau"]) and notes
+
+
+def test_exit_epochs_read_every_epoch_after_the_curriculum_and_never_guess():
+    from mvlab.analysis.plateau import describe_exits, exit_epochs
+
+    table = pd.DataFrame({
+        records.TRAIN_LOSSES: [[0.694, 0.60, 0.2], [0.694, 0.693, 0.69], "[0.2, 0.01, 0.70, 0.5]",
+                               [0.2, 0.01, 0.70, 0.5], [2.3, 2.0], None, [0.5], "not json"],
+        records.NUM_CLASSES: [2, 2, 2, 2, 10, 2, None, 2],
+        records.STAGE_EPOCHS: [0, 0, 2, None, 0, 0, 0, 0],
+        records.SEED: [3, 1, 0, 2, 4, 5, 6, 7]})
+    # 0.98 ln 2 = 0.679: epoch 2; never (inf); after two stage epochs, epoch 4 (from a
+    # trials.csv's JSON text); without the stage count every epoch counts; 0.98 ln 10 = 2.256;
+    # the losses, the class count or readable losses missing: not judged (nan)
+    epochs = exit_epochs(table)
+    assert epochs.iloc[:5].tolist() == [2.0, math.inf, 4.0, 1.0, 2.0]
+    assert epochs.iloc[5:].isna().all()
+    assert describe_exits(epochs, table[records.SEED]) == (
+        "seed 0: 4, seed 1: never, seed 2: 1, seed 3: 2, seed 4: 2")
+    assert exit_epochs(pd.DataFrame()).empty
+
+
+def test_the_report_lists_when_each_seed_left_the_plateau():
+    from mvlab.study.report import FidelityAnalysis, _mark_plateau, plateau_lines
+
+    table = _with_losses(effects_table({"conv": 10.0}, seeds=2, noise_sd=0.3), {})
+    losses = {("conv", 0): [0.69, 0.3], ("conv", 1): [0.69, 0.69], ("reference", 0): [0.2, 0.1]}
+    table[records.TRAIN_LOSSES] = [losses.get((c, s)) for c, s in zip(
+        table["config"], table[records.SEED], strict=True)]
+    means = seed_means(table, [records.HELDOUT_TOP1], config="config")
+    means["configuration"] = means["config"]
+    _mark_plateau(table, means, [])
+    assert means.set_index("config")["plateau_exits"].to_dict() == {
+        "conv": "seed 0: 2, seed 1: never", "reference": "seed 0: 1"}
+    lines = plateau_lines(FidelityAnalysis("all", means))
+    start = lines.index("### When each seed left the plateau")
+    assert sorted(lines[start + 4:start + 6]) == ["- conv: seed 0: 2, seed 1: never",
+                                                  "- reference: seed 0: 1"]
+    # nothing recorded: no section
+    del table[records.TRAIN_LOSSES]
+    _mark_plateau(table, means, [])
+    assert plateau_lines(FidelityAnalysis("all", means)) == []
 
 
 def test_mvlab_report_prints_the_plateau_seeds_in_one_line(tmp_path):

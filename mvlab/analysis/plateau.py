@@ -15,11 +15,15 @@ A longer budget or a lower learning rate moves seeds off the plateau.
 
 The check needs two trial attributes, recorded since 2026-12-05: the last epoch's mean training
 loss (``train_loss``) and the class count (``num_classes``). Trials without them are "not
-recorded", never "off the plateau". It assumes balanced classes: on skewed data
+recorded", never "off the plateau". When a seed left it (``exit_epochs``: the first epoch whose
+mean training loss fell below the same threshold, counted after any ``data.curriculum`` stages)
+needs every epoch's loss (``train_losses``, with ``stage_epochs``), recorded since the tenth
+session of 2026-12-05. It assumes balanced classes: on skewed data
 a network that learned only the class prior sits below ln K and is not flagged.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -44,6 +48,59 @@ def on_plateau(table: pd.DataFrame) -> pd.Series:
     threshold = classes.map(uniform_loss) * (1 - TOLERANCE)
     known = loss.notna() & threshold.notna()
     return (loss >= threshold).astype("boolean").where(known, pd.NA)
+
+
+def exit_epochs(table: pd.DataFrame) -> pd.Series:
+    """Per trial: the first epoch (1-based, counting the curriculum's stages) whose mean training
+    loss fell below the plateau threshold, after the stages; ``inf`` when none did within the
+    budget; nan when the losses or the class count were not recorded."""
+    def one(row: pd.Series) -> float:
+        losses = _losses(row.get(records.TRAIN_LOSSES))
+        classes = pd.to_numeric(row.get(records.NUM_CLASSES), errors="coerce")
+        if losses is None or pd.isna(classes):
+            return math.nan
+        threshold = uniform_loss(float(classes)) * (1 - TOLERANCE)
+        if math.isnan(threshold):
+            return math.nan
+        skip = pd.to_numeric(row.get(records.STAGE_EPOCHS), errors="coerce")
+        skip = 0 if pd.isna(skip) else int(skip)
+        return next((float(epoch) for epoch, loss in enumerate(losses, start=1)
+                     if epoch > skip and loss < threshold), math.inf)
+
+    if table.empty:
+        return pd.Series(dtype=float, index=table.index)
+    return table.apply(one, axis=1).astype(float)
+
+
+def _losses(value: object) -> list[float] | None:
+    """A recorded ``train_losses``: a list from the storage, its JSON text from a trials.csv."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
+def describe_exits(epochs: pd.Series, seeds: pd.Series) -> str:
+    """``seed 0: 2, seed 1: never`` for one configuration's trials, in seed order; empty when
+    none was recorded."""
+    known = [(seed, epoch) for seed, epoch in zip(seeds, epochs, strict=True)
+             if not pd.isna(epoch)]
+    return ", ".join(f"seed {seed}: {'never' if math.isinf(epoch) else int(epoch)}"
+                     for seed, epoch in sorted(known, key=lambda item: _seed_order(item[0])))
+
+
+def _seed_order(seed: object) -> tuple[int, float, str]:
+    try:
+        return (0, float(seed), "")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed))
 
 
 def plateau_counts(table: pd.DataFrame, config: str) -> pd.DataFrame:

@@ -369,13 +369,18 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
 def _mark_plateau(rows: pd.DataFrame, means: pd.DataFrame, notes: list[str]) -> None:
     """``means["on_plateau"]``: seeds of each configuration that never left the plateau
     (``mvlab.analysis.plateau``), <NA> where none was recorded; a note when some were not."""
-    from mvlab.analysis.plateau import plateau_counts
+    from mvlab.analysis.plateau import describe_exits, exit_epochs, plateau_counts
 
     counts = plateau_counts(rows, CONFIG)
     recorded = means[CONFIG].map(counts["recorded"]).fillna(0)
     means["on_plateau"] = means[CONFIG].map(counts["on_plateau"]).astype("Int64").where(
         recorded > 0, pd.NA)
     means["plateau_judged"] = recorded.astype(int)
+    epochs = exit_epochs(rows)
+    seeds = rows[SEED] if SEED in rows else pd.Series(range(len(rows)), index=rows.index)
+    exits = {config: describe_exits(epochs[group.index], seeds[group.index])
+             for config, group in rows.groupby(CONFIG, sort=False)}
+    means["plateau_exits"] = means[CONFIG].map(exits).fillna("")
     unrecorded = int((counts["trials"] - counts["recorded"]).sum())
     if unrecorded:
         notes.append(f"plateau check: {unrecorded} trial(s) lack the training loss or the "
@@ -393,18 +398,31 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
     """Which configurations have seeds that never left the plateau, and what that does to them."""
     from mvlab.analysis.plateau import describe_threshold
 
-    stuck = _stuck(part.configurations)
-    if stuck.empty:
-        return []
-    listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of "
-                       f"{int(row['plateau_judged'])} judged seeds" for _, row in stuck.iterrows())
-    return ["### Seeds that never left the plateau", "",
-            f"{listed}. {describe_threshold()}. Such a seed had learned next to nothing of its "
-            "training set by the end of its budget, whatever its architecture: its score says "
-            "when it would start to learn, not how well it mixes tokens. Where a configuration "
-            "has seeds on and off the plateau its seed spread has two humps, which more seeds "
-            "average but do not narrow, and its interval is a rough guide only; a longer budget "
-            "or a lower learning rate moves seeds off it (docs/studies.md, \"Plateau\").", ""]
+    means = part.configurations
+    stuck = _stuck(means)
+    lines: list[str] = []
+    if not stuck.empty:
+        listed = "; ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])} of "
+                           f"{int(row['plateau_judged'])} judged seeds"
+                           for _, row in stuck.iterrows())
+        lines += ["### Seeds that never left the plateau", "",
+                  f"{listed}. {describe_threshold()}. Such a seed had learned next to nothing of "
+                  "its training set by the end of its budget, whatever its architecture: its "
+                  "score says when it would start to learn, not how well it mixes tokens. Where "
+                  "a configuration has seeds on and off the plateau its seed spread has two "
+                  "humps, which more seeds average but do not narrow, and its interval is a rough "
+                  "guide only; a longer budget or a lower learning rate moves seeds off it "
+                  "(docs/studies.md, \"Plateau\").", ""]
+    exits = means[means.get("plateau_exits", pd.Series("", index=means.index)).astype(bool)]
+    if not exits.empty:
+        lines += ["### When each seed left the plateau", "",
+                  "The first epoch whose mean training loss fell below the plateau threshold "
+                  "(after any data.curriculum stages; \"never\": not within the budget). Where "
+                  "seeds leave at different epochs, a score at a fixed budget says mostly which "
+                  "of them started early.", ""]
+        lines += [f"- {row[CONFIG_LABEL]}: {row['plateau_exits']}" for _, row in exits.iterrows()]
+        lines.append("")
+    return lines
 
 
 def plateau_line(path: Path) -> str | None:

@@ -233,10 +233,14 @@ def _measure_and_train(study: optuna.Study, trial: optuna.Trial, run: TrialRun, 
     result = train(plan.spec, bundle, plan.train, on_epoch=on_epoch)
     final = _final_metrics(result)
     history = getattr(result, "history", None) or []
-    last = history[-1].get(records.TRAIN_LOSS) if history else None
-    if isinstance(last, (int, float)) and math.isfinite(last):
+    losses = [epoch.get(records.TRAIN_LOSS) for epoch in history]
+    finite = [isinstance(v, (int, float)) and math.isfinite(v) for v in losses]
+    if losses and finite[-1]:
         with deferred_interrupts():  # with num_classes: the report's plateau check
-            trial.set_user_attr(records.TRAIN_LOSS, float(last))
+            trial.set_user_attr(records.TRAIN_LOSS, float(losses[-1]))
+            if all(finite):  # and when the plateau was left
+                trial.set_user_attr(records.TRAIN_LOSSES, [round(float(v), 6) for v in losses])
+                trial.set_user_attr(records.STAGE_EPOCHS, plan.data.curriculum_epochs)
     run.log_metrics(final, step=int(getattr(result, "epochs_completed", 0) or 0))
     if history:
         run.log_json(history, "history.json")
