@@ -39,15 +39,20 @@ def uniform_loss(num_classes: float) -> float:
     return math.log(num_classes) if num_classes >= 2 else math.nan
 
 
+def threshold(num_classes: float) -> float:
+    """The training loss below which a seed has left the plateau (nan below 2 classes)."""
+    return uniform_loss(num_classes) * (1 - TOLERANCE)
+
+
 def on_plateau(table: pd.DataFrame) -> pd.Series:
     """Per trial: True when its last epoch trained at the loss of a uniform guess, False when
     below it, <NA> when the loss or the class count was not recorded."""
     missing = pd.Series(math.nan, index=table.index)
     loss = pd.to_numeric(table.get(LOSS_COLUMN, missing), errors="coerce")
     classes = pd.to_numeric(table.get(records.NUM_CLASSES, missing), errors="coerce")
-    threshold = classes.map(uniform_loss) * (1 - TOLERANCE)
-    known = loss.notna() & threshold.notna()
-    return (loss >= threshold).astype("boolean").where(known, pd.NA)
+    limit = classes.map(threshold)
+    known = loss.notna() & limit.notna()
+    return (loss >= limit).astype("boolean").where(known, pd.NA)
 
 
 def exit_epochs(table: pd.DataFrame) -> pd.Series:
@@ -59,13 +64,13 @@ def exit_epochs(table: pd.DataFrame) -> pd.Series:
         classes = pd.to_numeric(row.get(records.NUM_CLASSES), errors="coerce")
         if losses is None or pd.isna(classes):
             return math.nan
-        threshold = uniform_loss(float(classes)) * (1 - TOLERANCE)
-        if math.isnan(threshold):
+        limit = threshold(float(classes))
+        if math.isnan(limit):
             return math.nan
         skip = pd.to_numeric(row.get(records.STAGE_EPOCHS), errors="coerce")
         skip = 0 if pd.isna(skip) else int(skip)
         return next((float(epoch) for epoch, loss in enumerate(losses, start=1)
-                     if epoch > skip and loss < threshold), math.inf)
+                     if epoch > skip and loss < limit), math.inf)
 
     if table.empty:
         return pd.Series(dtype=float, index=table.index)
@@ -117,4 +122,4 @@ def describe_threshold() -> str:
     """The rule in words, for reports."""
     return (f"A seed is on the plateau when the mean training loss of its last epoch stays "
             f"within {TOLERANCE * 100:g} % of a uniform guess's, ln K for K classes: at least "
-            f"{(1 - TOLERANCE) * uniform_loss(2):.3f} for two")
+            f"{threshold(2):.3f} for two")
