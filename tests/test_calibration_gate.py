@@ -226,22 +226,33 @@ def test_the_report_counts_plateau_seeds_per_configuration_and_says_what_they_me
 
 
 def test_exit_epochs_read_every_epoch_after_the_curriculum_and_never_guess():
-    from mvlab.analysis.plateau import describe_exits, exit_epochs
+    from mvlab.analysis.plateau import LOSS_COLUMN, describe_exits, exit_epochs, on_plateau
 
     table = pd.DataFrame({
         records.TRAIN_LOSSES: [[0.694, 0.60, 0.2], [0.694, 0.693, 0.69], "[0.2, 0.01, 0.70, 0.5]",
-                               [0.2, 0.01, 0.70, 0.5], [2.3, 2.0], None, [0.5], "not json"],
-        records.NUM_CLASSES: [2, 2, 2, 2, 10, 2, None, 2],
-        records.STAGE_EPOCHS: [0, 0, 2, None, 0, 0, 0, 0],
-        records.SEED: [3, 1, 0, 2, 4, 5, 6, 7]})
-    # 0.98 ln 2 = 0.679: epoch 2; never (inf); after two stage epochs, epoch 4 (from a
-    # trials.csv's JSON text); without the stage count every epoch counts; 0.98 ln 10 = 2.256;
-    # the losses, the class count or readable losses missing: not judged (nan)
+                               [0.694, 0.5, 0.3, 0.70], [2.3, 2.0], [0.69, 0.5, 0.70, 0.4],
+                               None, [0.5], "not json"],
+        records.NUM_CLASSES: [2, 2, 2, 2, 10, 2, 2, None, 2],
+        records.STAGE_EPOCHS: [0, 0, 2, 0, 0, None, 0, 0, 0],
+        records.SEED: [3, 1, 0, 2, 4, 5, 6, 7, 8]})
+    table[LOSS_COLUMN] = [v[-1] if isinstance(v, list) else None
+                          for v in table[records.TRAIN_LOSSES]]
+    # 0.98 ln 2 = 0.679: epoch 2; never (inf); after two stage epochs (low on contour 2, then
+    # above ln 2 on the task) epoch 4, from a trials.csv's JSON text; left in epoch 2 but back on
+    # the plateau at the end: never, as on_plateau says; 0.98 ln 10 = 2.256; left, fell back,
+    # left again: the epoch it stayed below from; losses, class count or readable losses
+    # missing: not judged (nan)
     epochs = exit_epochs(table)
-    assert epochs.iloc[:5].tolist() == [2.0, math.inf, 4.0, 1.0, 2.0]
-    assert epochs.iloc[5:].isna().all()
-    assert describe_exits(epochs, table[records.SEED]) == (
-        "seed 0: 4, seed 1: never, seed 2: 1, seed 3: 2, seed 4: 2")
+    assert epochs.iloc[:6].tolist() == [2.0, math.inf, 4.0, math.inf, 2.0, 4.0]
+    assert epochs.iloc[6:].isna().all()
+    stuck = on_plateau(table)
+    assert stuck.iloc[[0, 1, 3, 4, 5]].tolist() == [False, True, True, False, False]
+    assert describe_exits(epochs.iloc[:7], table[records.SEED].iloc[:7]) == (
+        "seed 0: 4, seed 1: never, seed 2: never, seed 3: 2, seed 4: 2, seed 5: 4, "
+        "seed 6: not recorded")
+    # a seed column read back as floats (one trial had none) still prints whole seeds
+    assert describe_exits(pd.Series([2.0]), pd.Series([3.0])) == "seed 3: 2"
+    assert describe_exits(pd.Series([math.nan]), pd.Series([0])) == ""
     assert exit_epochs(pd.DataFrame()).empty
 
 
@@ -256,11 +267,17 @@ def test_the_report_lists_when_each_seed_left_the_plateau():
     means["configuration"] = means["config"]
     _mark_plateau(table, means, [])
     assert means.set_index("config")["plateau_exits"].to_dict() == {
-        "conv": "seed 0: 2, seed 1: never", "reference": "seed 0: 1"}
+        "conv": "seed 0: 2, seed 1: never", "reference": "seed 0: 1, seed 1: not recorded"}
+    assert records.TRAIN_LOSSES not in means  # one seed's list would pass for the configuration
     lines = plateau_lines(FidelityAnalysis("all", means))
     start = lines.index("### When each seed left the plateau")
     assert sorted(lines[start + 4:start + 6]) == ["- conv: seed 0: 2, seed 1: never",
-                                                  "- reference: seed 0: 1"]
+                                                  "- reference: seed 0: 1, seed 1: not recorded"]
+    # rows under a repeated index (two tables concatenated) are still grouped by trial
+    doubled = pd.concat([table.iloc[:2], table.iloc[2:]])
+    doubled.index = [0, 1] * (len(doubled) // 2)
+    _mark_plateau(doubled, means, [])
+    assert means.set_index("config").loc["conv", "plateau_exits"] == "seed 0: 2, seed 1: never"
     # nothing recorded: no section
     del table[records.TRAIN_LOSSES]
     _mark_plateau(table, means, [])

@@ -152,3 +152,33 @@ def test_the_plan_names_what_each_stage_changes():
     assert task_knobs(cfg).endswith("contour_length=6 distractors=2 clearance=2.0 "
                                     "joints=centred shortest_contour=0 (epochs 1-2: "
                                     "contour_length=2 distractors=0) (epoch 3: contour_length=4)")
+
+
+def test_a_sweep_with_a_curriculum_records_its_stage_epochs_and_reports_exits(tmp_path,
+                                                                               monkeypatch):
+    import optuna
+
+    from mvlab.study import SweepOptions, build_report, run_sweep
+    from mvlab.study.locations import storage_url_for
+    from mvlab.study.preparation import open_study
+
+    monkeypatch.chdir(tmp_path)
+    config = load_study_text(f"""
+name: staged
+model: "stem=8 stem_stride=2 | depth=1 width=8 | depth=1 width=8 | depth=1 width=8
+  pattern=last_half heads=1 | depth=1 width=8 pattern=last_half heads=1"
+data: {{dataset: pathfinder, contour_length: 4, distractors: 1, per_class: 16,
+        val_per_class: 8, heldout_fraction: 0.25, cache_dir: {tmp_path / 'cache'},
+        curriculum: [{{epochs: 1, contour_length: 2, distractors: 0}}]}}
+train: {{epochs: 2, batch_size: 8, warmup_epochs: 0, threads: 1}}
+space: {{pattern: [conv]}}
+objectives: {{heldout_top1: maximize}}
+tracking: {{uri: "sqlite:///{tmp_path / 'mlflow.db'}"}}
+""", "staged.yaml")
+    assert run_sweep(config, SweepOptions(progress=False)).counts["COMPLETE"] == 1
+    [trial] = open_study(config, storage_url_for(config)).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,))
+    assert trial.user_attrs["stage_epochs"] == 1 and len(trial.user_attrs["train_losses"]) == 2
+    build_report(config.name, storage_url_for(config), tmp_path / "report")
+    exits = (tmp_path / "report" / "configurations.csv").read_text()
+    assert "seed 0: 2" in exits or "seed 0: never" in exits  # the stage epoch never counts

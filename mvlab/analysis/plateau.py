@@ -56,21 +56,25 @@ def on_plateau(table: pd.DataFrame) -> pd.Series:
 
 
 def exit_epochs(table: pd.DataFrame) -> pd.Series:
-    """Per trial: the first epoch (1-based, counting the curriculum's stages) whose mean training
-    loss fell below the plateau threshold, after the stages; ``inf`` when none did within the
-    budget; nan when the losses or the class count were not recorded."""
+    """Per trial: the epoch (1-based, counting any data.curriculum stages) from which its mean
+    training loss stayed below the plateau threshold to the end of training; ``inf`` when its
+    last epoch was still on the plateau (as ``on_plateau`` says); nan when the losses or the
+    class count were not recorded. Only the task's epochs count: a stage's loss is on other
+    images."""
     def one(row: pd.Series) -> float:
         losses = _losses(row.get(records.TRAIN_LOSSES))
         classes = pd.to_numeric(row.get(records.NUM_CLASSES), errors="coerce")
-        if losses is None or pd.isna(classes):
+        if losses is None or pd.isna(classes) or math.isnan(threshold(float(classes))):
             return math.nan
         limit = threshold(float(classes))
-        if math.isnan(limit):
-            return math.nan
         skip = pd.to_numeric(row.get(records.STAGE_EPOCHS), errors="coerce")
         skip = 0 if pd.isna(skip) else int(skip)
-        return next((float(epoch) for epoch, loss in enumerate(losses, start=1)
-                     if epoch > skip and loss < limit), math.inf)
+        exit_epoch = math.inf
+        for epoch in range(len(losses), skip, -1):  # back from the end while below the limit
+            if losses[epoch - 1] >= limit:
+                break
+            exit_epoch = float(epoch)
+        return exit_epoch
 
     if table.empty:
         return pd.Series(dtype=float, index=table.index)
@@ -93,12 +97,14 @@ def _losses(value: object) -> list[float] | None:
 
 
 def describe_exits(epochs: pd.Series, seeds: pd.Series) -> str:
-    """``seed 0: 2, seed 1: never`` for one configuration's trials, in seed order; empty when
-    none was recorded."""
-    known = [(seed, epoch) for seed, epoch in zip(seeds, epochs, strict=True)
-             if not pd.isna(epoch)]
-    return ", ".join(f"seed {seed}: {'never' if math.isinf(epoch) else int(epoch)}"
-                     for seed, epoch in sorted(known, key=lambda item: _seed_order(item[0])))
+    """``seed 0: 2, seed 1: never`` for one configuration's trials, in seed order (``not
+    recorded`` for a trial without the records); empty when none was recorded."""
+    pairs = sorted(zip(seeds, epochs, strict=True), key=lambda item: _seed_order(item[0]))
+    if all(pd.isna(epoch) for _, epoch in pairs):
+        return ""
+    return ", ".join(f"seed {_seed_text(seed)}: " + (
+        "not recorded" if pd.isna(epoch) else "never" if math.isinf(epoch) else str(int(epoch)))
+        for seed, epoch in pairs)
 
 
 def _seed_order(seed: object) -> tuple[int, float, str]:
@@ -106,6 +112,13 @@ def _seed_order(seed: object) -> tuple[int, float, str]:
         return (0, float(seed), "")  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return (1, 0.0, str(seed))
+
+
+def _seed_text(seed: object) -> str:
+    """``3`` for a seed read back as 3.0 (a column with a missing seed is float)."""
+    if isinstance(seed, float) and seed.is_integer():
+        return str(int(seed))
+    return str(seed)
 
 
 def plateau_counts(table: pd.DataFrame, config: str) -> pd.DataFrame:

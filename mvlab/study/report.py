@@ -376,11 +376,16 @@ def _mark_plateau(rows: pd.DataFrame, means: pd.DataFrame, notes: list[str]) -> 
     means["on_plateau"] = means[CONFIG].map(counts["on_plateau"]).astype("Int64").where(
         recorded > 0, pd.NA)
     means["plateau_judged"] = recorded.astype(int)
-    epochs = exit_epochs(rows)
-    seeds = rows[SEED] if SEED in rows else pd.Series(range(len(rows)), index=rows.index)
+    trials = rows.reset_index(drop=True)  # grouped by position below, whatever rows' index
+    epochs = exit_epochs(trials)
+    seeds = trials[SEED] if SEED in trials else pd.Series(range(len(trials)))
     exits = {config: describe_exits(epochs[group.index], seeds[group.index])
-             for config, group in rows.groupby(CONFIG, sort=False)}
+             for config, group in trials.groupby(CONFIG, sort=False)}
     means["plateau_exits"] = means[CONFIG].map(exits).fillna("")
+    # seed_means carried one seed's records along; per configuration they mislead
+    for column in (records.TRAIN_LOSSES, records.STAGE_EPOCHS):
+        if column in means:
+            del means[column]
     unrecorded = int((counts["trials"] - counts["recorded"]).sum())
     if unrecorded:
         notes.append(f"plateau check: {unrecorded} trial(s) lack the training loss or the "
