@@ -421,8 +421,9 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
     exits = means[means.get("plateau_exits", pd.Series("", index=means.index)).astype(bool)]
     if not exits.empty:
         lines += ["### When each seed left the plateau", "",
-                  "The first epoch whose mean training loss fell below the plateau threshold "
-                  "(after any data.curriculum stages; \"never\": not within the budget). Where "
+                  "The epoch from which the seed's mean training loss stayed below the plateau "
+                  "threshold to the end (epochs counted from 1, data.curriculum stages included "
+                  "but never judged; \"never\": still on the plateau at the end). Where "
                   "seeds leave at different epochs, a score at a fixed budget says mostly which "
                   "of them started early.", ""]
         lines += [f"- {row[CONFIG_LABEL]}: {row['plateau_exits']}" for _, row in exits.iterrows()]
