@@ -17,10 +17,9 @@ The check needs two trial attributes, recorded since 2026-12-05: the last epoch'
 loss (``train_loss``) and the class count (``num_classes``). Trials without them are "not
 recorded", never "off the plateau". When a seed left it (``exit_epochs``: the epoch from which
 its mean training loss stayed below the same threshold, looked for after any ``data.curriculum``
-stages)
-needs every epoch's loss (``train_losses``, with ``stage_epochs``), recorded since the tenth
-session of 2026-12-05. It assumes balanced classes: on skewed data
-a network that learned only the class prior sits below ln K and is not flagged.
+stages) needs every epoch's loss (``train_losses``, with ``stage_epochs``), recorded since the
+tenth session of 2026-12-05. It assumes balanced classes: on skewed data a network that learned
+only the class prior sits below ln K and is not flagged.
 """
 from __future__ import annotations
 
