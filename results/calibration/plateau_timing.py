@@ -28,6 +28,8 @@ PROBES = {  # folder: what ran (RUN.md sections of clearance/, same_different/)
                             "(curriculum/RUN.md, section 1)",
     "curriculum/conv_last_half": "contour 6, 2 distractors, centred, epochs 1-2 on contour 2 "
                                  "(curriculum/RUN.md, section 2)",
+    "lr5e4/s0": "contour 6, 2 distractors, centred, peak lr 5e-4, seed 0 (lr5e4/RUN.md, section 1)",
+    "lr5e4/s1": "contour 6, 2 distractors, centred, peak lr 5e-4, seed 1 (lr5e4/RUN.md, section 2)",
 }
 # Probes whose first epochs trained on a curriculum stage (data.curriculum): their losses there
 # are on other images, so the plateau is looked for from the first epoch on the task.
