@@ -63,10 +63,9 @@ def exit_epochs(table: pd.DataFrame) -> pd.Series:
     images."""
     def one(row: pd.Series) -> float:
         losses = _losses(row.get(records.TRAIN_LOSSES))
-        classes = pd.to_numeric(row.get(records.NUM_CLASSES), errors="coerce")
-        if losses is None or pd.isna(classes) or math.isnan(threshold(float(classes))):
+        limit = threshold(float(pd.to_numeric(row.get(records.NUM_CLASSES), errors="coerce")))
+        if losses is None or math.isnan(limit):
             return math.nan
-        limit = threshold(float(classes))
         skip = pd.to_numeric(row.get(records.STAGE_EPOCHS), errors="coerce")
         skip = 0 if pd.isna(skip) else int(skip)
         exit_epoch = math.inf

@@ -238,15 +238,13 @@ def _with_curriculum(cfg: DataConfig, train: Loader, manifest: dict, batch_size:
     from mvlab.data.loaders import CurriculumLoader
 
     stages, described = [], []
-    for epochs, stage_cfg in cfg.stages():
+    for (epochs, stage_cfg), stage in zip(cfg.stages(), cfg.curriculum, strict=True):
         bundle = build_data(stage_cfg, batch_size, eval_batch_size, device, progress=progress)
         stages.append((epochs, bundle.train))
         # The pool's root names its task definition (the subset id does not carry the knobs).
-        described.append({"epochs": epochs, "root": bundle.manifest["root"],
+        described.append({**stage, "root": bundle.manifest["root"],
                           "cache": bundle.manifest["cache"],
-                          "counts": {"train": bundle.manifest["counts"]["train"]},
-                          **{k: v for k, v in cfg.curriculum[len(described)].items()
-                             if k != "epochs"}})
+                          "counts": {"train": bundle.manifest["counts"]["train"]}})
     manifest["curriculum"] = described
     return CurriculumLoader(stages, train)
 

@@ -271,6 +271,16 @@ class DataConfig:
         return max(int(self.resolution), int(round(self.resolution / self.crop_pct)))
 
 
+def curriculum_error(stage_epochs: int, epochs: int) -> str | None:
+    """Why stages taking ``stage_epochs`` cannot precede a run of ``epochs`` (the end of one
+    line), or None when they can: the one wording for ``--check`` and the trainer."""
+    if not stage_epochs or stage_epochs < epochs:
+        return None
+    return (f"data.curriculum's stages take {stage_epochs} epoch(s) and train.epochs={epochs}: "
+            f"the task's own images would never be trained on; raise train.epochs or shorten "
+            f"the stages")
+
+
 def default_cache_dir() -> Path:
     """``$MVLAB_CACHE``, else ``$XDG_CACHE_HOME/mvlab``, else ``~/.cache/mvlab``."""
     if os.environ.get("MVLAB_CACHE"):

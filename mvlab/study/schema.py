@@ -499,6 +499,7 @@ def _check_curriculum(check: _Checker, data: Any, train: Any, space: tuple[Dimen
                       early_stop: EarlyStop | None) -> None:
     """Stages that fill every epoch would leave the task's own images untrained, in any trial;
     and early stopping judged during the stages would compare scores nothing has trained for."""
+    from mvlab.data.config import curriculum_error
     from mvlab.study.space import probe_values
 
     stage_epochs = getattr(data, "curriculum_epochs", 0)
@@ -510,10 +511,9 @@ def _check_curriculum(check: _Checker, data: Any, train: Any, space: tuple[Dimen
             low = min(int(v) for v in probe_values(dim))
             if low < fewest:
                 where, fewest = ("space", dim.key), low
-    if stage_epochs >= fewest:
-        raise check.fail(where, f"data.curriculum's stages take {stage_epochs} epoch(s) and "
-                                f"train.epochs={fewest}: the task's own images would never be "
-                                f"trained on; raise train.epochs or shorten the stages")
+    error = curriculum_error(stage_epochs, fewest)
+    if error:
+        raise check.fail(where, error)
     if early_stop is not None and early_stop.after_epoch <= stage_epochs:
         raise check.fail(("early_stop", "after_epoch"),
                          f"{early_stop.after_epoch} falls inside data.curriculum's "

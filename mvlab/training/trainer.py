@@ -242,10 +242,11 @@ def setup_run(spec: str | nn.Module, data: Any, cfg: TrainConfig, device: torch.
 
 
 def _check_curriculum(stage_epochs: int, cfg: TrainConfig) -> None:
-    if stage_epochs >= cfg.epochs:
-        raise DataError(f"data.curriculum's stages take {stage_epochs} epoch(s) and "
-                        f"train.epochs={cfg.epochs}: the task's own images would never be "
-                        f"trained on; raise train.epochs or shorten the stages")
+    from mvlab.data.config import curriculum_error
+
+    error = curriculum_error(stage_epochs, cfg.epochs)
+    if error:
+        raise DataError(error)
 
 
 def setup_data(data: Any, cfg: TrainConfig, device: torch.device,
