@@ -52,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"mvlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from mvlab.study.interrupts import exit_status
+
         print(f"mvlab {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return exit_status(interrupt)
     if code == 0 and "torch" in sys.modules:  # no torch imported: no process group to leave
         from mvlab.training import ddp
         ddp.finish()

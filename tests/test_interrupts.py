@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from mvlab.study.interrupts import deferred_interrupts, interrupt_once
+from mvlab.study.interrupts import Terminated, deferred_interrupts, exit_status, interrupt_once
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +34,15 @@ def test_a_workers_sigterm_relay_is_held_too_and_nested_blocks_deliver_once():
     previous = signal.signal(signal.SIGTERM, interrupt_once)
     finished = []
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Terminated) as caught:
             with deferred_interrupts():
                 with deferred_interrupts():
                     os.kill(os.getpid(), signal.SIGTERM)
                     finished.append("inner")
                 finished.append("outer")
         assert finished == ["inner", "outer"]
+        assert exit_status(caught.value) == 143  # 128 + SIGTERM: a scheduler's stop, not Ctrl-C
+        assert exit_status(KeyboardInterrupt()) == 130
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the relay fires once only
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -68,7 +68,7 @@ def handle(args: argparse.Namespace) -> int:
         check_locations(config, args.storage)  # the storage and MLflow checks the sweep makes
         print(describe_plan(config, args.storage))
         return 0
-    from mvlab.study.interrupts import install_terminate_handler
+    from mvlab.study.interrupts import exit_status, install_terminate_handler
     from mvlab.study.runner import run_sweep  # torch, Optuna and MLflow: only to run it
 
     install_terminate_handler()  # the process is ours: SIGTERM stops it as Ctrl-C does
@@ -76,10 +76,10 @@ def handle(args: argparse.Namespace) -> int:
                            retry_failed=args.retry_failed, progress=not args.no_progress)
     try:
         summary = run_sweep(config, options)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("mvlab sweep: interrupted: the running trial is recorded as failed (interrupted) "
               "and queued again; run the same command to resume", file=sys.stderr)
-        return 130
+        return exit_status(interrupt)
     if summary is None:  # a torchrun rank other than 0: it trained, rank 0 reports
         return 0
     states = ", ".join(f"{k.lower()} {v}" for k, v in summary.counts.items() if v)

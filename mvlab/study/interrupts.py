@@ -63,11 +63,22 @@ def install_terminate_handler() -> None:
         signal.signal(signal.SIGTERM, interrupt_once)
 
 
+class Terminated(KeyboardInterrupt):
+    """The KeyboardInterrupt a SIGTERM raises: handled as Ctrl-C is, but the process exits
+    with SIGTERM's status (143), so a job scheduler sees a stop, not a user's Ctrl-C."""
+
+
+def exit_status(interrupt: KeyboardInterrupt) -> int:
+    """The shell's status for a process ended by this signal: 128 + its number."""
+    signum = signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+    return 128 + int(signum)
+
+
 def interrupt_once(signum: int, frame: Any) -> None:
-    """A SIGTERM handler: the first one raises KeyboardInterrupt, later ones are ignored, so a
+    """A SIGTERM handler: the first one raises ``Terminated``, later ones are ignored, so a
     second signal cannot cut the recording of the interrupted trial."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 # SIGUSR1 drains a sweep: the trials running now finish and are recorded, no process claims
