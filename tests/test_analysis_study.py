@@ -134,6 +134,9 @@ def test_report_writes_verdicts_per_fidelity_into_the_study_folder(synthetic, mo
     for level in ("epochs_1_res_32", "epochs_3_res_32"):
         table = pd.read_csv(out / f"configurations_{level}.csv")
         assert table["fidelity"].nunique() == 1 and table["config"].is_unique
+        # every made-up seed leaves the plateau in epoch 1 or 2 (the budget's last at most)
+        assert (table["on_plateau"] == 0).all()
+        assert table["plateau_exits"].str.fullmatch(r"seed 0: [12](, seed \d: [12])*").all()
     fidelity = pd.read_csv(out / "fidelity.csv", index_col=0)
     assert "epochs=1 res=32" in fidelity.index and {"params", "macs"} <= set(fidelity.index)
 

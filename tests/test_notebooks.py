@@ -90,3 +90,11 @@ def test_notebooks_show_verdicts_from_the_report_code_and_never_speak_of_ties(ex
         source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         text = " ".join(c.source for c in source.cells).lower()
         assert "report.analyse" in text and " tie" not in text and "tied" not in text
+
+
+@pytest.mark.slow  # the executed notebooks
+def test_pareto_notebook_says_when_each_seed_left_the_plateau(executed):
+    markdown = " ".join(o["data"].get("text/markdown", "") for o in _outputs(executed["pareto"])
+                        if "data" in o)
+    assert "When each seed left the plateau" in markdown
+    assert "seed 0: 1" in markdown or "seed 0: 2" in markdown

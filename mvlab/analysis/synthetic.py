@@ -6,7 +6,8 @@ Accuracy is a fixed per-pattern effect plus noise, so the numbers mean nothing.
 
 Like ``mvlab sweep`` on a grid, every point is a set of Optuna params (the knobs, the training
 budget ``train.epochs`` and ``seed``), the trial's user attributes carry spec, seed, fidelity,
-status, params, macs and the MLflow run id, and each trial has a child run under one parent.
+status, params, macs, the training losses (every epoch's, for the plateau check; a binary task)
+and the MLflow run id, and each trial has a child run under one parent.
 
 ``effects_table`` makes a study with *known* effects (a table, no storage): each configuration's
 accuracy is the reference's plus a set difference, on a seed block effect shared by all
@@ -14,6 +15,7 @@ configurations of a seed, plus independent noise; so a verdict can be checked ag
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from pathlib import Path
 
@@ -27,6 +29,7 @@ _PATTERN_EFFECT = {"last_half": 0.04, "first_half": 0.0, "interleave": 0.02,
                    "mamba_only": -0.03, "attn_only": 0.01}
 OBJECTIVES = dict(records.DEFAULT_OBJECTIVES)
 RESOLUTION = 32
+NUM_CLASSES = 2
 
 
 def effects_table(effects: dict[str, float], seeds: dict[str, int] | int = 8,
@@ -65,6 +68,16 @@ def fidelity_label(epochs: int) -> str:
     return records.fidelity_label(epochs, RESOLUTION)
 
 
+def training_losses(epochs: int, accuracy: float, rng: np.random.Generator) -> list[float]:
+    """Every epoch's mean training loss of a made-up binary trial: at ln 2 until the seed leaves
+    the plateau in epoch 1 or 2 (drawn), then falling to about the loss its accuracy implies."""
+    plateau, final = math.log(NUM_CLASSES), min(-math.log(accuracy / 100), 0.6)
+    leaves = min(int(rng.integers(1, 3)), epochs)
+    return [plateau * (1 - 0.002 * rng.random()) if epoch < leaves
+            else final + (0.66 - final) * 0.5 ** (epoch - leaves)
+            for epoch in range(1, epochs + 1)]
+
+
 def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
                           patterns=PATTERNS, branches=("on", "off"), d_states=(4, 16),
                           epochs=(2, 6), repeated_seeds: int = 3, seed: int = 0) -> None:
@@ -80,6 +93,7 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
     from mvlab.analysis.load import open_storage
 
     rng = np.random.default_rng(seed)
+    loss_rng = np.random.default_rng(seed + 1)  # its own stream: the scores stay as they were
     knobs = {"pattern": list(patterns), "branch": list(branches), "d_state": list(d_states)}
     distributions = {k: CategoricalDistribution(v) for k, v in knobs.items()}
     distributions["train.epochs"] = CategoricalDistribution(list(epochs))
@@ -117,9 +131,12 @@ def write_synthetic_study(name: str, storage, tracking_uri: str | None = None,
                                * rng.uniform(0.97, 1.03))
             params = {"pattern": pattern, "branch": branch, "d_state": d_state,
                       "train.epochs": budget, records.SEED: run_seed}
+            losses = training_losses(budget, accuracy, loss_rng)
             attrs = {records.SPEC: spec, records.SEED: run_seed,
                      records.FIDELITY: fidelity_label(budget), records.STATUS: records.STATUS_OK,
-                     records.PARAMS: int(size), records.MACS: int(size * 40)}
+                     records.PARAMS: int(size), records.MACS: int(size * 40),
+                     records.NUM_CLASSES: NUM_CLASSES, records.TRAIN_LOSS: losses[-1],
+                     records.TRAIN_LOSSES: losses, records.STAGE_EPOCHS: 0}
             _record(study, client, parent, params, distributions, attrs,
                     [accuracy, throughput], budget)
     pattern, branch, d_state = configs[-1]
@@ -166,6 +183,8 @@ def _record(study, client, parent, params, distributions, attrs, values, epochs)
         if values is not None:
             metrics = [Metric(records.HELDOUT_TOP1, values[0] * (epoch + 1) / epochs, 0, epoch)
                        for epoch in range(epochs)]
+            metrics += [Metric(records.TRAIN_LOSS, loss, 0, epoch)
+                        for epoch, loss in enumerate(attrs[records.TRAIN_LOSSES])]
             metrics.append(Metric(records.THROUGHPUT, values[1], 0, epochs))
         client.log_batch(run.info.run_id, metrics=metrics,
                          params=[Param(k, str(v)) for k, v in params.items()],
