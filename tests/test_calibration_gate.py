@@ -53,6 +53,10 @@ def test_gate_settings_are_read_and_checked_against_the_space():
          "use one of differ, better, resolved, not_worse"),
         ("    controls:\n      - {a: {pattern: conv}}\n", "needs the knob values"),
         ("    {}\n", "needs controls, a band, or both"),
+        (CONTROLS + "    band_exempt: [{pattern: conv}]\n", "set analysis.gate.band too"),
+        ("    band: [60, 95]\n    band_exempt: [{pattern: cnn}]\n",
+         "not one of the choices of pattern"),
+        ("    band: [60, 95]\n    band_exempt: {pattern: conv}\n", "expected a list"),
     ]:
         with pytest.raises(StudyError, match=message):
             _gate(text)
@@ -111,6 +115,35 @@ def test_the_gate_passes_only_when_every_criterion_does():
     missing = {"controls": [{"a": KNOBS["twin"], "b": KNOBS["reference"], "expect": "differ"}]}
     result = _evaluate(table, missing)
     assert not result.attrs["passed"] and "no single configuration" in result["observed"][0]
+
+
+def test_a_control_exempt_from_the_band_is_listed_not_judged():
+    # conv sits at the ceiling (the job of a positive control is to differ); the rest inside
+    table = effects_table({"conv": 28.0, "narrow": -4.0}, seeds=6, noise_sd=0.3)
+    gate = {"controls": [{"a": KNOBS["conv"], "b": KNOBS["reference"], "expect": "differ"}],
+            "band": (60, 95), "reliability": False}
+    judged = _evaluate(table, gate).set_index("criterion").loc["accuracy band"]
+    assert not judged["passed"] and "outside: conv 9" in judged["observed"]
+    exempt = _evaluate(table, {**gate, "band_exempt": [KNOBS["conv"]]})
+    row = exempt.set_index("criterion").loc["accuracy band"]
+    assert row["passed"] and exempt.attrs["passed"]
+    assert "exempt: conv 9" in row["observed"] and "outside" not in row["observed"]
+    assert row["required"].endswith("except pattern=conv")
+    # an exemption does not hide a configuration it does not name
+    narrow = _evaluate(table, {**gate, "band": (70, 95), "band_exempt": [KNOBS["conv"]]})
+    assert "outside: narrow" in narrow.set_index("criterion").loc["accuracy band", "observed"]
+    assert not narrow.attrs["passed"]
+    # one naming no configuration with results is said, and exempts nothing
+    ghost = _evaluate(table, {**gate, "band_exempt": [KNOBS["twin"]]})
+    row = ghost.set_index("criterion").loc["accuracy band"]
+    assert not row["passed"] and "matching no single configuration: pattern=twin" in row[
+        "observed"]
+
+
+def test_band_exempt_is_read_from_the_study_file():
+    gate = _gate("    band: [60, 95]\n    band_exempt: [{pattern: conv}, {pattern: attn_only, "
+                 "dim: 12}]\n")
+    assert gate.band_exempt == ({"pattern": "conv"}, {"pattern": "attn_only", "dim": 12})
 
 
 def test_a_noisy_proxy_fails_on_reliability():

@@ -3,7 +3,7 @@
 A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of configurations
 whose difference the instrument has to resolve (conv-only token stages against mixers, a width
 step), a band the configuration means must lie in (far enough from chance and from saturation
-that differences can show), every seed off the plateau (``mvlab.analysis.plateau``; whenever the
+that differences can show; ``band_exempt`` controls are listed, not judged), every seed off the plateau (``mvlab.analysis.plateau``; whenever the
 trials record it), and the study's ``reliability_threshold`` for split-half reliability (unless ``reliability:
 false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study
 into one row per criterion; the gate passes only when every row does. A control that is not
@@ -89,16 +89,37 @@ def _required(control: Mapping[str, Any], margin: float = 0.5) -> str:
         control["expect"]]
 
 
-def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str,
-             label: str) -> dict[str, Any]:
+def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str, label: str,
+             exempt: Sequence[Mapping[str, Any]] = (),
+             config_of: Callable[[Mapping[str, Any]], str | None] | None = None,
+             config: str | None = None) -> dict[str, Any]:
+    """Every configuration mean inside ``band``, except the ``exempt`` ones (knob values, each
+    resolved by ``config_of`` to a value of ``means[config]``), whose scores are listed."""
     low, high = band
-    values = means.set_index(label)[accuracy]
+    required = f"every configuration mean in [{low:g}, {high:g}]"
+    skipped = pd.Series(False, index=means.index)
+    unmatched = []
+    for point in exempt:
+        found = config_of(point) if config_of is not None else None
+        if found is None:
+            unmatched.append(_knobs(point))
+        else:
+            skipped |= means[config] == found
+    if exempt:
+        required += " except " + ", ".join(_knobs(p) for p in exempt)
+    values = means.loc[~skipped].set_index(label)[accuracy]
     outside = values[(values < low) | (values > high)]
-    observed = f"means {values.min():.2f} to {values.max():.2f}"
+    observed = (f"means {values.min():.2f} to {values.max():.2f}" if len(values)
+                else "no configuration judged")
     if len(outside):
         observed += "; outside: " + ", ".join(f"{k} {v:.2f}" for k, v in outside.items())
-    return {"criterion": "accuracy band", "required": f"every configuration mean in "
-            f"[{low:g}, {high:g}]", "observed": observed, "passed": not len(outside)}
+    if skipped.any():
+        observed += "; exempt: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in means.loc[skipped].set_index(label)[accuracy].items())
+    if unmatched:
+        observed += "; exempt but matching no single configuration: " + ", ".join(unmatched)
+    return {"criterion": "accuracy band", "required": required, "observed": observed,
+            "passed": bool(len(values)) and not len(outside)}
 
 
 def plateau_row(rows: pd.DataFrame, label: str) -> dict[str, Any] | None:
@@ -149,7 +170,8 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
                          maximise, alpha, pooled)
     if gate.get("band") is not None:
-        found.append(band_row(means, gate["band"], accuracy, label))
+        found.append(band_row(means, gate["band"], accuracy, label,
+                              gate.get("band_exempt") or (), config_of, config))
     plateau = plateau_row(rows, label)
     if plateau is not None:
         found.append(plateau)

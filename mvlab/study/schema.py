@@ -53,7 +53,7 @@ TOP_KEYS = ("name", "description", "model", "data", "train", "study", "space", "
 ANALYSIS_KEYS = ("reference", "equivalence_margin", "reliability_threshold", "trend", "gate",
                  "alpha", "noise")
 NOISE_MODELS = ("paired", "pooled")  # analysis.noise: docs/studies.md, "Statistics"
-GATE_KEYS = ("controls", "band", "reliability")
+GATE_KEYS = ("controls", "band", "band_exempt", "reliability")
 CONTROL_KEYS = ("a", "b", "expect", "name")
 STUDY_KEYS = ("kind", "seeds", "sampler", "sampler_seed", "n", "n_trials", "band",
               "population_size", "stale_after_s", "sequential")
@@ -649,9 +649,29 @@ def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any],
         controls.append(Control(sides["a"], sides["b"], expect, name))
     if not controls and band is None:
         raise check.fail(("analysis", "gate"), "needs controls, a band, or both")
+    exempt = _band_exempt(check, raw.get("band_exempt"), band, knob_value)
     reliability = check.typed(raw.get("reliability", True), bool, ("analysis", "gate",
                                                                    "reliability"))
-    return GateSettings(tuple(controls), band, reliability)
+    return GateSettings(tuple(controls), band, reliability=reliability, band_exempt=exempt)
+
+
+def _band_exempt(check: _Checker, value: Any, band: tuple[float, float] | None,
+                 knob_value: Callable[[KeyPath, str, Any], Any]) -> tuple[dict[str, Any], ...]:
+    path = ("analysis", "gate", "band_exempt")
+    if value is None:
+        return ()
+    if band is None:
+        raise check.fail(path, "exempts configurations from a band: set analysis.gate.band too")
+    if not isinstance(value, list) or not value:
+        raise check.fail(path, "expected a list of configurations, e.g. [{pattern: conv}]")
+    points = []
+    for index, item in enumerate(value):
+        knobs = check.mapping(item, (*path, index), None)
+        if not knobs:
+            raise check.fail((*path, index), "needs the knob values of a configuration, "
+                                             "e.g. {pattern: conv}")
+        points.append({k: knob_value((*path, index, k), k, v) for k, v in knobs.items()})
+    return tuple(points)
 
 
 def describe_dimension(dim: Dimension) -> str:
