@@ -164,7 +164,8 @@ def test_report_judges_against_the_reference_it_is_given(synthetic, tmp_path):
     assert "Against the reference: last_half on" in readme and "Page's L" in readme
     gate = pd.read_csv(tmp_path / "gate_epochs_3_res_32.csv")
     assert gate["criterion"].tolist() == ["mamba vs last_half", "accuracy band",
-                                          "split-half reliability"]
+                                          "every seed left the plateau", "split-half reliability"]
+    assert gate.set_index("criterion").loc["every seed left the plateau", "observed"] == "none"
     assert "### Calibration gate" in readme and ("**PASSED" in readme or "NOT PASSED" in readme)
 
 
