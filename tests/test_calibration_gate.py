@@ -57,6 +57,9 @@ def test_gate_settings_are_read_and_checked_against_the_space():
         ("    band: [60, 95]\n    band_exempt: [{pattern: cnn}]\n",
          "not one of the choices of pattern"),
         ("    band: [60, 95]\n    band_exempt: {pattern: conv}\n", "expected a list"),
+        ("    band: [60, 95]\n    band_exempt: []\n", "is empty"),
+        (CONTROLS + "    band: [60, 95]\n    band_exempt: [{pattern: attn_only}]\n",
+         "not a side .* of any control"),
     ]:
         with pytest.raises(StudyError, match=message):
             _gate(text)
@@ -136,14 +139,38 @@ def test_a_control_exempt_from_the_band_is_listed_not_judged():
     # one naming no configuration with results is said, and exempts nothing
     ghost = _evaluate(table, {**gate, "band_exempt": [KNOBS["twin"]]})
     row = ghost.set_index("criterion").loc["accuracy band"]
-    assert not row["passed"] and "matching no single configuration: pattern=twin" in row[
+    assert not row["passed"] and "matching no configuration: pattern=twin" in row[
         "observed"]
 
 
 def test_band_exempt_is_read_from_the_study_file():
-    gate = _gate("    band: [60, 95]\n    band_exempt: [{pattern: conv}, {pattern: attn_only, "
-                 "dim: 12}]\n")
-    assert gate.band_exempt == ({"pattern": "conv"}, {"pattern": "attn_only", "dim": 12})
+    gate = _gate(CONTROLS + "    band: [60, 95]\n    band_exempt: [{pattern: conv}, "
+                 "{pattern: last_half, dim: 24}]\n")
+    assert gate.band_exempt == ({"pattern": "conv"}, {"pattern": "last_half", "dim": 24})
+
+
+def test_band_exempt_names_every_configuration_it_matches_in_the_report():
+    # {pattern: conv} with dim varying names two configurations: both are exempt
+    import dataclasses
+
+    from mvlab.study.report import PARAM, analyse
+
+    spec = ("stem=8 | depth=1 width={d} | depth=1 width={w} | depth=2 width=64 pattern={p} "
+            "| depth=2 width=128 pattern={p}")
+    rows = [{"trial": 9 * i + 3 * j + s, PARAM + "pattern": p, PARAM + "dim": d, "seed": s,
+             "state": "COMPLETE",
+             "spec": spec.format(d=d, w=2 * d, p=p),
+             records.HELDOUT_TOP1: (99.0 if p == "conv" else 80.0) + d / 12 + s / 4}
+            for i, p in enumerate(("conv", "last_half", "attn_only"))
+            for j, d in enumerate((12, 24)) for s in (0, 1, 2)]
+    gate = _gate(CONTROLS + "    band: [60, 95]\n    band_exempt: [{pattern: conv}]\n")
+    settings = {"gate": dataclasses.asdict(gate)}
+    result = analyse(pd.DataFrame(rows), {records.HELDOUT_TOP1: "maximize"}, settings,
+                     n_boot=20)
+    (part,) = result.fidelities.values()
+    row = part.gate.set_index("criterion").loc["accuracy band"]
+    assert row["passed"], row["observed"]
+    assert row["observed"].count("conv") == 2 and "outside" not in row["observed"]
 
 
 def test_a_noisy_proxy_fails_on_reliability():

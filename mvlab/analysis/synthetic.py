@@ -71,7 +71,7 @@ def fidelity_label(epochs: int) -> str:
 def training_losses(epochs: int, accuracy: float, rng: np.random.Generator) -> list[float]:
     """Every epoch's mean training loss of a made-up binary trial: at ln 2 until the seed leaves
     the plateau in epoch 1 or 2 (drawn), then falling to about the loss its accuracy implies."""
-    plateau, final = math.log(NUM_CLASSES), min(-math.log(accuracy / 100), 0.6)
+    plateau, final = math.log(NUM_CLASSES), min(-math.log(max(accuracy, 0.1) / 100), 0.6)
     leaves = min(int(rng.integers(1, 3)), epochs)
     return [plateau * (1 - 0.002 * rng.random()) if epoch < leaves
             else final + (0.66 - final) * 0.5 ** (epoch - leaves)

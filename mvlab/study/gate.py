@@ -3,9 +3,10 @@
 A study's ``analysis.gate`` (``GateSettings``) names positive controls, pairs of configurations
 whose difference the instrument has to resolve (conv-only token stages against mixers, a width
 step), a band the configuration means must lie in (far enough from chance and from saturation
-that differences can show; ``band_exempt`` controls are listed, not judged), every seed off the plateau (``mvlab.analysis.plateau``; whenever the
-trials record it), and the study's ``reliability_threshold`` for split-half reliability (unless ``reliability:
-false``, for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study
+that differences can show; configurations ``band_exempt`` names are listed, not judged), every
+seed off the plateau (``mvlab.analysis.plateau``; whenever the trials record it), and the
+study's ``reliability_threshold`` for split-half reliability (unless ``reliability: false``,
+for a study of two configurations). ``evaluate_gate`` turns one fidelity of a study
 into one row per criterion; the gate passes only when every row does. A control that is not
 shown different at these seeds fails the gate with the seeds it would take: "undetermined" is
 not a pass.
@@ -91,20 +92,20 @@ def _required(control: Mapping[str, Any], margin: float = 0.5) -> str:
 
 def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str, label: str,
              exempt: Sequence[Mapping[str, Any]] = (),
-             config_of: Callable[[Mapping[str, Any]], str | None] | None = None,
+             configs_of: Callable[[Mapping[str, Any]], Sequence[str]] | None = None,
              config: str | None = None) -> dict[str, Any]:
-    """Every configuration mean inside ``band``, except the ``exempt`` ones (knob values, each
-    resolved by ``config_of`` to a value of ``means[config]``), whose scores are listed."""
+    """Every configuration mean inside ``band``, except the ``exempt`` ones (knob values; every
+    configuration ``configs_of`` matches to them, values of ``means[config]``), whose scores
+    are listed."""
     low, high = band
     required = f"every configuration mean in [{low:g}, {high:g}]"
     skipped = pd.Series(False, index=means.index)
     unmatched = []
     for point in exempt:
-        found = config_of(point) if config_of is not None else None
-        if found is None:
+        found = list(configs_of(point)) if configs_of is not None else []
+        if not found:
             unmatched.append(_knobs(point))
-        else:
-            skipped |= means[config] == found
+        skipped |= means[config].isin(found) if config is not None else False
     if exempt:
         required += " except " + ", ".join(_knobs(p) for p in exempt)
     values = means.loc[~skipped].set_index(label)[accuracy]
@@ -117,7 +118,7 @@ def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str, label: s
         observed += "; exempt: " + ", ".join(
             f"{k} {v:.2f}" for k, v in means.loc[skipped].set_index(label)[accuracy].items())
     if unmatched:
-        observed += "; exempt but matching no single configuration: " + ", ".join(unmatched)
+        observed += "; exempt but matching no configuration: " + ", ".join(unmatched)
     return {"criterion": "accuracy band", "required": required, "observed": observed,
             "passed": bool(len(values)) and not len(outside)}
 
@@ -165,13 +166,22 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
                   reliability: pd.Series | None,
                   config_of: Callable[[Mapping[str, Any]], str | None], *, accuracy: str,
                   config: str, label: str, margin: float, threshold: float,
-                  maximise: bool, alpha: float = 0.05, pooled: bool = False) -> pd.DataFrame:
-    """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome."""
+                  maximise: bool, alpha: float = 0.05, pooled: bool = False,
+                  configs_of: Callable[[Mapping[str, Any]], Sequence[str]] | None = None
+                  ) -> pd.DataFrame:
+    """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome.
+    ``config_of``: the one configuration a control's side names (None unless exactly one);
+    ``configs_of``: every configuration a ``band_exempt`` entry names (default: ``config_of``'s
+    one)."""
+    if configs_of is None:
+        def configs_of(point):
+            found = config_of(point)
+            return [] if found is None else [found]
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
                          maximise, alpha, pooled)
     if gate.get("band") is not None:
         found.append(band_row(means, gate["band"], accuracy, label,
-                              gate.get("band_exempt") or (), config_of, config))
+                              gate.get("band_exempt") or (), configs_of, config))
     plateau = plateau_row(rows, label)
     if plateau is not None:
         found.append(plateau)

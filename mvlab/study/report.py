@@ -241,8 +241,13 @@ def _same(recorded: Any, value: Any) -> bool:
 
 
 def _config_of(done: pd.DataFrame, point: Mapping[str, Any]) -> str | None:
-    found = done.loc[_matching(done, point), CONFIG].unique()
-    return str(found[0]) if len(found) == 1 else None
+    found = _configs_of(done, point)
+    return found[0] if len(found) == 1 else None
+
+
+def _configs_of(done: pd.DataFrame, point: Mapping[str, Any]) -> list[str]:
+    """Every configuration whose knobs match ``point`` (the knobs it names)."""
+    return [str(c) for c in done.loc[_matching(done, point), CONFIG].unique()]
 
 
 def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str, Any] | None
@@ -345,7 +350,8 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
 
             analysis.gate = evaluate_gate(
                 settings["gate"], rows, means, analysis.reliability,
-                lambda point, rows=rows: _config_of(rows, point), accuracy=accuracy,
+                lambda point, rows=rows: _config_of(rows, point),
+                configs_of=lambda point, rows=rows: _configs_of(rows, point), accuracy=accuracy,
                 config=CONFIG, label=CONFIG_LABEL, margin=margin, alpha=alpha,
                 threshold=threshold, maximise=maximise, pooled=pooled)
         for knob in architecture_knobs(rows):

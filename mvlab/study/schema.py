@@ -650,6 +650,12 @@ def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any],
     if not controls and band is None:
         raise check.fail(("analysis", "gate"), "needs controls, a band, or both")
     exempt = _band_exempt(check, raw.get("band_exempt"), band, knob_value)
+    sides = [side for control in controls for side in (control.a, control.b)]
+    for index, point in enumerate(exempt):
+        if point not in sides:  # only a positive control's job is to differ from the rest
+            raise check.fail(("analysis", "gate", "band_exempt", index),
+                             f"{point} is not a side (a or b) of any control: only a control "
+                             "may be exempt from the band; copy its knob values exactly")
     reliability = check.typed(raw.get("reliability", True), bool, ("analysis", "gate",
                                                                    "reliability"))
     return GateSettings(tuple(controls), band, reliability=reliability, band_exempt=exempt)
@@ -662,8 +668,10 @@ def _band_exempt(check: _Checker, value: Any, band: tuple[float, float] | None,
         return ()
     if band is None:
         raise check.fail(path, "exempts configurations from a band: set analysis.gate.band too")
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         raise check.fail(path, "expected a list of configurations, e.g. [{pattern: conv}]")
+    if not value:
+        raise check.fail(path, "is empty: drop the key, or name a control's configuration")
     points = []
     for index, item in enumerate(value):
         knobs = check.mapping(item, (*path, index), None)

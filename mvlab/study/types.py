@@ -115,14 +115,15 @@ class GateSettings:
     "Calibration gate"): every control's expected verdict, every configuration's mean accuracy
     inside ``band`` (top-1 %, neither chance nor saturation), every seed off the plateau (checked
     whenever the trials record it, band or not), and split-half reliability at least the study's
-    ``reliability_threshold``. ``band_exempt``: configurations (knob values) the band does not
-    judge, controls whose job is to differ from the rest: a ceiling hides differences among
-    the configurations at it, not the difference between a control at it and a network below."""
+    ``reliability_threshold``. ``band_exempt``: configurations (knob values; every configuration
+    they match) the band lists but does not judge, each a side of a control: a ceiling hides
+    differences among the configurations at it, not a control's difference from a network
+    below it."""
 
     controls: tuple[Control, ...] = ()
     band: tuple[float, float] | None = None
-    band_exempt: tuple[dict[str, Any], ...] = ()
     reliability: bool = True  # False: a study of two configurations, whose ranking is moot
+    band_exempt: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
