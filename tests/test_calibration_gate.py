@@ -173,6 +173,18 @@ def test_band_exempt_names_every_configuration_it_matches_in_the_report():
     assert row["observed"].count("conv") == 2 and "outside" not in row["observed"]
 
 
+def test_reliability_from_two_seeds_is_not_judged_however_high():
+    # two seeds: each half is one seed, and four configurations that agree by chance give a
+    # high r with an interval of -1 to 1; the row must not pass on that
+    table = effects_table({"conv": 8.0, "mid": 4.0, "narrow": -4.0}, seeds=2, noise_sd=0.3)
+    row = _evaluate(table, {"band": (0, 100)}).set_index("criterion").loc[
+        "split-half reliability"]
+    assert not row["passed"] and "not judged below 4 seeds" in row["observed"]
+    four = _evaluate(effects_table({"conv": 8.0, "mid": 4.0, "narrow": -4.0}, seeds=4,
+                                   noise_sd=0.3), {"band": (0, 100)})
+    assert four.set_index("criterion").loc["split-half reliability", "passed"]
+
+
 def test_a_noisy_proxy_fails_on_reliability():
     # ten networks of one accuracy, 3 points of run-to-run noise: the halves rank at random
     table = effects_table({f"c{i}": 0.0 for i in range(9)}, seeds=4, seed_sd=0.0, noise_sd=3.0)

@@ -149,14 +149,21 @@ def plateau_row(rows: pd.DataFrame, label: str) -> dict[str, Any] | None:
             "observed": observed, "passed": stuck.empty and not unjudged}
 
 
+MIN_RELIABILITY_SEEDS = 4  # two a half: a half of one seed is one run's noise, not a mean
+
+
 def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str, Any]:
     row = {"criterion": "split-half reliability", "required": f"r >= {threshold:g} "
            "(Spearman-Brown, all seeds)", "passed": False}
     if reliability is None:
         return {**row, "observed": "not computable (see the notes)"}
     r, low, high = (reliability[k] for k in ("r_full", "r_full_low", "r_full_high"))
+    seeds = int(reliability["seeds"])
     observed = (f"{r:.2f} (95 % CI {low:.2f} to {high:.2f}), {int(reliability['configs'])} "
-                f"configurations x {int(reliability['seeds'])} seeds")
+                f"configurations x {seeds} seeds")
+    if seeds < MIN_RELIABILITY_SEEDS:
+        return {**row, "observed": observed + f"; not judged below {MIN_RELIABILITY_SEEDS} "
+                "seeds (each half one seed: the split says nothing)"}
     if not reliability["reliable"] and math.isfinite(reliability["seeds_needed"]):
         observed += f"; about {int(reliability['seeds_needed'])} seeds would reach it"
     return {**row, "observed": observed, "passed": bool(reliability["reliable"])}
