@@ -4,9 +4,8 @@
 # The gate as the study file states it (band over every configuration), then the same with
 # conv's control side exempt from the band (analysis.gate.band_exempt, docs/studies.md).
 HERE=results/calibration/gate_c6_lr5e4_e3
-SEEDS=${SEEDS:-[0, 1]}
 SET=(train.threads=1 data.contour_length=6 data.distractors=2 train.epochs=3 train.lr=5e-4
-     "study.seeds=$SEEDS" name=gate_c6_lr5e4_e3 "workdir=/tmp/mvlab_gate_c6/{name}")
+     "study.seeds=[0, 1]" name=gate_c6_lr5e4_e3 "workdir=/tmp/mvlab_gate_c6/{name}")
 GATE='analysis.gate={band: [60, 95], band_exempt: [{pattern: conv, dim: 24}], controls: [
   {name: conv vs last_half, a: {pattern: conv, dim: 24}, b: {pattern: last_half, dim: 24}},
   {name: conv vs mamba_only, a: {pattern: conv, dim: 24}, b: {pattern: mamba_only, dim: 24}},

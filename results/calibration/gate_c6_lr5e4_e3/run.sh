@@ -1,7 +1,8 @@
 #!/bin/bash
 # Gate candidate (issue 14, eleventh session): experiments/calibration.yaml, all four patterns, at
 # the recipe the lr 5e-4 probes suggest: contour 6, 2 distractors, peak lr 5e-4, 3 epochs
-# (1,425 steps). Seeds 0 and 1 first; the study resumes with more seeds (same name, same journal).
+# (1,425 steps). Seeds 0 and 1. (A grid study cannot gain seeds later: seeds 2-5 are their own
+# study, ../gate_c6_s2to5/run.sh.)
 WT=/work/wt/g3
 LOG=/work/calib_logs/gate_c6_lr5e4_e3
 SEEDS=${SEEDS:-[0, 1]}
