@@ -163,7 +163,7 @@ def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str
                 f"configurations x {seeds} seeds")
     if seeds < MIN_RELIABILITY_SEEDS:
         return {**row, "observed": observed + f"; not judged below {MIN_RELIABILITY_SEEDS} "
-                "seeds (each half one seed: the split says nothing)"}
+                "seeds (a half of one seed: the split says nothing)"}
     if not reliability["reliable"] and math.isfinite(reliability["seeds_needed"]):
         observed += f"; about {int(reliability['seeds_needed'])} seeds would reach it"
     return {**row, "observed": observed, "passed": bool(reliability["reliable"])}
