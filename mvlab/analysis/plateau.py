@@ -101,7 +101,7 @@ def describe_exits(epochs: pd.Series, seeds: pd.Series) -> str:
     pairs = sorted(zip(seeds, epochs, strict=True), key=lambda item: _seed_order(item[0]))
     if all(pd.isna(epoch) for _, epoch in pairs):
         return ""
-    return ", ".join(f"seed {_seed_text(seed)}: " + (
+    return ", ".join(f"seed {seed_text(seed)}: " + (
         "not recorded" if pd.isna(epoch) else "never" if math.isinf(epoch) else str(int(epoch)))
         for seed, epoch in pairs)
 
@@ -113,7 +113,7 @@ def _seed_order(seed: object) -> tuple[int, float, str]:
         return (1, 0.0, str(seed))
 
 
-def _seed_text(seed: object) -> str:
+def seed_text(seed: object) -> str:
     """``3`` for a seed read back as 3.0 (a column with a missing seed is float)."""
     if isinstance(seed, float) and seed.is_integer():
         return str(int(seed))

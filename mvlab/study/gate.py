@@ -129,14 +129,14 @@ def plateau_row(rows: pd.DataFrame, label: str) -> dict[str, Any] | None:
     the band). A trial the check cannot judge (no loss or class count recorded) fails it too, as
     an undetermined control does. None for a study none of whose trials can be judged (recorded
     before the check existed): the report notes it."""
-    from mvlab.analysis.plateau import TOLERANCE, on_plateau
+    from mvlab.analysis.plateau import TOLERANCE, on_plateau, seed_text
 
     flags = on_plateau(rows)
     if not flags.notna().any():
         return None
     stuck = rows[flags.fillna(False).astype(bool)]
     key = SEED if SEED in rows else TRIAL
-    parts = [f"{name} {key}{'s' * (len(group) > 1)} {', '.join(map(str, group))}"
+    parts = [f"{name} {key}{'s' * (len(group) > 1)} {', '.join(map(seed_text, group))}"
              for name, group in stuck.groupby(label, sort=False)[key]]
     observed = (f"{len(stuck)} of {int(flags.notna().sum())} judged trials: " + "; ".join(parts)
                 if parts else "none")
