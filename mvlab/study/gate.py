@@ -91,23 +91,15 @@ def _required(control: Mapping[str, Any], margin: float = 0.5) -> str:
 
 
 def band_row(means: pd.DataFrame, band: Sequence[float], accuracy: str, label: str,
-             exempt: Sequence[Mapping[str, Any]] = (),
-             configs_of: Callable[[Mapping[str, Any]], Sequence[str]] | None = None,
-             config: str | None = None) -> dict[str, Any]:
-    """Every configuration mean inside ``band``, except the ``exempt`` ones (knob values; every
-    configuration ``configs_of`` matches to them, values of ``means[config]``), whose scores
-    are listed."""
+             config: str, exempt: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Every configuration mean inside ``band``, except the ``exempt`` ones ({an entry in words:
+    the values of ``means[config]`` it matches}), whose scores are listed."""
     low, high = band
     required = f"every configuration mean in [{low:g}, {high:g}]"
-    skipped = pd.Series(False, index=means.index)
-    unmatched = []
-    for point in exempt:
-        found = list(configs_of(point)) if configs_of is not None else []
-        if not found:
-            unmatched.append(_knobs(point))
-        skipped |= means[config].isin(found) if config is not None else False
+    skipped = means[config].isin([c for found in exempt.values() for c in found])
+    unmatched = [entry for entry, found in exempt.items() if not found]
     if exempt:
-        required += " except " + ", ".join(_knobs(p) for p in exempt)
+        required += " except " + ", ".join(exempt)
     values = means.loc[~skipped].set_index(label)[accuracy]
     outside = values[(values < low) | (values > high)]
     observed = (f"means {values.min():.2f} to {values.max():.2f}" if len(values)
@@ -184,11 +176,11 @@ def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFra
         def configs_of(point):
             found = config_of(point)
             return [] if found is None else [found]
+    exempt = {_knobs(point): list(configs_of(point)) for point in gate.get("band_exempt") or ()}
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
                          maximise, alpha, pooled)
     if gate.get("band") is not None:
-        found.append(band_row(means, gate["band"], accuracy, label,
-                              gate.get("band_exempt") or (), configs_of, config))
+        found.append(band_row(means, gate["band"], accuracy, label, config, exempt))
     plateau = plateau_row(rows, label)
     if plateau is not None:
         found.append(plateau)

@@ -634,13 +634,8 @@ def _gate(check: _Checker, value: Any, knob_value: Callable[[KeyPath, str, Any],
     for index, item in enumerate(items):
         path = ("analysis", "gate", "controls", index)
         entry = check.mapping(item, path, CONTROL_KEYS)
-        sides = {}
-        for side in ("a", "b"):
-            knobs = check.mapping(entry.get(side), (*path, side), None)
-            if not knobs:
-                raise check.fail((*path, side), "needs the knob values of a configuration, "
-                                                "e.g. {pattern: conv}")
-            sides[side] = {k: knob_value((*path, side, k), k, v) for k, v in knobs.items()}
+        sides = {side: _point(check, entry.get(side), (*path, side), knob_value)
+                 for side in ("a", "b")}
         expect = check.typed(entry.get("expect", "differ"), str, (*path, "expect"))
         if expect not in GATE_EXPECTATIONS:
             raise check.fail((*path, "expect"), f"{expect!r}: use one of "
@@ -672,14 +667,17 @@ def _band_exempt(check: _Checker, value: Any, band: tuple[float, float] | None,
         raise check.fail(path, "expected a list of configurations, e.g. [{pattern: conv}]")
     if not value:
         raise check.fail(path, "is empty: drop the key, or name a control's configuration")
-    points = []
-    for index, item in enumerate(value):
-        knobs = check.mapping(item, (*path, index), None)
-        if not knobs:
-            raise check.fail((*path, index), "needs the knob values of a configuration, "
-                                             "e.g. {pattern: conv}")
-        points.append({k: knob_value((*path, index, k), k, v) for k, v in knobs.items()})
-    return tuple(points)
+    return tuple(_point(check, item, (*path, index), knob_value)
+                 for index, item in enumerate(value))
+
+
+def _point(check: _Checker, value: Any, path: KeyPath,
+           knob_value: Callable[[KeyPath, str, Any], Any]) -> dict[str, Any]:
+    """A configuration named by its knob values ({pattern: conv}), each checked against the space."""
+    knobs = check.mapping(value, path, None)
+    if not knobs:
+        raise check.fail(path, "needs the knob values of a configuration, e.g. {pattern: conv}")
+    return {k: knob_value((*path, k), k, v) for k, v in knobs.items()}
 
 
 def describe_dimension(dim: Dimension) -> str:
