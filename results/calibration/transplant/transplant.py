@@ -25,6 +25,7 @@ import torch
 from mvlab.study.schema import load_study
 from mvlab.study.space import resolve_point
 from mvlab.study.trial import DataCache
+from mvlab.training import trainer
 from mvlab.training.models import make_model
 from mvlab.training.runtime import seed_everything
 from mvlab.training.trainer import train
@@ -50,6 +51,20 @@ def transplanted(spec: str, num_classes: int, early_seed: int, rest_seed: int) -
     return model
 
 
+def as_the_sweep(spec: str, num_classes: int) -> None:
+    """Make the trainer's seeding also draw a model's construction, as a sweep trial's does: the
+    trainer seeds, then builds from the spec. Given a built model it would start drop-path and
+    dropout from the bare seed instead, so the only difference from the trial would no longer be
+    the initial weights."""
+    seed_only = trainer.seed_everything
+
+    def seed_and_build(seed: int) -> None:
+        seed_only(seed)
+        make_model(spec, num_classes)
+
+    trainer.seed_everything = seed_and_build
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("study")
@@ -71,6 +86,7 @@ def main() -> None:
     print(f"{plan.spec}\nearly part (stem, stages 1-2) from seed {args.early_seed}; stages 3-4 "
           f"and head from seed {args.rest_seed}; data order seed {args.order_seed}; "
           f"train.seed {plan.train.seed}", flush=True)
+    as_the_sweep(plan.spec, int(bundle.num_classes))
     result = train(model, bundle, plan.train)
     if result.status != "ok":
         sys.exit(f"transplant: training failed: {result.reason}")
