@@ -367,7 +367,7 @@ def test_mvlab_report_prints_the_plateau_seeds_in_one_line(tmp_path):
                           "on_plateau": [0, 2, None], "plateau_judged": [4, 4, 0]})
     means.to_csv(tmp_path / "configurations_epochs_2.csv", index=False)
     assert plateau_line(tmp_path / "configurations_epochs_2.csv") == (
-        "plateau (epochs_2): 2 of 8 judged seeds never left it (attn_only 2): they learned "
+        "plateau (epochs_2): 2 of 8 judged seeds never left it (attn_only: 2): they learned "
         "next to nothing in this budget; see the report's README.md")
     means.assign(on_plateau=[0, 0, None]).to_csv(tmp_path / "configurations.csv", index=False)
     assert plateau_line(tmp_path / "configurations.csv") is None

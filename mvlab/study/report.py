@@ -447,7 +447,7 @@ def plateau_line(path: Path) -> str | None:
     where = f" ({path.stem[len('configurations_'):]})" if path.stem != "configurations" else ""
     return (f"plateau{where}: {int(stuck['on_plateau'].sum())} of "
             f"{int(means['plateau_judged'].sum())} judged seeds never left it ("
-            + ", ".join(f"{row[CONFIG_LABEL]} {int(row['on_plateau'])}"
+            + ", ".join(f"{row[CONFIG_LABEL]}: {int(row['on_plateau'])}"
                         for _, row in stuck.iterrows())
             + "): they learned next to nothing in this budget; see the report's README.md")
 
