@@ -90,8 +90,9 @@ def main() -> None:
     result = train(model, bundle, plan.train)
     if result.status != "ok":
         sys.exit(f"transplant: training failed: {result.reason}")
+    # The trainer's history counts epochs from 0; the rows count them from 1, as MLflow does.
     rows = [{"early_seed": args.early_seed, "rest_seed": args.rest_seed,
-             "order_seed": args.order_seed, "pattern": args.pattern, "epoch": i + 1, **epoch}
+             "order_seed": args.order_seed, "pattern": args.pattern, **epoch, "epoch": i + 1}
             for i, epoch in enumerate(result.history)]
     with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
