@@ -422,7 +422,7 @@ def plateau_lines(part: FidelityAnalysis) -> list[str]:
                   "score says when it would start to learn, not how well it mixes tokens. Where "
                   "a configuration has seeds on and off the plateau its seed spread has two "
                   "humps, which more seeds average but do not narrow, and its interval is a rough "
-                  "guide only; a longer budget or a lower learning rate moves seeds off it "
+                  "guide only; a longer budget or another learning rate can move seeds off it "
                   "(docs/studies.md, \"Plateau\").", ""]
     exits = means[means.get("plateau_exits", pd.Series("", index=means.index)).astype(bool)]
     if not exits.empty:
