@@ -11,7 +11,7 @@ says when the network would start to learn, not how well it mixes tokens; the ch
 loss, not the score, and the relative tolerance is loose for many classes (a calibrated guess
 at 0.98 ln K is right 58 % of the time with two classes, 20 % with ten). A configuration with some seeds there and some not has a two-humped seed spread:
 more seeds average it without narrowing it, and a t interval over them is a rough guide only.
-A longer budget or another learning rate can move seeds off the plateau, not always both ways.
+A longer budget or another learning rate can move seeds off the plateau; neither is sure to.
 
 The check needs two trial attributes, recorded since 2026-12-05: the last epoch's mean training
 loss (``train_loss``) and the class count (``num_classes``). Trials without them are "not
