@@ -76,11 +76,11 @@ def _evaluate(table: pd.DataFrame, gate: dict, threshold: float = 0.8) -> pd.Dat
     reliability = split_half(seed_matrix(table, records.HELDOUT_TOP1), n_boot=200,
                              threshold=threshold)
 
-    def config_of(point):
-        found = [name for name, knobs in KNOBS.items() if knobs == dict(point)]
-        return found[0] if found and found[0] in set(table["config"]) else None
+    def configs_of(point):
+        return [name for name, knobs in KNOBS.items()
+                if knobs == dict(point) and name in set(table["config"])]
 
-    return evaluate_gate(gate, table, means, reliability, config_of,
+    return evaluate_gate(gate, table, means, reliability, configs_of,
                          accuracy=records.HELDOUT_TOP1, config="config", label="configuration",
                          margin=0.5, threshold=threshold, maximise=True)
 

@@ -163,19 +163,17 @@ def reliability_row(reliability: pd.Series | None, threshold: float) -> dict[str
 
 def evaluate_gate(gate: Mapping[str, Any], rows: pd.DataFrame, means: pd.DataFrame,
                   reliability: pd.Series | None,
-                  config_of: Callable[[Mapping[str, Any]], str | None], *, accuracy: str,
+                  configs_of: Callable[[Mapping[str, Any]], Sequence[str]], *, accuracy: str,
                   config: str, label: str, margin: float, threshold: float,
-                  maximise: bool, alpha: float = 0.05, pooled: bool = False,
-                  configs_of: Callable[[Mapping[str, Any]], Sequence[str]] | None = None
-                  ) -> pd.DataFrame:
+                  maximise: bool, alpha: float = 0.05, pooled: bool = False) -> pd.DataFrame:
     """One row per criterion (``COLUMNS``); ``attrs["passed"]`` is the gate's outcome.
-    ``config_of``: the one configuration a control's side names (None unless exactly one);
-    ``configs_of``: every configuration a ``band_exempt`` entry names (default: ``config_of``'s
-    one)."""
-    if configs_of is None:
-        def configs_of(point):
-            found = config_of(point)
-            return [] if found is None else [found]
+    ``configs_of``: every configuration knob values name. A ``band_exempt`` entry exempts all
+    of them; a control's side must name exactly one."""
+
+    def config_of(point: Mapping[str, Any]) -> str | None:
+        found = configs_of(point)
+        return found[0] if len(found) == 1 else None
+
     exempt = {_knobs(point): list(configs_of(point)) for point in gate.get("band_exempt") or ()}
     found = control_rows(rows, gate.get("controls") or (), config_of, accuracy, config, margin,
                          maximise, alpha, pooled)

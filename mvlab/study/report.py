@@ -350,8 +350,7 @@ def analyse(table: pd.DataFrame, goals: Mapping[str, str], settings: Mapping[str
 
             analysis.gate = evaluate_gate(
                 settings["gate"], rows, means, analysis.reliability,
-                lambda point, rows=rows: _config_of(rows, point),
-                configs_of=lambda point, rows=rows: _configs_of(rows, point), accuracy=accuracy,
+                lambda point, rows=rows: _configs_of(rows, point), accuracy=accuracy,
                 config=CONFIG, label=CONFIG_LABEL, margin=margin, alpha=alpha,
                 threshold=threshold, maximise=maximise, pooled=pooled)
         for knob in architecture_knobs(rows):
