@@ -38,6 +38,7 @@ SEED = "seed"                  # the trial's seed: a replicate (the three roles 
 INIT_SEED = "init_seed"        # initialisation, dropout, mixup (train.seed)
 ORDER_SEED = "order_seed"      # training order and augmentation (data.order_seed)
 SPLIT_SEED = "split_seed"      # subset and held-out split (data.seed): fixed per study
+EARLY_INIT_SEED = "early_init_seed"  # stem + first stages (train.early_init_seed), when set
 NETWORK = "network"            # grammar.network_spec: duplicate points of one network share it
 FIDELITY = "fidelity"          # the training budget in words: ``fidelity_label``
 MLFLOW_RUN_ID = "mlflow_run_id"  # the trial's MLflow child run

@@ -73,6 +73,10 @@ def test_a_trials_seed_sets_init_and_data_order_but_not_the_split():
     from mvlab.study.trial import seed_roles
 
     assert seed_roles(plans[1]) == {"init_seed": 1, "order_seed": 1, "split_seed": 0}
+    fixed = load_study_text(GRID.format(extra=""), "tiny.yaml", ("train.early_init_seed=7",))
+    point = resolve_point(fixed, {"pattern": "last_half", "branch": "on", "seed": 1})
+    assert seed_roles(point) == {"init_seed": 1, "order_seed": 1, "split_seed": 0,
+                                 "early_init_seed": 7}  # a study's fixed early part
     bundles = {s: build_data(plans[s].data, batch_size=16, progress=False) for s in (0, 1)}
     again = build_data(plans[1].data, batch_size=16, progress=False)
 

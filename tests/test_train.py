@@ -21,6 +21,7 @@ from mvlab.errors import DataError, UserError
 from mvlab.models import build_model, complexity
 from mvlab.training.checkpoint import load_checkpoint, save_checkpoint
 from mvlab.training.config import PRECISIONS, TrainConfig, TrainConfigError
+from mvlab.training.models import start_early_part_from
 from mvlab.training.optim import build_optimizer, param_groups
 from mvlab.training.runtime import resolve_precision
 from mvlab.training.trainer import LossNotFinite, check_losses, train
@@ -268,7 +269,51 @@ def test_cli_trains_and_reports_one_line_errors(cache_dir, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, err
 
 
+class DummyNet(torch.nn.Linear):
+    def __init__(self):
+        super().__init__(2, 2)
+
+
+def test_early_init_seed_starts_only_the_stem_and_first_stages_from_its_seed(cache_dir, tmp_path):
+    # train.early_init_seed: the stem and stages 1-2 start from that seed's weights, the rest
+    # and every later draw (drop-path, order) from the run's seed. Given the run's own seed it
+    # changes nothing, bit for bit; the early tensors equal a network built under that seed.
+    spec = ("stem=8 drop_path=0.1 | depth=1 width=8 | depth=1 width=8 "
+            "| depth=2 width=16 pattern=last_half heads=2 | depth=1 width=16 pattern=attn_only heads=2")
+    data = build_data(data_cfg(cache_dir, per_class=8), 16)
+
+    def first_state(**kw):
+        folder = tmp_path / "-".join(f"{k}{v}" for k, v in kw.items())
+        result = train(spec, data, fast_cfg(epochs=1, lr=1e-9, warmup_epochs=0, min_lr=0,
+                                            checkpoint_dir=str(folder), **kw))
+        assert result.ok, result.reason
+        return result, load_checkpoint(folder)["model"]
+
+    plain, plain_state = first_state(seed=1)
+    same, _ = first_state(seed=1, early_init_seed=1)
+    assert [h["train_loss"] for h in same.history] == [h["train_loss"] for h in plain.history]
+
+    _, fixed = first_state(seed=1, early_init_seed=0, early_init_stages=2)
+    torch.manual_seed(0)
+    donor = build_model(spec, num_classes=10).state_dict()
+    early = [k for k in fixed if k.startswith(("patch_embed.", "levels.0.", "levels.1."))]
+    weights = [k for k in early if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    later = [k for k in fixed if k.startswith("levels.2.") and k.endswith("weight")]
+    assert weights and later
+    # lr 1e-9: one epoch moves no weight visibly
+    assert [k for k in weights if not torch.allclose(fixed[k], donor[k], atol=1e-6)] == []
+    assert not any(torch.allclose(plain_state[k], donor[k], atol=1e-6) for k in weights
+                   if k.endswith("weight") and donor[k].float().std() > 0)  # not norms' ones
+    assert all(torch.allclose(fixed[k], plain_state[k], atol=1e-6) for k in later)
+
+    with pytest.raises(UserError, match=r"early_init_seed=0: DummyNet is not an mvlab spec"):
+        start_early_part_from(DummyNet(), DummyNet, 0, 2)
+    with pytest.raises(TrainConfigError, match="pass a spec string"):
+        train(build_model(spec, num_classes=10), data, fast_cfg(epochs=1, early_init_seed=0))
+
+
 @pytest.mark.parametrize("key, value, message", [
+    ("early_init_stages", 4, r"early_init_stages=4: stages after the stem .* 0\.\.3 "),
     ("batch_size", 10**12, r"batch_size=1000000000000: must be an integer in 1\.\.65536"),
     ("epochs", 10**12, r"epochs=.*1\.\.100000"),
     ("threads", 10**6, r"threads=1000000: must be an integer in 1\.\.1024"),

@@ -241,6 +241,15 @@ class MambaVision(nn.Module):
             ],
         )
 
+    def early_part(self, stages: int) -> tuple[str, ...]:
+        """State-dict name prefixes of the stem and the first ``stages`` stages, downsamples
+        included: the part ``train.early_init_seed`` starts from one seed in every run. At least
+        one stage stays out of it, so that a run's own seed still starts something it varies."""
+        if not 0 <= stages < len(self.levels):
+            raise ValueError(f"{stages} early stages: this network has {len(self.levels)}, and "
+                             f"at most {len(self.levels) - 1} can start from a fixed seed")
+        return ("patch_embed.", *(f"levels.{i}." for i in range(stages)))
+
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for level in self.levels:

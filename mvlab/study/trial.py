@@ -124,11 +124,16 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, config: StudyConfig,
 
 def seed_roles(plan: TrialPlan) -> dict[str, int]:
     """Which seed did what: initialisation (train.seed), training order and augmentation
-    (data.order_seed), subset and held-out split (data.seed, fixed per study)."""
+    (data.order_seed), subset and held-out split (data.seed, fixed per study); and when
+    train.early_init_seed is set, the stem's and first stages' initialisation (fixed per
+    study)."""
     order = getattr(plan.data, "order_seed", None)
-    return {records.INIT_SEED: int(plan.train.seed),
-            records.ORDER_SEED: int(plan.data.seed if order is None else order),
-            records.SPLIT_SEED: int(plan.data.seed)}
+    roles = {records.INIT_SEED: int(plan.train.seed),
+             records.ORDER_SEED: int(plan.data.seed if order is None else order),
+             records.SPLIT_SEED: int(plan.data.seed)}
+    if plan.train.early_init_seed is not None:
+        roles[records.EARLY_INIT_SEED] = int(plan.train.early_init_seed)
+    return roles
 
 
 def trial_status(trial: optuna.Trial, status: str) -> None:

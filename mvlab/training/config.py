@@ -14,6 +14,7 @@ from typing import Any
 
 from mvlab.config_fields import from_mapping
 from mvlab.errors import UserError
+from mvlab.grammar import NUM_STAGES
 
 # Upper bounds on counts a user types (docs/training.md): past them a run would only allocate or
 # loop for hours before failing.
@@ -89,8 +90,9 @@ PRECISIONS = {
 RENAMED = {"amp": "precision"}
 # Keys added since, with the value that means what an older mvlab did: a study or checkpoint
 # recorded before the key existed resumes as if it had been written with that value.
-ADDED = {"precise_bn": 0}
+ADDED = {"precise_bn": 0, "early_init_seed": None, "early_init_stages": 2}
 MAX_PRECISE_BN = 1_000_000  # images; pycls's default is 8,192
+MAX_EARLY_INIT_STAGES = NUM_STAGES - 1  # the run's own seed must still start some stage
 
 
 def with_current_names(settings: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +146,12 @@ class TrainConfig:
     (pycls's precise BN; 0: off). While the learning rate is high the running averages lag the
     weights, and a mid-run score can read chance for a network that has learned
     (results/calibration/bn_eval/); at the end of a decayed schedule they agree.
+    ``early_init_seed``: when set, the stem and the first ``early_init_stages`` stages (with
+    their downsamples) start from the weights this seed gives them, in every run, while the rest
+    of the network, dropout, drop-path and mixup still follow ``seed``. At one seed every
+    pattern already shares those weights (they are conv stages, built first); a study that fixes
+    them makes its seeds vary only what its networks differ in, and its results hold for that
+    one early-part initialisation (docs/training.md, results/calibration/transplant/).
     """
 
     epochs: int = 10
@@ -179,6 +187,8 @@ class TrainConfig:
     progress: bool = False
     sync_every: int = 20
     precise_bn: int = 0
+    early_init_seed: int | None = None
+    early_init_stages: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.opt_betas, list):
@@ -199,6 +209,10 @@ class TrainConfig:
         if not 0 <= int(self.precise_bn) <= MAX_PRECISE_BN:
             raise bad("precise_bn", f"training images, must be an integer in "
                                     f"0..{MAX_PRECISE_BN:,} (0: off; e.g. 1024)")
+        if not 0 <= int(self.early_init_stages) <= MAX_EARLY_INIT_STAGES:
+            raise bad("early_init_stages", f"stages after the stem that start from "
+                                           f"train.early_init_seed, must be an integer in "
+                                           f"0..{MAX_EARLY_INIT_STAGES} (0: the stem only)")
         if self.eval_batch_size is not None and not (
                 1 <= int(self.eval_batch_size) <= MAX_COUNTS["batch_size"]):
             raise bad("eval_batch_size", f"must be an integer in 1..{MAX_COUNTS['batch_size']} "

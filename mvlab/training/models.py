@@ -1,6 +1,8 @@
 """Turn what a user typed (preset, spec string, timm name) into a model, with one error path."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from mvlab.errors import UserError
@@ -28,3 +30,35 @@ def make_model(name: str, num_classes: int, in_chans: int = 3,
     if getattr(model, "spec", None):
         set_scan_backend(model, scan_backend)
     return model
+
+
+def start_early_part_from(model: nn.Module, build: Callable[[], nn.Module], seed: int,
+                          stages: int) -> int:
+    """Overwrite ``model``'s stem and first ``stages`` stages with the initial weights
+    ``build()`` gives them under ``seed`` (``train.early_init_seed``); returns how many tensors
+    were replaced. The random state is put back afterwards, so dropout, drop-path and mixup
+    draw as they would have: with ``seed`` equal to the run's own, the run is unchanged.
+
+    Raises ``UserError`` for a network without the MambaVision layout (a timm name) or too few
+    stages."""
+    from mvlab.training.runtime import capture_rng_state, restore_rng_state, seed_everything
+
+    where = f"train.early_init_seed={seed}"
+    if not hasattr(model, "early_part"):
+        raise UserError(f"{where}: {type(model).__name__} is not an mvlab spec network (stem + "
+                        f"stages); use an mvlab preset or spec string, or unset it")
+    try:
+        prefixes = model.early_part(stages)
+    except ValueError as exc:
+        raise UserError(f"{where} with train.early_init_stages={stages}: {exc}") from None
+    rng = capture_rng_state()
+    try:
+        seed_everything(seed)
+        donor = build().state_dict()
+    finally:
+        restore_rng_state(rng)
+    state = model.state_dict()
+    early = [name for name in state if name.startswith(prefixes)]
+    state.update({name: donor[name] for name in early})
+    model.load_state_dict(state)
+    return len(early)

@@ -46,11 +46,12 @@ from mvlab.training.complexity import model_complexity
 from mvlab.training.config import (
     RESUME_NEUTRAL,
     TrainConfig,
+    TrainConfigError,
     TrainResult,
     with_current_names,
 )
 from mvlab.training.evaluate import evaluate
-from mvlab.training.models import make_model
+from mvlab.training.models import make_model, start_early_part_from
 from mvlab.training.optim import build_optimizer, build_scheduler
 from mvlab.training.runtime import (
     autocast,
@@ -269,11 +270,20 @@ def setup_model(spec: str | nn.Module, data: Any, bundle: Any, cfg: TrainConfig,
                 dist: ddp.DistContext | None) -> nn.Module:
     """The model on the device in the run's layout; its spec, scan backend and cost recorded."""
     if isinstance(spec, nn.Module):
+        if cfg.early_init_seed is not None:
+            raise TrainConfigError("train.early_init_seed rebuilds the network from its spec; "
+                                   "pass a spec string instead of a built model, or unset it")
         model = spec
         result.spec = str(getattr(spec, "spec", None) or type(spec).__name__)
     else:
-        model = make_model(spec, bundle.num_classes, _in_chans(bundle), cfg.scan_backend)
+        def build() -> nn.Module:
+            return make_model(spec, bundle.num_classes, _in_chans(bundle), cfg.scan_backend)
+
+        model = build()
         result.spec = str(getattr(model, "spec", None) or spec)
+        if cfg.early_init_seed is not None:
+            start_early_part_from(model, build, int(cfg.early_init_seed),
+                                  int(cfg.early_init_stages))
     if dist is not None:
         model = ddp.convert_batchnorm(model, device)
     model.to(device)
