@@ -77,6 +77,16 @@ def test_a_trials_seed_sets_init_and_data_order_but_not_the_split():
     point = resolve_point(fixed, {"pattern": "last_half", "branch": "on", "seed": 1})
     assert seed_roles(point) == {"init_seed": 1, "order_seed": 1, "split_seed": 0,
                                  "early_init_seed": 7}  # a study's fixed early part
+    from mvlab.study.plan import describe_plan
+    from mvlab.study.report import early_init_lines
+
+    assert "early_init=seed 7 (stem + stages 1-2)" in describe_plan(fixed)
+    assert "early_init" not in describe_plan(config)
+    import pandas as pd
+
+    (scope, _) = early_init_lines(pd.DataFrame({"early_init_seed": [7.0, 7.0, None]}))
+    assert "seed 7 (`train.early_init_seed`)" in scope and "holds for that one start" in scope
+    assert early_init_lines(pd.DataFrame({"init_seed": [0, 1]})) == []
     bundles = {s: build_data(plans[s].data, batch_size=16, progress=False) for s in (0, 1)}
     again = build_data(plans[1].data, batch_size=16, progress=False)
 

@@ -1,12 +1,17 @@
 """A validated study's plan in words (``mvlab sweep FILE --check``)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mvlab import records
 from mvlab.safety import mask_url
 from mvlab.study.locations import storage_url_for, tracking_uri_for
 from mvlab.study.schema import describe_dimension
 from mvlab.study.space import collapse_points, grid_points, planned_points
 from mvlab.study.types import StudyConfig
+
+if TYPE_CHECKING:
+    from mvlab.training.config import TrainConfig
 
 
 def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
@@ -24,7 +29,7 @@ def describe_plan(config: StudyConfig, storage: str | None = None) -> str:
         *sequential_lines(config),
         f"base model: {config.model_text} = {config.model}",
         f"train: epochs={config.train.epochs} batch_size={config.train.batch_size} "
-        f"lr={config.train.lr} device={config.train.device}",
+        f"lr={config.train.lr} device={config.train.device}{early_init_words(config.train)}",
         f"data: {config.data.dataset} res={config.data.resolution} classes={config.data.classes} "
         f"per_class={config.data.per_class}{task_knobs(config.data)}",
         "objectives: " + ", ".join(f"{m} ({d})" for m, d in config.objectives),
@@ -97,3 +102,14 @@ def early_stop_warnings(config: StudyConfig) -> list[str]:
             f"when the learning rate is still high and BatchNorm running statistics lag the "
             f"weights (a learned network can read chance); set train.precise_bn: 1024 so the "
             f"comparison measures the networks"]
+
+
+def early_init_words(train: TrainConfig) -> str:
+    """`` early_init=seed 0 (stem + stages 1-2)`` when train.early_init_seed fixes the early
+    part's initialisation for every trial, else nothing: a study's results then hold for that
+    one start, and its summary says so."""
+    if train.early_init_seed is None:
+        return ""
+    stages = int(train.early_init_stages)
+    part = "stem" + (f" + stages 1-{stages}" if stages > 1 else " + stage 1" if stages else "")
+    return f" early_init=seed {train.early_init_seed} ({part})"

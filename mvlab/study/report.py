@@ -759,6 +759,21 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def early_init_lines(table: pd.DataFrame) -> list[str]:
+    """What every result is conditional on when the trials' early part started from a fixed
+    seed (``train.early_init_seed``, recorded per trial as ``early_init_seed``)."""
+    if records.EARLY_INIT_SEED not in table:
+        return []
+    fixed = sorted({int(v) for v in table[records.EARLY_INIT_SEED].dropna()})
+    if not fixed:
+        return []
+    return [f"**One early-part initialisation.** Every trial's stem and first stages started "
+            f"from the weights of seed {', '.join(map(str, fixed))} (`train.early_init_seed`): "
+            f"a trial's seed varied the rest of the network, drop-path and the data order. "
+            f"Every result below holds for that one start of the shared early part, not over "
+            f"its initialisations.", ""]
+
+
 def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source: str) -> Path:
     table = analysis.table
     states = table[STATE].value_counts().to_dict() if STATE in table and len(table) else {}
@@ -774,7 +789,8 @@ def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source
              f"Rebuilt from {source} by `mvlab report`; no model was retrained. Points that "
              "train the same network are one configuration (`configuration` names all its "
              "points); every number below is over configurations, per fidelity, with seeds as "
-             "blocks. Statistics: docs/studies.md (\"Statistics\").", ""]
+             "blocks. Statistics: docs/studies.md (\"Statistics\").", "",
+             *early_init_lines(table)]
     for level, part in analysis.fidelities.items():
         suffix = _suffix(level, several)
         means = part.configurations
