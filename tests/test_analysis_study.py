@@ -87,6 +87,8 @@ def test_a_trials_seed_sets_init_and_data_order_but_not_the_split():
     (scope, _) = early_init_lines(pd.DataFrame({"early_init_seed": [7.0, 7.0, None]}))
     assert "seed 7 (`train.early_init_seed`)" in scope and "holds for that one start" in scope
     assert early_init_lines(pd.DataFrame({"init_seed": [0, 1]})) == []
+    (several, _) = early_init_lines(pd.DataFrame({"early_init_seed": [7.0, 8.0]}))
+    assert "seeds 7, 8" in several and "that one start" not in several
     bundles = {s: build_data(plans[s].data, batch_size=16, progress=False) for s in (0, 1)}
     again = build_data(plans[1].data, batch_size=16, progress=False)
 

@@ -767,11 +767,15 @@ def early_init_lines(table: pd.DataFrame) -> list[str]:
     fixed = sorted({int(v) for v in table[records.EARLY_INIT_SEED].dropna()})
     if not fixed:
         return []
+    if len(fixed) > 1:
+        return [f"**Several early-part initialisations.** The trials' stems and first stages "
+                f"started from the weights of seeds {', '.join(map(str, fixed))} "
+                f"(`train.early_init_seed`), not from each trial's own seed.", ""]
     return [f"**One early-part initialisation.** Every trial's stem and first stages started "
-            f"from the weights of seed {', '.join(map(str, fixed))} (`train.early_init_seed`): "
-            f"a trial's seed varied the rest of the network, drop-path and the data order. "
-            f"Every result below holds for that one start of the shared early part, not over "
-            f"its initialisations.", ""]
+            f"from the weights of seed {fixed[0]} (`train.early_init_seed`): a trial's seed "
+            f"varied the rest of the network, drop-path and, unless the study pinned "
+            f"`data.order_seed`, the data order. Every result below holds for that one start of "
+            f"the shared early part, not over its initialisations.", ""]
 
 
 def _readme(analysis: StudyAnalysis, failed: pd.DataFrame, out_dir: Path, source: str) -> Path:

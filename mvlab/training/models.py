@@ -38,10 +38,16 @@ def start_early_part_from(model: nn.Module, build: Callable[[], nn.Module], seed
     ``build()`` gives them under ``seed`` (``train.early_init_seed``); returns how many tensors
     were replaced. The random state is put back afterwards, so dropout, drop-path and mixup
     draw as they would have: with ``seed`` equal to the run's own, the run is unchanged.
+    Only the CPU generators are seeded for the donor (it is built on the CPU).
 
     Raises ``UserError`` for a network without the MambaVision layout (a timm name) or too few
     stages."""
-    from mvlab.training.runtime import capture_rng_state, restore_rng_state, seed_everything
+    import random
+
+    import numpy as np
+    import torch
+
+    from mvlab.training.runtime import capture_rng_state, restore_rng_state
 
     where = f"train.early_init_seed={seed}"
     if not hasattr(model, "early_part"):
@@ -53,7 +59,12 @@ def start_early_part_from(model: nn.Module, build: Callable[[], nn.Module], seed
         raise UserError(f"{where} with train.early_init_stages={stages}: {exc}") from None
     rng = capture_rng_state()
     try:
-        seed_everything(seed)
+        # The CPU generators only: torch.manual_seed would also queue a CUDA seed that a later
+        # first CUDA call picks up, which no saved state could undo, and the model is built on
+        # the CPU anyway.
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)
         donor = build().state_dict()
     finally:
         restore_rng_state(rng)
