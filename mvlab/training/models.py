@@ -40,31 +40,18 @@ def start_early_part_from(model: nn.Module, build: Callable[[], nn.Module], seed
     draw as they would have: with ``seed`` equal to the run's own, the run is unchanged.
     Only the CPU generators are seeded for the donor (it is built on the CPU).
 
-    Raises ``UserError`` for a network without the MambaVision layout (a timm name) or too few
-    stages."""
-    import random
+    Raises ``UserError`` for a network without the MambaVision layout (a timm name); the stage
+    count is bounded by ``TrainConfig`` (``MambaVision.early_part`` checks it again)."""
+    from mvlab.training.runtime import capture_rng_state, restore_rng_state, seed_everything
 
-    import numpy as np
-    import torch
-
-    from mvlab.training.runtime import capture_rng_state, restore_rng_state
-
-    where = f"train.early_init_seed={seed}"
     if not hasattr(model, "early_part"):
-        raise UserError(f"{where}: {type(model).__name__} is not an mvlab spec network (stem + "
-                        f"stages); use an mvlab preset or spec string, or unset it")
-    try:
-        prefixes = model.early_part(stages)
-    except ValueError as exc:
-        raise UserError(f"{where} with train.early_init_stages={stages}: {exc}") from None
+        raise UserError(f"train.early_init_seed={seed}: {type(model).__name__} is not an mvlab "
+                        f"spec network (stem + stages); use an mvlab preset or spec string, or "
+                        f"unset it")
+    prefixes = model.early_part(stages)
     rng = capture_rng_state()
     try:
-        # The CPU generators only: torch.manual_seed would also queue a CUDA seed that a later
-        # first CUDA call picks up, which no saved state could undo, and the model is built on
-        # the CPU anyway.
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.default_generator.manual_seed(seed)
+        seed_everything(seed, devices=False)
         donor = build().state_dict()
     finally:
         restore_rng_state(rng)

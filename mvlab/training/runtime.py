@@ -106,11 +106,17 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy (timm's Mixup draws from it) and torch (all devices)."""
+def seed_everything(seed: int, *, devices: bool = True) -> None:
+    """Seed Python, NumPy (timm's Mixup draws from it) and torch: every device's generator, or
+    with ``devices=False`` the CPU's only. torch.manual_seed also queues a seed for CUDA that
+    its first call picks up, which ``capture_rng_state`` cannot save before CUDA starts: a
+    draw that must leave the run's random state as it was seeds the CPU only."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if devices:
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 def capture_rng_state() -> dict[str, Any]:
